@@ -1,0 +1,22 @@
+//! spawnd: an inetd-style super-server. `main` only parses the command line,
+//! dispatches, and turns outcomes into exit codes.
+
+mod cli;
+mod convert;
+mod logging;
+
+use std::process::ExitCode;
+
+use cli::Command;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    logging::init(cli.verbosity.log_level, cli.verbosity.verbose, cli.verbosity.quiet);
+    match &cli.command {
+        Command::Convert(command) => convert::run(command),
+        _ => {
+            eprintln!("not implemented yet");
+            ExitCode::from(3)
+        }
+    }
+}
