@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Verbosity {
     /// Log level: error, warn, info, debug or trace (overrides RUST_LOG).
-    #[arg(long, global = true, value_name = "LEVEL")]
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
     pub log_level: Option<log::LevelFilter>,
 
     /// More output (repeatable).
@@ -98,6 +98,11 @@ pub enum ConvertCommand {
         #[arg(short = 'o', long = "output", value_name = "DIR")]
         output: Option<PathBuf>,
     },
+}
+
+fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
+    text.parse()
+        .map_err(|_| "expected one of off, error, warn, info, debug, trace".to_string())
 }
 
 pub fn parse() -> Cli {
