@@ -1,0 +1,163 @@
+//! The validated configuration: what the rest of spawnd works from. Every
+//! value here has been checked; defaults from `spawnd.yaml` are merged in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::raw::{InternalKind, LogTarget, OnLimit, PassMode, Principal, SocketKind, StderrMode};
+pub use super::resolve::Credentials;
+use super::units::{Cidr, ListenAddr, Rate};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub file: PathBuf,
+    pub disabled: bool,
+    pub socket: SocketKind,
+    pub listen: Vec<ListenAddr>,
+    pub wait: bool,
+    pub action: Action,
+    pub user: Option<Principal>,
+    pub group: Option<Principal>,
+    pub groups: Option<Vec<Principal>>,
+    pub env: BTreeMap<String, String>,
+    pub pass_env: Vec<String>,
+    pub stderr: StderrMode,
+    pub pass: PassMode,
+    pub backlog: u32,
+    pub unix_socket: UnixSocketPerms,
+    pub nice: Option<i32>,
+    pub umask: Option<u32>,
+    pub chroot: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub banners: Banners,
+    pub limits: Limits,
+    pub access: Access,
+    /// Filled in by `resolve`; `None` runs the child as spawnd's own user.
+    pub credentials: Option<Credentials>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a program: `program` is exec'd with `argv` (argv[0] included).
+    Exec { program: PathBuf, argv: Vec<String> },
+    Internal(InternalKind),
+    Redirect(SocketAddr),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnixSocketPerms {
+    pub mode: Option<u32>,
+    pub owner: Option<Principal>,
+    pub group: Option<Principal>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Banners {
+    pub banner: Option<PathBuf>,
+    pub success: Option<PathBuf>,
+    pub fail: Option<PathBuf>,
+}
+
+/// Resource limits set (soft and hard) in the child; `u64::MAX` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rlimits {
+    pub cpu: Option<u64>,
+    pub memory: Option<u64>,
+    pub files: Option<u64>,
+    pub processes: Option<u64>,
+    pub core: Option<u64>,
+}
+
+impl Rlimits {
+    pub fn is_empty(&self) -> bool {
+        *self == Rlimits::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub instances: Option<u32>,
+    pub on_limit: OnLimit,
+    pub per_source: Option<u32>,
+    pub rate: Option<Rate>,
+    pub rate_pause: Duration,
+    pub per_source_rate: Option<Rate>,
+    pub per_source_pause: Duration,
+    pub timeout: Option<Duration>,
+    pub kill_after: Duration,
+    pub max_load: Option<f64>,
+    pub rlimits: Rlimits,
+}
+
+pub const DEFAULT_RATE_PAUSE: Duration = Duration::from_secs(10);
+pub const DEFAULT_PER_SOURCE_PAUSE: Duration = Duration::from_secs(60);
+pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(5);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_BACKLOG: u32 = 128;
+
+/// A daily window in local time, minutes since midnight; `end < start`
+/// wraps past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl TimeWindow {
+    pub fn contains(&self, minute_of_day: u16) -> bool {
+        if self.start <= self.end {
+            (self.start..=self.end).contains(&minute_of_day)
+        } else {
+            minute_of_day >= self.start || minute_of_day <= self.end
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Access {
+    pub allow: Vec<Cidr>,
+    pub deny: Vec<Cidr>,
+    pub times: Vec<TimeWindow>,
+}
+
+impl Service {
+    pub fn program_label(&self) -> String {
+        match &self.action {
+            Action::Exec { argv, .. } => argv.join(" "),
+            Action::Internal(kind) => format!("internal:{}", kind.name()),
+            Action::Redirect(addr) => format!("redirect:{addr}"),
+        }
+    }
+
+    pub fn socket_label(&self) -> &'static str {
+        match self.socket {
+            SocketKind::Stream => "stream",
+            SocketKind::Dgram => "dgram",
+        }
+    }
+}
+
+/// Settings from `spawnd.yaml` that are not per-service defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    pub max_children: Option<u32>,
+    pub shutdown_grace: Duration,
+    pub control_socket: Option<PathBuf>,
+    pub log_target: Option<LogTarget>,
+    pub log_level: Option<log::LevelFilter>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            max_children: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            control_socket: None,
+            log_target: None,
+            log_level: None,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Service files and `spawnd.yaml` exactly as written: serde structs with
+//! unknown keys rejected. Nothing here is checked beyond the types; see
+//! `validate` for the rules that join fields together.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::units::{Cidr, Count, CpuTime, ListenAddr, Rate, Size, Span};
+
+/// A single value or a list of them (`listen: 127.0.0.1:13` or a list).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// Either a list of words or one string split on white space.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Argv {
+    List(Vec<String>),
+    Line(String),
+}
+
+impl Argv {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Argv::List(list) => list,
+            Argv::Line(line) => line.split_whitespace().map(str::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketKind {
+    Stream,
+    Dgram,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StderrMode {
+    Socket,
+    Null,
+    Log,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassMode {
+    Stdio,
+    ListenFds,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLimit {
+    Refuse,
+    Queue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InternalKind {
+    Echo,
+    Discard,
+    Daytime,
+    Time,
+    Chargen,
+}
+
+impl InternalKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            InternalKind::Echo => "echo",
+            InternalKind::Discard => "discard",
+            InternalKind::Daytime => "daytime",
+            InternalKind::Time => "time",
+            InternalKind::Chargen => "chargen",
+        }
+    }
+}
+
+/// A user or group: a name or a numeric id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Principal {
+    Id(u32),
+    Name(String),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Principal::Id(id) => write!(f, "{id}"),
+            Principal::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A umask or file mode: `"022"` (octal), or a YAML number whose digits are
+/// read as octal, since YAML 1.2 reads `022` as twenty-two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let digits = text.trim().trim_start_matches("0o");
+        u32::from_str_radix(digits, 8)
+            .ok()
+            .filter(|mode| *mode <= 0o7777)
+            .map(Mode)
+            .ok_or_else(|| format!("invalid octal mode {text:?} (write it quoted, e.g. \"0022\")"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => n.to_string().parse().map_err(serde::de::Error::custom),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub instances: Option<u32>,
+    pub on_limit: Option<OnLimit>,
+    pub per_source: Option<u32>,
+    pub rate: Option<Rate>,
+    pub rate_pause: Option<Span>,
+    pub per_source_rate: Option<Rate>,
+    pub per_source_pause: Option<Span>,
+    pub timeout: Option<Span>,
+    pub kill_after: Option<Span>,
+    pub cpu: Option<CpuTime>,
+    pub memory: Option<Size>,
+    pub files: Option<Count>,
+    pub processes: Option<Count>,
+    pub core: Option<Size>,
+    pub max_load: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    pub allow: Option<Vec<Cidr>>,
+    pub deny: Option<Vec<Cidr>>,
+    pub times: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: Option<String>,
+    pub disabled: Option<bool>,
+    pub socket: Option<SocketKind>,
+    pub listen: Option<OneOrMany<ListenAddr>>,
+    pub wait: Option<bool>,
+    pub exec: Option<Argv>,
+    pub internal: Option<InternalKind>,
+    pub redirect: Option<String>,
+    pub user: Option<Principal>,
+    pub group: Option<Principal>,
+    pub groups: Option<Vec<Principal>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub pass_env: Option<Vec<String>>,
+    pub stderr: Option<StderrMode>,
+    pub pass: Option<PassMode>,
+    pub backlog: Option<u32>,
+    pub unix_mode: Option<Mode>,
+    pub unix_owner: Option<Principal>,
+    pub unix_group: Option<Principal>,
+    pub nice: Option<i32>,
+    pub umask: Option<Mode>,
+    pub chroot: Option<String>,
+    pub workdir: Option<String>,
+    pub banner: Option<String>,
+    pub banner_success: Option<String>,
+    pub banner_fail: Option<String>,
+    pub limits: Option<RawLimits>,
+    pub access: Option<RawAccess>,
+}
+
+/// `defaults:` in `spawnd.yaml`: applied to services that do not set them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub user: Option<Principal>,
+    pub group: Option<Principal>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub pass_env: Option<Vec<String>>,
+    pub stderr: Option<StderrMode>,
+    pub limits: Option<RawLimits>,
+    pub access: Option<RawAccess>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    Stderr,
+    Syslog,
+    Journal,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub target: Option<LogTarget>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    pub defaults: Option<RawDefaults>,
+    pub max_children: Option<u32>,
+    pub shutdown_grace: Option<Span>,
+    pub control_socket: Option<String>,
+    pub log: Option<RawLog>,
+}

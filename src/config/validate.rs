@@ -1,0 +1,563 @@
+//! Pure validation: raw serde structs (plus `spawnd.yaml` defaults) become a
+//! `Service`, or every error found, each with its place in the file.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{locate_key, ConfigError};
+use super::model::*;
+use super::raw::{RawAccess, RawDefaults, RawGlobal, RawLimits, RawService};
+use super::units::ListenAddr;
+
+/// Collects errors for one file, locating each key in its text.
+struct Errors<'a> {
+    file: &'a Path,
+    text: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        let path: Vec<&str> = key.split('.').collect();
+        let error = ConfigError::new(self.file, message)
+            .at(locate_key(self.text, &path))
+            .key(key);
+        self.list.push(error);
+    }
+}
+
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn merge_limits(service: Option<RawLimits>, defaults: Option<&RawLimits>) -> RawLimits {
+    let mut merged = service.unwrap_or_default();
+    let Some(d) = defaults else { return merged };
+    macro_rules! inherit {
+        ($($field:ident),*) => { $( if merged.$field.is_none() { merged.$field = d.$field.clone(); } )* };
+    }
+    inherit!(
+        instances, on_limit, per_source, rate, rate_pause, per_source_rate, per_source_pause,
+        timeout, kill_after, cpu, memory, files, processes, core, max_load
+    );
+    merged
+}
+
+fn merge_access(service: Option<RawAccess>, defaults: Option<&RawAccess>) -> RawAccess {
+    let mut merged = service.unwrap_or_default();
+    if let Some(d) = defaults {
+        if merged.allow.is_none() {
+            merged.allow = d.allow.clone();
+        }
+        if merged.deny.is_none() {
+            merged.deny = d.deny.clone();
+        }
+        if merged.times.is_none() {
+            merged.times = d.times.clone();
+        }
+    }
+    merged
+}
+
+/// `"08:00-18:00"` as minutes since midnight.
+pub fn parse_time_window(text: &str) -> Result<TimeWindow, String> {
+    let invalid = || format!("invalid time window {text:?} (expected HH:MM-HH:MM, local time)");
+    let minute = |part: &str| -> Option<u16> {
+        let (h, m) = part.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (start, end) = text.split_once('-').ok_or_else(invalid)?;
+    Ok(TimeWindow {
+        start: minute(start).ok_or_else(invalid)?,
+        end: minute(end).ok_or_else(invalid)?,
+    })
+}
+
+fn check_env_name(errors: &mut Errors, key: &str, name: &str) {
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        errors.push(key, format!("invalid environment variable name {name:?}"));
+    }
+}
+
+fn absolute_path(errors: &mut Errors, key: &str, value: Option<String>) -> Option<PathBuf> {
+    let value = value?;
+    if !value.starts_with('/') || value.contains('\0') {
+        errors.push(key, format!("{value:?} must be an absolute path"));
+        return None;
+    }
+    Some(PathBuf::from(value))
+}
+
+pub fn service(
+    file: &Path,
+    text: &str,
+    stem: &str,
+    raw: RawService,
+    defaults: &RawDefaults,
+) -> Result<Service, Vec<ConfigError>> {
+    let mut errors = Errors { file, text, list: Vec::new() };
+    let name = raw.name.clone().unwrap_or_else(|| stem.to_string());
+    if !is_valid_name(&name) {
+        let key = if raw.name.is_some() { "name" } else { "" };
+        let message = format!("invalid service name {name:?} (letters, digits, '_', '.', '-')");
+        if key.is_empty() {
+            errors.list.push(ConfigError::new(file, message + "; rename the file or set name:"));
+        } else {
+            errors.push(key, message);
+        }
+    }
+    let socket = raw.socket.unwrap_or(SocketKind::Stream);
+    let listen = raw.listen.map(|l| l.into_vec()).unwrap_or_default();
+    if listen.is_empty() {
+        errors.push("listen", "a service needs at least one listen address");
+    }
+    for (index, addr) in listen.iter().enumerate() {
+        if listen[..index].iter().any(|earlier| earlier.overlaps(addr)) {
+            errors.push("listen", format!("{addr} is listed twice or overlaps another entry"));
+        }
+    }
+
+    let actions = [raw.exec.is_some(), raw.internal.is_some(), raw.redirect.is_some()];
+    let action = match actions.iter().filter(|a| **a).count() {
+        0 => {
+            errors.push("exec", "a service needs one of exec, internal or redirect");
+            None
+        }
+        1 => {
+            if let Some(exec) = raw.exec {
+                let argv = exec.into_vec();
+                match argv.first() {
+                    None => {
+                        errors.push("exec", "exec needs at least the program path");
+                        None
+                    }
+                    Some(program) if !program.starts_with('/') => {
+                        errors.push("exec", format!("the program {program:?} must be an absolute path"));
+                        None
+                    }
+                    Some(_) if argv.iter().any(|a| a.contains('\0')) => {
+                        errors.push("exec", "arguments may not contain NUL bytes");
+                        None
+                    }
+                    Some(program) => Some(Action::Exec { program: PathBuf::from(program), argv }),
+                }
+            } else if let Some(kind) = raw.internal {
+                Some(Action::Internal(kind))
+            } else {
+                let target = raw.redirect.unwrap_or_default();
+                match target.parse() {
+                    Ok(addr) => Some(Action::Redirect(addr)),
+                    Err(_) => {
+                        errors.push(
+                            "redirect",
+                            format!("invalid redirect target {target:?} (expected IP:PORT; host names are not resolved)"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+        _ => {
+            errors.push("exec", "exec, internal and redirect exclude each other; give exactly one");
+            None
+        }
+    };
+
+    let wait = match (&action, raw.wait) {
+        (Some(Action::Internal(_)), Some(_)) => {
+            errors.push("wait", "internal services take no wait: they are served inside spawnd");
+            false
+        }
+        (Some(Action::Redirect(_)), Some(true)) => {
+            errors.push("wait", "a redirect service cannot use wait: true");
+            false
+        }
+        (Some(Action::Internal(_) | Action::Redirect(_)), None) => false,
+        (_, Some(wait)) => wait,
+        (_, None) => socket == SocketKind::Dgram,
+    };
+    if socket == SocketKind::Dgram && !wait && matches!(action, Some(Action::Exec { .. })) {
+        errors.push(
+            "wait",
+            "a datagram service with a program needs wait: true (there is no connection to hand to one child per client)",
+        );
+    }
+    if socket == SocketKind::Dgram && matches!(action, Some(Action::Redirect(_))) {
+        errors.push("redirect", "redirect forwards TCP connections; it needs socket: stream");
+    }
+
+    let pass = raw.pass.unwrap_or(PassMode::Stdio);
+    let default_stderr = if pass == PassMode::ListenFds { StderrMode::Null } else { StderrMode::Socket };
+    let stderr = raw.stderr.or(defaults.stderr).unwrap_or(default_stderr);
+    if pass == PassMode::ListenFds {
+        if !wait || !matches!(action, Some(Action::Exec { .. })) {
+            errors.push("pass", "pass: listen_fds needs a program with wait: true");
+        }
+        if stderr == StderrMode::Socket {
+            errors.push("stderr", "stderr: socket is not allowed with pass: listen_fds (use null or log)");
+        }
+    }
+
+    let backlog = raw.backlog.unwrap_or(DEFAULT_BACKLOG);
+    if !(1..=65_535).contains(&backlog) {
+        errors.push("backlog", "backlog must be 1 to 65535");
+    }
+    if let Some(nice) = raw.nice {
+        if !(-20..=19).contains(&nice) {
+            errors.push("nice", "nice must be -20 to 19");
+        }
+    }
+
+    let mut env = defaults.env.clone().unwrap_or_default();
+    env.extend(raw.env.unwrap_or_default());
+    for (name, value) in &env {
+        check_env_name(&mut errors, "env", name);
+        if value.contains('\0') {
+            errors.push("env", format!("the value of {name} contains a NUL byte"));
+        }
+    }
+    let pass_env = raw.pass_env.or_else(|| defaults.pass_env.clone()).unwrap_or_default();
+    for name in &pass_env {
+        check_env_name(&mut errors, "pass_env", name);
+    }
+
+    let raw_limits = merge_limits(raw.limits, defaults.limits.as_ref());
+    for (key, value) in [("limits.instances", raw_limits.instances), ("limits.per_source", raw_limits.per_source)] {
+        if value == Some(0) {
+            errors.push(key, "must be at least 1 (to stop a service, use disabled: true)");
+        }
+    }
+    if let Some(load) = raw_limits.max_load {
+        if !(load.is_finite() && load > 0.0) {
+            errors.push("limits.max_load", "max_load must be a positive number");
+        }
+    }
+    let limits = Limits {
+        instances: raw_limits.instances,
+        on_limit: raw_limits.on_limit.unwrap_or(OnLimit::Refuse),
+        per_source: raw_limits.per_source,
+        rate: raw_limits.rate,
+        rate_pause: raw_limits.rate_pause.map_or(DEFAULT_RATE_PAUSE, |s| s.0),
+        per_source_rate: raw_limits.per_source_rate,
+        per_source_pause: raw_limits.per_source_pause.map_or(DEFAULT_PER_SOURCE_PAUSE, |s| s.0),
+        timeout: raw_limits.timeout.map(|s| s.0).filter(|d| !d.is_zero()),
+        kill_after: raw_limits.kill_after.map_or(DEFAULT_KILL_AFTER, |s| s.0),
+        max_load: raw_limits.max_load,
+        rlimits: Rlimits {
+            cpu: raw_limits.cpu.map(|v| v.0.as_rlim()),
+            memory: raw_limits.memory.map(|v| v.0.as_rlim()),
+            files: raw_limits.files.map(|v| v.0.as_rlim()),
+            processes: raw_limits.processes.map(|v| v.0.as_rlim()),
+            core: raw_limits.core.map(|v| v.0.as_rlim()),
+        },
+    };
+
+    let raw_access = merge_access(raw.access, defaults.access.as_ref());
+    let mut times = Vec::new();
+    for window in raw_access.times.unwrap_or_default() {
+        match parse_time_window(&window) {
+            Ok(window) => times.push(window),
+            Err(message) => errors.push("access.times", message),
+        }
+    }
+    let access = Access {
+        allow: raw_access.allow.unwrap_or_default(),
+        deny: raw_access.deny.unwrap_or_default(),
+        times,
+    };
+
+    let has_unix = listen
+        .iter()
+        .any(|a| matches!(a, ListenAddr::Unix(_)));
+    if !has_unix && (raw.unix_mode.is_some() || raw.unix_owner.is_some() || raw.unix_group.is_some()) {
+        errors.push("unix_mode", "unix_mode, unix_owner and unix_group apply only to a Unix socket path");
+    }
+    let is_exec = matches!(action, Some(Action::Exec { .. }));
+    if !is_exec {
+        for (key, set) in [
+            ("user", raw.user.is_some()),
+            ("group", raw.group.is_some()),
+            ("groups", raw.groups.is_some()),
+            ("chroot", raw.chroot.is_some()),
+            ("workdir", raw.workdir.is_some()),
+            ("nice", raw.nice.is_some()),
+            ("umask", raw.umask.is_some()),
+            ("stderr", raw.stderr.is_some()),
+            ("pass", raw.pass.is_some()),
+        ] {
+            if set {
+                errors.push(key, "applies only to services with exec (nothing is started otherwise)");
+            }
+        }
+    }
+    let chroot = absolute_path(&mut errors, "chroot", raw.chroot);
+    let workdir = absolute_path(&mut errors, "workdir", raw.workdir);
+    let banners = Banners {
+        banner: absolute_path(&mut errors, "banner", raw.banner),
+        success: absolute_path(&mut errors, "banner_success", raw.banner_success),
+        fail: absolute_path(&mut errors, "banner_fail", raw.banner_fail),
+    };
+
+    let (user, group) = if is_exec {
+        (raw.user.or_else(|| defaults.user.clone()), raw.group.or_else(|| defaults.group.clone()))
+    } else {
+        (None, None)
+    };
+
+    if !errors.list.is_empty() {
+        return Err(errors.list);
+    }
+    let Some(action) = action else {
+        return Err(vec![ConfigError::new(file, "no action")]);
+    };
+    Ok(Service {
+        name,
+        file: file.to_path_buf(),
+        disabled: raw.disabled.unwrap_or(false),
+        socket,
+        listen,
+        wait,
+        action,
+        user,
+        group,
+        groups: raw.groups,
+        env,
+        pass_env,
+        stderr,
+        pass,
+        backlog,
+        unix_socket: UnixSocketPerms {
+            mode: raw.unix_mode.map(|m| m.0),
+            owner: raw.unix_owner,
+            group: raw.unix_group,
+        },
+        nice: raw.nice,
+        umask: raw.umask.map(|m| m.0),
+        chroot,
+        workdir,
+        banners,
+        limits,
+        access,
+        credentials: None,
+    })
+}
+
+pub fn global(file: &Path, text: &str, raw: RawGlobal) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
+    let mut errors = Errors { file, text, list: Vec::new() };
+    if raw.max_children == Some(0) {
+        errors.push("max_children", "must be at least 1");
+    }
+    let log_level = match raw.log.as_ref().and_then(|l| l.level.as_deref()) {
+        None => None,
+        Some(level) => match level.parse::<log::LevelFilter>() {
+            Ok(level) => Some(level),
+            Err(_) => {
+                errors.push("log.level", format!("invalid level {level:?} (off, error, warn, info, debug, trace)"));
+                None
+            }
+        },
+    };
+    let control_socket = absolute_path(&mut errors, "control_socket", raw.control_socket);
+    let defaults = raw.defaults.unwrap_or_default();
+    for (name, _) in defaults.env.iter().flatten() {
+        check_env_name(&mut errors, "defaults.env", name);
+    }
+    for window in defaults.access.iter().flat_map(|a| a.times.iter().flatten()) {
+        if let Err(message) = parse_time_window(window) {
+            errors.push("defaults.access.times", message);
+        }
+    }
+    if !errors.list.is_empty() {
+        return Err(errors.list);
+    }
+    let global = Global {
+        max_children: raw.max_children,
+        shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |s| s.0),
+        control_socket,
+        log_target: raw.log.as_ref().and_then(|l| l.target),
+        log_level,
+    };
+    Ok((global, defaults))
+}
+
+/// Checks across services: unique names, no two enabled services on the
+/// same address and protocol. Returns the errors with the index of the
+/// service each one rejects (the later one, in file order).
+pub fn across(services: &[Service]) -> Vec<(usize, ConfigError)> {
+    let mut errors = Vec::new();
+    for (index, service) in services.iter().enumerate() {
+        for earlier in &services[..index] {
+            if earlier.name == service.name {
+                let error = ConfigError::new(
+                    &service.file,
+                    format!("duplicate service name {:?} (also in {})", service.name, earlier.file.display()),
+                )
+                .key("name");
+                errors.push((index, error));
+                break;
+            }
+            if service.disabled || earlier.disabled {
+                continue;
+            }
+            let same_family = |a: &ListenAddr| matches!(a, ListenAddr::Unix(_) | ListenAddr::Abstract(_));
+            let clash = service.listen.iter().find(|addr| {
+                earlier.listen.iter().any(|other| {
+                    other.overlaps(addr) && (earlier.socket == service.socket || same_family(addr))
+                })
+            });
+            if let Some(addr) = clash {
+                let error = ConfigError::new(
+                    &service.file,
+                    format!(
+                        "{} {addr} is already used by service {:?} ({})",
+                        service.socket_label(),
+                        earlier.name,
+                        earlier.file.display()
+                    ),
+                )
+                .key("listen");
+                errors.push((index, error));
+                break;
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Service, Vec<ConfigError>> {
+        check_with(text, &RawDefaults::default())
+    }
+
+    fn check_with(text: &str, defaults: &RawDefaults) -> Result<Service, Vec<ConfigError>> {
+        let raw: RawService = serde_yaml::from_str(text).expect("test YAML parses");
+        service(Path::new("t.yaml"), text, "t", raw, defaults)
+    }
+
+    fn first_error(text: &str) -> ConfigError {
+        check(text).expect_err("should be rejected").remove(0)
+    }
+
+    #[test]
+    fn minimal_stream_service() {
+        let s = check("listen: 127.0.0.1:8013\nexec: [/bin/date, -u]\n").unwrap();
+        assert_eq!(s.name, "t");
+        assert!(!s.wait);
+        assert_eq!(s.socket, SocketKind::Stream);
+        assert_eq!(s.stderr, StderrMode::Socket);
+        assert_eq!(
+            s.action,
+            Action::Exec { program: "/bin/date".into(), argv: vec!["/bin/date".into(), "-u".into()] }
+        );
+        assert_eq!(s.backlog, DEFAULT_BACKLOG);
+    }
+
+    #[test]
+    fn dgram_defaults_to_wait() {
+        let s = check("socket: dgram\nlisten: 127.0.0.1:8069\nexec: /usr/sbin/in.tftpd -s /srv\n").unwrap();
+        assert!(s.wait);
+        let e = first_error("socket: dgram\nwait: false\nlisten: 127.0.0.1:8069\nexec: [/bin/cat]\n");
+        assert_eq!(e.key.as_deref(), Some("wait"));
+        assert_eq!(e.position, Some((2, 1)));
+    }
+
+    #[test]
+    fn exec_rules() {
+        assert_eq!(first_error("listen: 127.0.0.1:1\n").key.as_deref(), Some("exec"));
+        let e = first_error("listen: 127.0.0.1:1\nexec: [bin/date]\n");
+        assert!(e.message.contains("absolute"), "{e}");
+        assert_eq!(e.position, Some((2, 1)));
+        let e = first_error("listen: 127.0.0.1:1\nexec: [/bin/date]\ninternal: echo\n");
+        assert!(e.message.contains("exactly one"), "{e}");
+        assert_eq!(first_error("listen: 127.0.0.1:1\nexec: []\n").key.as_deref(), Some("exec"));
+    }
+
+    #[test]
+    fn internal_takes_no_wait_or_user() {
+        assert!(check("listen: 127.0.0.1:7\ninternal: echo\n").is_ok());
+        assert_eq!(first_error("listen: 127.0.0.1:7\ninternal: echo\nwait: true\n").key.as_deref(), Some("wait"));
+        assert_eq!(first_error("listen: 127.0.0.1:7\ninternal: echo\nuser: nobody\n").key.as_deref(), Some("user"));
+    }
+
+    #[test]
+    fn listen_is_required_and_unique() {
+        assert_eq!(first_error("exec: [/bin/date]\n").key.as_deref(), Some("listen"));
+        assert_eq!(first_error("listen: []\nexec: [/bin/date]\n").key.as_deref(), Some("listen"));
+        let e = first_error("listen: ['*:9', 127.0.0.1:9]\nexec: [/bin/date]\n");
+        assert!(e.message.contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn listen_fds_rules() {
+        let ok = check("listen: 127.0.0.1:9\nwait: true\npass: listen_fds\nexec: [/bin/x]\n").unwrap();
+        assert_eq!(ok.stderr, StderrMode::Null);
+        assert_eq!(first_error("listen: 127.0.0.1:9\npass: listen_fds\nexec: [/bin/x]\n").key.as_deref(), Some("pass"));
+        let e = first_error("listen: 127.0.0.1:9\nwait: true\npass: listen_fds\nstderr: socket\nexec: [/bin/x]\n");
+        assert_eq!(e.key.as_deref(), Some("stderr"));
+    }
+
+    #[test]
+    fn all_errors_are_collected() {
+        let errors = check("name: 'bad name'\nlisten: []\nbacklog: 0\nnice: 40\n").unwrap_err();
+        let keys: Vec<_> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+        for key in ["name", "listen", "exec", "backlog", "nice"] {
+            assert!(keys.contains(&key), "missing {key} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_merge_field_by_field() {
+        let defaults: RawDefaults = serde_yaml::from_str(
+            "user: nobody\nenv: {A: '1', B: '2'}\nlimits: {instances: 5, timeout: 1m}\naccess: {allow: [127.0.0.0/8]}\n",
+        )
+        .unwrap();
+        let s = check_with(
+            "listen: 127.0.0.1:9\nexec: [/bin/x]\nenv: {B: '3'}\nlimits: {instances: 2}\n",
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(s.user, Some(Principal::Name("nobody".into())));
+        assert_eq!(s.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(s.env.get("B").map(String::as_str), Some("3"));
+        assert_eq!(s.limits.instances, Some(2));
+        assert_eq!(s.limits.timeout, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(s.access.allow.len(), 1);
+        // Internal services get no user from defaults.
+        let internal = check_with("listen: 127.0.0.1:7\ninternal: echo\n", &defaults).unwrap();
+        assert_eq!(internal.user, None);
+    }
+
+    #[test]
+    fn time_windows() {
+        let w = parse_time_window("08:00-18:30").unwrap();
+        assert_eq!((w.start, w.end), (480, 1110));
+        assert!(w.contains(600) && !w.contains(1200));
+        let night = parse_time_window("22:00-06:00").unwrap();
+        assert!(night.contains(23 * 60) && night.contains(60) && !night.contains(12 * 60));
+        for bad in ["8-18", "25:00-01:00", "08:00", "08:60-09:00"] {
+            assert!(parse_time_window(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cross_service_conflicts() {
+        let a = check("listen: '*:9'\nexec: [/bin/x]\n").unwrap();
+        let mut b = check("listen: 127.0.0.1:9\nexec: [/bin/x]\n").unwrap();
+        b.name = "b".into();
+        let mut c = check("socket: dgram\nlisten: 127.0.0.1:9\nexec: [/bin/x]\n").unwrap();
+        c.name = "c".into();
+        let errors = across(&[a.clone(), b, c]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, 1);
+        assert!(errors[0].1.message.contains("already used"));
+        let errors = across(&[a.clone(), a]);
+        assert!(errors[0].1.message.contains("duplicate service name"));
+    }
+}
