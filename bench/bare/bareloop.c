@@ -1,0 +1,206 @@
+/* bareloop: the reference super-server for the benchmark - the least a
+ * fork-per-connection server can do.
+ *
+ *   loop: accept4 -> vfork (or fork, or posix_spawn) -> child: dup2 the
+ *         connection to fd 0 and 1, execve the program -> parent: close the
+ *         connection, reap finished children with waitpid(WNOHANG).
+ *
+ * Options:
+ *   -m vfork|fork|spawn  how the child is started (default vfork)
+ *   -a ADDR              IPv4 loopback address to listen on (default 127.0.0.1)
+ *   -p PORT              first port (default 20000)
+ *   -n N                 serve N ports, PORT .. PORT+N-1 (default 1); with N > 1
+ *                        the listeners are watched with epoll
+ *   -x N                 also open N extra listening sockets (ephemeral ports,
+ *                        never served): they only fill the descriptor table,
+ *                        as 3,000 configured services would
+ *   -b N                 listen backlog (default 128)
+ *   -- PROG [ARG...]     the program (absolute path); argv[0] defaults to PROG
+ *
+ * The child gets a fixed environment of PATH only. Only loopback addresses are
+ * accepted. Stop it with SIGTERM/SIGINT.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum mode { M_VFORK, M_FORK, M_SPAWN };
+
+static enum mode mode = M_VFORK;
+static char **child_argv;
+static char *child_envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bareloop: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static int listen_on(struct in_addr addr, int port, int backlog, int nonblock)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr = addr};
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        fprintf(stderr, "bareloop: bind %s:%d: %s\n", inet_ntoa(addr), port, strerror(errno));
+        exit(1);
+    }
+    if (listen(fd, backlog) < 0)
+        die("listen");
+    return fd;
+}
+
+static void reap(void)
+{
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
+static void serve(int c)
+{
+    pid_t pid;
+    if (mode == M_SPAWN) {
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, c, 0);
+        posix_spawn_file_actions_adddup2(&fa, c, 1);
+        int e = posix_spawn(&pid, child_argv[0], &fa, NULL, child_argv, child_envp);
+        posix_spawn_file_actions_destroy(&fa);
+        if (e != 0) {
+            errno = e;
+            perror("bareloop: posix_spawn");
+        }
+    } else {
+        pid = mode == M_VFORK ? vfork() : fork();
+        if (pid == 0) {
+            /* the connection is SOCK_CLOEXEC; its dup2 copies are not */
+            dup2(c, 0);
+            dup2(c, 1);
+            execve(child_argv[0], child_argv, child_envp);
+            _exit(127);
+        }
+        if (pid < 0)
+            perror("bareloop: fork");
+    }
+    close(c);
+    reap();
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: bareloop [-m vfork|fork|spawn] [-a 127.0.0.1] [-p PORT] [-n NPORTS] "
+                    "[-x EXTRA] [-b BACKLOG] -- PROG [ARG...]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *addr_s = "127.0.0.1";
+    int port = 20000, nports = 1, extra = 0, backlog = 128, opt;
+    while ((opt = getopt(argc, argv, "m:a:p:n:x:b:")) != -1) {
+        switch (opt) {
+        case 'm':
+            if (!strcmp(optarg, "vfork"))
+                mode = M_VFORK;
+            else if (!strcmp(optarg, "fork"))
+                mode = M_FORK;
+            else if (!strcmp(optarg, "spawn") || !strcmp(optarg, "posix_spawn"))
+                mode = M_SPAWN;
+            else
+                usage();
+            break;
+        case 'a': addr_s = optarg; break;
+        case 'p': port = atoi(optarg); break;
+        case 'n': nports = atoi(optarg); break;
+        case 'x': extra = atoi(optarg); break;
+        case 'b': backlog = atoi(optarg); break;
+        default: usage();
+        }
+    }
+    if (optind >= argc || argv[optind][0] != '/' || nports < 1 || port < 1 || port + nports - 1 > 65535)
+        usage();
+    child_argv = &argv[optind];
+
+    struct in_addr addr;
+    if (inet_pton(AF_INET, addr_s, &addr) != 1 || (ntohl(addr.s_addr) >> 24) != 127) {
+        fprintf(stderr, "bareloop: %s is not an IPv4 loopback address\n", addr_s);
+        return 2;
+    }
+
+    /* fds 0-2 must be taken so a connection never lands on 0 or 1 */
+    for (int fd; (fd = open("/dev/null", O_RDWR)) <= 2;)
+        if (fd < 0)
+            die("/dev/null");
+
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)(nports + extra + 64)) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    struct in_addr any_lo;
+    inet_pton(AF_INET, "127.0.0.1", &any_lo);
+    for (int i = 0; i < extra; i++)
+        listen_on(any_lo, 0, 16, 0);
+
+    if (nports == 1) {
+        int l = listen_on(addr, port, backlog, 0);
+        for (;;) {
+            int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+            if (c < 0) {
+                if (errno == EINTR || errno == ECONNABORTED)
+                    continue;
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    reap();
+                    usleep(1000);
+                    continue;
+                }
+                die("accept4");
+            }
+            serve(c);
+        }
+    }
+
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        die("epoll_create1");
+    for (int i = 0; i < nports; i++) {
+        int l = listen_on(addr, port + i, backlog, 1);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = l};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) < 0)
+            die("epoll_ctl");
+    }
+    struct epoll_event evs[64];
+    for (;;) {
+        int n = epoll_wait(ep, evs, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++) {
+            for (;;) {
+                int c = accept4(evs[i].data.fd, NULL, NULL, SOCK_CLOEXEC);
+                if (c < 0)
+                    break; /* EAGAIN, or an error: level-triggered epoll retries */
+                serve(c);
+            }
+        }
+    }
+}

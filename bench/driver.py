@@ -1,0 +1,862 @@
+#!/usr/bin/env python3
+"""Benchmark driver for spawnd and its peers (run by bench/run.sh).
+
+Runs inside a network namespace that has only loopback (run.sh sees to that):
+starts one server at a time with the same service program on 127.0.0.1, drives
+it with bench's loadgen at each concurrency, alternating servers between
+repetitions, and writes a Markdown table (medians, min-max, ratio to the bare
+vfork loop) and an SVG plot. Python standard library only.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EXPECT = b"spawnd-bench-ok\n"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# ---------------------------------------------------------------------------
+# /proc helpers
+
+
+def proc_status(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cpu_ns(pid):
+    """CPU time of a process (all its threads) in ns: sum of the threads'
+    schedstat run time, or utime+stime from /proc/PID/stat as a fallback."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def ctx_switches(pid):
+    """Voluntary + involuntary context switches over all threads (wake-ups)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def descendants(pid):
+    """pid and its descendants (for servers that are several processes)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            kids.setdefault(ppid, []).append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def listening_count():
+    n = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split(None, 4)
+                    if len(parts) > 3 and parts[3] == "0A":
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+def probe(port, timeout=1.0):
+    """One connection: True if the expected reply came back."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            data = b""
+            while True:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+            return data == EXPECT
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# servers
+
+
+class Server:
+    """One super-server under test. start() returns the argv (and writes any
+    configuration into workdir); multi says whether one process serves many
+    ports (False: one process per port, like tcpserver)."""
+
+    name = ""
+    multi = True
+    throttle_note = ""
+
+    def __init__(self, tools):
+        self.tools = tools
+
+    def available(self):
+        return None  # or a reason why not
+
+    def argvs(self, prog, ports, workdir):
+        raise NotImplementedError
+
+
+class Bare(Server):
+    def __init__(self, tools, mode):
+        super().__init__(tools)
+        self.mode = mode
+        self.name = f"bare {mode}" if mode != "vfork" else "bare vfork"
+
+    def available(self):
+        return None if os.access(self.tools["bareloop"], os.X_OK) else "bareloop not built"
+
+    def argvs(self, prog, ports, workdir):
+        return [[self.tools["bareloop"], "-m", self.mode, "-p", str(ports[0]), "-n", str(len(ports)), "--", prog]]
+
+
+class Spawnd(Server):
+    def __init__(self, tools, full):
+        super().__init__(tools)
+        self.full = full
+        self.name = "spawnd+checks" if full else "spawnd"
+        self.throttle_note = (
+            "spawnd+checks: `access.allow: [127.0.0.0/8]`, `limits: {instances: 100000, per_source: 100000, "
+            "rate: 1000000/s}` and per-connection logging on (no `-q`; log to a file)"
+            if full
+            else ""
+        )
+
+    def available(self):
+        b = self.tools.get("spawnd")
+        if not b or not os.access(b, os.X_OK):
+            return "spawnd binary not built (cargo build --release failed?)"
+        return self.tools.get("spawnd_broken")
+
+    def argvs(self, prog, ports, workdir):
+        cdir = os.path.join(workdir, "spawnd")
+        sdir = os.path.join(cdir, "services.d")
+        os.makedirs(sdir, mode=0o755)
+        os.chmod(cdir, 0o755)
+        extra = ""
+        if self.full:
+            extra = (
+                "access:\n  allow: [127.0.0.0/8]\n"
+                "limits:\n  instances: 100000\n  per_source: 100000\n  rate: 1000000/s\n"
+            )
+        for i, p in enumerate(ports):
+            fn = os.path.join(sdir, f"s{i:05d}.yaml")
+            with open(fn, "w") as f:
+                f.write(f"listen: 127.0.0.1:{p}\nexec: [{prog}]\n{extra}")
+            os.chmod(fn, 0o644)
+        argv = [self.tools["spawnd"], "run", "-c", cdir]
+        if not self.full:
+            argv.append("-q")
+        return [argv]
+
+
+class Xinetd(Server):
+    name = "xinetd"
+    throttle_note = "xinetd: `cps = 100000 1`, `instances = UNLIMITED`, `per_source = UNLIMITED` (default `cps 50 10`)"
+
+    def available(self):
+        return None if self.tools.get("xinetd") else "xinetd not installed"
+
+    def argvs(self, prog, ports, workdir):
+        conf = os.path.join(workdir, "xinetd.conf")
+        with open(conf, "w") as f:
+            f.write("defaults\n{\n\tinstances = UNLIMITED\n\tper_source = UNLIMITED\n\tcps = 100000 1\n}\n")
+            for p in ports:
+                f.write(
+                    f"service bench{p}\n{{\n\ttype = UNLISTED\n\tsocket_type = stream\n\tprotocol = tcp\n"
+                    f"\twait = no\n\tuser = root\n\tserver = {prog}\n\tport = {p}\n\tbind = 127.0.0.1\n"
+                    "\tflags = IPv4\n\tinstances = UNLIMITED\n\tper_source = UNLIMITED\n\tcps = 100000 1\n}\n"
+                )
+        return [[self.tools["xinetd"], "-dontfork", "-f", conf, "-pidfile", os.path.join(workdir, "xinetd.pid")]]
+
+
+class InetdConf(Server):
+    """openbsd-inetd and busybox inetd share the classic inetd.conf format."""
+
+    def conf(self, prog, ports, workdir):
+        conf = os.path.join(workdir, f"{self.key}.conf")
+        with open(conf, "w") as f:
+            for p in ports:
+                f.write(f"127.0.0.1:{p} stream tcp nowait.1000000 root {prog} {os.path.basename(prog)}\n")
+        return conf
+
+
+class OpenbsdInetd(InetdConf):
+    name = "openbsd-inetd"
+    key = "obinetd"
+    throttle_note = "openbsd-inetd: `nowait.1000000` and `-R 1000000` (default 256 per minute)"
+
+    def available(self):
+        return None if self.tools.get("openbsd-inetd") else self.tools.get("openbsd-inetd-why", "not unpacked")
+
+    def argvs(self, prog, ports, workdir):
+        return [[self.tools["openbsd-inetd"], "-i", "-R", "1000000", self.conf(prog, ports, workdir)]]
+
+
+class BusyboxInetd(InetdConf):
+    name = "busybox inetd"
+    key = "bbinetd"
+    throttle_note = "busybox inetd: `nowait.1000000` and `-R 1000000` (per-minute limit)"
+
+    def available(self):
+        return None if self.tools.get("busybox") else self.tools.get("busybox-why", "not built")
+
+    def argvs(self, prog, ports, workdir):
+        return [[self.tools["busybox"], "inetd", "-f", "-R", "1000000", self.conf(prog, ports, workdir)]]
+
+
+class Tcpserver(Server):
+    name = "tcpserver"
+    multi = False
+    throttle_note = "tcpserver: `-b 1024 -c 1000` (default backlog 20, 40 connections), lookups off: `-H -R -l0`"
+
+    def available(self):
+        return None if self.tools.get("tcpserver") else "tcpserver (ucspi-tcp) not installed"
+
+    def argvs(self, prog, ports, workdir):
+        return [
+            [self.tools["tcpserver"], "-H", "-R", "-l0", "-b", "1024", "-c", "1000", "127.0.0.1", str(p), prog]
+            for p in ports
+        ]
+
+
+class Tcpsvd(Server):
+    name = "tcpsvd"
+    multi = False
+    throttle_note = "tcpsvd: `-b 1024 -c 1000` (default backlog 20, 30 connections), lookups off: `-l localhost`, no `-h`"
+
+    def available(self):
+        return None if self.tools.get("tcpsvd") else "tcpsvd (ipsvd) not installed"
+
+    def argvs(self, prog, ports, workdir):
+        return [
+            [self.tools["tcpsvd"], "-l", "localhost", "-b", "1024", "-c", "1000", "127.0.0.1", str(p), prog]
+            for p in ports
+        ]
+
+
+class SocketActivate(Server):
+    name = "systemd-socket-activate"
+    throttle_note = ""
+
+    def available(self):
+        return None if self.tools.get("systemd-socket-activate") else "systemd-socket-activate not installed"
+
+    def argvs(self, prog, ports, workdir):
+        argv = [self.tools["systemd-socket-activate"]]
+        for p in ports:
+            argv += ["-l", f"127.0.0.1:{p}"]
+        return [argv + ["-a", "--inetd", prog]]
+
+
+ALL_SERVERS = [
+    "bare-vfork", "bare-fork", "bare-spawn", "spawnd", "spawnd+checks", "busybox-inetd",
+    "tcpserver", "tcpsvd", "xinetd", "openbsd-inetd", "systemd-socket-activate",
+]
+
+
+def make_server(key, tools):
+    if key.startswith("bare-"):
+        return Bare(tools, key[5:])
+    return {
+        "spawnd": lambda: Spawnd(tools, False),
+        "spawnd+checks": lambda: Spawnd(tools, True),
+        "xinetd": lambda: Xinetd(tools),
+        "openbsd-inetd": lambda: OpenbsdInetd(tools),
+        "busybox-inetd": lambda: BusyboxInetd(tools),
+        "tcpserver": lambda: Tcpserver(tools),
+        "tcpsvd": lambda: Tcpsvd(tools),
+        "systemd-socket-activate": lambda: SocketActivate(tools),
+    }[key]()
+
+
+# ---------------------------------------------------------------------------
+# running one server
+
+
+class Running:
+    def __init__(self, server, prog, ports, workroot, ready_timeout):
+        self.server = server
+        self.ports = ports
+        self.workdir = tempfile.mkdtemp(prefix=server.name.replace(" ", "-") + ".", dir=workroot)
+        self.procs = []
+        self.log = open(os.path.join(self.workdir, "server.log"), "wb")
+        base = listening_count()
+        t0 = time.monotonic()
+        for argv in server.argvs(prog, ports, self.workdir):
+            self.procs.append(
+                subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                    start_new_session=True, cwd=self.workdir,
+                )
+            )
+        self.startup = None
+        self.error = None
+        deadline = t0 + ready_timeout
+        want = base + len(ports)
+        # ready = every port listening (counted in /proc/net/tcp) and the last
+        # and the first port answer a connection with the expected reply
+        while time.monotonic() < deadline:
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead:
+                self.error = f"exited with status {dead[0].returncode} during start-up"
+                break
+            if listening_count() >= want and probe(ports[-1], 0.5):
+                self.startup = time.monotonic() - t0
+                if len(ports) == 1 or probe(ports[0], 0.5):
+                    break
+            time.sleep(0.002)
+        else:
+            got = listening_count() - base
+            self.error = f"not ready after {ready_timeout:.0f} s ({got} of {len(ports)} ports listening)"
+        if self.error:
+            self.log.flush()
+            tail = self.log_tail()
+            if tail:
+                self.error += f"; log: {tail}"
+
+    def log_tail(self, n=300):
+        try:
+            with open(os.path.join(self.workdir, "server.log"), "rb") as f:
+                data = f.read()[-n:]
+            return data.decode("utf-8", "replace").strip().replace("\n", " | ")
+        except OSError:
+            return ""
+
+    def pids(self):
+        if self.server.multi:
+            return [p.pid for p in self.procs]
+        return [p.pid for p in self.procs]
+
+    def rss_kb(self):
+        return sum(proc_status(p, "VmRSS") or 0 for p in self.pids())
+
+    def cpu_ns(self):
+        return sum(cpu_ns(p) for p in self.pids())
+
+    def ctx(self):
+        return sum(ctx_switches(p) for p in self.pids())
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 3
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self.log.close()
+
+
+RUNNING = []
+
+
+def stop_all(*_):
+    while RUNNING:
+        r = RUNNING.pop()
+        try:
+            r.stop()
+        except Exception:
+            pass
+
+
+def on_signal(signum, _frame):
+    stop_all()
+    sys.exit(128 + signum)
+
+
+# ---------------------------------------------------------------------------
+# formatting
+
+
+def fmt_int(x):
+    return f"{x:,.0f}"
+
+
+def fmt_cell(vals, fmt=fmt_int):
+    if not vals:
+        return "–"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})"
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def med(vals):
+    return statistics.median(vals) if vals else None
+
+
+def machine_desc():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = proc_meminfo_gb()
+    return f"{model}, {os.cpu_count()} CPUs, {mem} GiB RAM, Linux {os.uname().release}"
+
+
+def proc_meminfo_gb():
+    try:
+        with open("/proc/meminfo") as f:
+            return round(int(f.readline().split()[1]) / 1024 / 1024)
+    except (OSError, ValueError):
+        return "?"
+
+
+# ---------------------------------------------------------------------------
+# SVG plot
+
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+          "#bcbd22", "#17becf", "#000000", "#aec7e8"]
+
+
+def svg_plot(panels, conc, title):
+    """panels: [(subtitle, {server: {c: median conns/s}})] -> SVG text.
+    One panel per service program, connections/s by concurrency."""
+    pw, ph, ml, mr, mt, mb = 430, 300, 70, 20, 50, 50
+    legend_h = 18 * ((len(panels[0][1]) + 1) // 2) + 10 if panels else 0
+    W, H = pw * len(panels), ph + legend_h
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+           f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{esc(title)}</text>']
+    servers = list(panels[0][1].keys()) if panels else []
+    for pi, (sub, data) in enumerate(panels):
+        ox = pi * pw
+        x0, x1, y0, y1 = ox + ml, ox + pw - mr, ph - mb, mt
+        ymax = max([v for d in data.values() for v in d.values() if v] + [1])
+        step = nice_step(ymax / 5)
+        ymax = step * (int(ymax / step) + 1)
+        out.append(f'<text x="{(x0 + x1) / 2}" y="38" text-anchor="middle">{esc(sub)}</text>')
+        v = 0
+        while v <= ymax + 1e-9:
+            y = y0 - (y0 - y1) * v / ymax
+            out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{x0 - 5}" y="{y + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
+            v += step
+        xs = {c: x0 + (x1 - x0) * (i + 0.5) / len(conc) for i, c in enumerate(conc)}
+        for c, x in xs.items():
+            out.append(f'<text x="{x:.1f}" y="{y0 + 16}" text-anchor="middle">{c}</text>')
+        out.append(f'<text x="{(x0 + x1) / 2}" y="{y0 + 34}" text-anchor="middle">concurrent connections</text>')
+        out.append(f'<text transform="translate({ox + 14},{(y0 + y1) / 2}) rotate(-90)" '
+                   f'text-anchor="middle">connections/s</text>')
+        out.append(f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>')
+        out.append(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="black"/>')
+        for si, s in enumerate(servers):
+            col = COLORS[si % len(COLORS)]
+            pts = [(xs[c], y0 - (y0 - y1) * data[s][c] / ymax) for c in conc if data.get(s, {}).get(c)]
+            dash = ' stroke-dasharray="5,3"' if s.startswith("bare") and s != "bare vfork" else ""
+            width = 3 if s.startswith("spawnd") or s == "bare vfork" else 1.5
+            if len(pts) > 1:
+                out.append(f'<polyline fill="none" stroke="{col}" stroke-width="{width}"{dash} points="'
+                           + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+            for x, y in pts:
+                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{col}"/>')
+    for si, s in enumerate(servers):
+        col = COLORS[si % len(COLORS)]
+        lx = 20 + (si % 2) * (W / 2)
+        ly = ph + 8 + 18 * (si // 2)
+        out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 24}" y2="{ly}" stroke="{col}" stroke-width="3"/>')
+        out.append(f'<text x="{lx + 30}" y="{ly + 4}">{esc(s)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def nice_step(x):
+    if x <= 0:
+        return 1
+    mag = 10 ** int(f"{x:e}".split("e")[1])
+    for m in (1, 2, 2.5, 5, 10):
+        if m * mag >= x:
+            return m * mag
+    return 10 * mag
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tools", required=True, help="JSON file: paths of the built tools and peers")
+    ap.add_argument("--quick", action="store_true", help="CI smoke run: 1 repetition, ~1 s per cell")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell")
+    ap.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up per cell")
+    ap.add_argument("--conns", default="1,8,32", help="concurrencies, comma-separated")
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated, from: " + ",".join(ALL_SERVERS))
+    ap.add_argument("--programs", default="libc,nolibc", help="service programs: libc,nolibc")
+    ap.add_argument("--services", default="1", help="numbers of configured services, e.g. 1,3000,10000")
+    ap.add_argument("--per-port-max", type=int, default=100,
+                    help="skip one-process-per-port servers (tcpserver, tcpsvd) above this many services")
+    ap.add_argument("--idle-secs", type=float, default=10.0, help="idle wake-up measurement (0: off)")
+    ap.add_argument("--port", type=int, default=10000, help="first port of the port pool (up to 49999)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--ready-timeout", type=float, default=60.0)
+    a = ap.parse_args()
+    if a.quick:
+        a.reps, a.duration, a.warmup = 1, 0.8, 0.2
+        a.idle_secs = min(a.idle_secs, 1.0)
+
+    with open(a.tools) as f:
+        tools = json.load(f)
+    conc = [int(x) for x in a.conns.split(",") if x]
+    nservices = [int(x) for x in a.services.split(",") if x]
+    progs = [p for p in a.programs.split(",") if p]
+    prog_path = {"libc": tools["hello"], "nolibc": tools["hello-nolibc"]}
+    prog_title = {"libc": "libc service (dynamic)", "nolibc": "libc-free service (static, 2 syscalls)"}
+
+    # Limits: enough descriptors for 10,000 services; a local port range that
+    # leaves 10000-49999 to the servers.
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200_000, 200_000))
+    except (ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+            f.write("50000 65535")
+    except OSError:
+        pass
+    # sanity: only loopback here
+    with open("/proc/net/dev") as f:
+        ifaces = [line.split(":")[0].strip() for line in f if ":" in line]
+    if ifaces != ["lo"]:
+        print(f"driver: refusing to run outside a loopback-only network namespace (interfaces: {ifaces})",
+              file=sys.stderr)
+        return 2
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    servers, skipped = [], []
+    for key in [s for s in a.servers.split(",") if s]:
+        if key not in ALL_SERVERS:
+            print(f"driver: unknown server {key!r}", file=sys.stderr)
+            return 2
+        srv = make_server(key, tools)
+        why = srv.available()
+        if why:
+            skipped.append((srv.name, why))
+            print(f"driver: skipping {srv.name}: {why}", file=sys.stderr)
+        else:
+            servers.append(srv)
+    if not servers:
+        print("driver: no server to run", file=sys.stderr)
+        return 1
+
+    os.makedirs(a.out, exist_ok=True)
+    workroot = tempfile.mkdtemp(prefix="spawnd-bench.")
+    raw_path = os.path.join(a.out, "raw.jsonl")
+    raw = open(raw_path, "w")
+
+    # results[(n, prog, server, c)] = [result dicts]; info[(n, server)] = {...}
+    results, info, failures = {}, {}, []
+    next_port = [a.port]
+
+    def take_ports(n):
+        if next_port[0] + n > 50000:
+            next_port[0] = a.port
+        p = next_port[0]
+        next_port[0] += n
+        return list(range(p, p + n))
+
+    total_cells = len(nservices) * a.reps * len(progs) * len(servers) * len(conc)
+    done = 0
+    t_start = time.monotonic()
+    for n in nservices:
+        for rep in range(a.reps):
+            k = rep % len(servers)
+            order = servers[k:] + servers[:k]  # alternate who goes first
+            for prog in progs:
+                for srv in order:
+                    if not srv.multi and n > a.per_port_max:
+                        if (n, srv.name) not in info:
+                            info[(n, srv.name)] = {"skip": f"one process per port; not run with {n:,} services"}
+                        done += len(conc)
+                        continue
+                    if "error" in info.get((n, srv.name), {}):
+                        done += len(conc)  # failed to start before: don't wait for it again
+                        continue
+                    ports = take_ports(n)
+                    r = Running(srv, prog_path[prog], ports, workroot, a.ready_timeout)
+                    RUNNING.append(r)
+                    inf = info.setdefault((n, srv.name), {})
+                    if r.error:
+                        msg = f"{srv.name} ({n} services, {prog}): {r.error}"
+                        print("driver: " + msg, file=sys.stderr)
+                        failures.append(msg)
+                        inf.setdefault("error", r.error)
+                        RUNNING.remove(r)
+                        r.stop()
+                        done += len(conc)
+                        continue
+                    inf.setdefault("startup", []).append(r.startup)
+                    if prog == progs[0] and "rss_kb" not in inf:
+                        time.sleep(0.3)
+                        inf["rss_kb"] = r.rss_kb()
+                        inf["nprocs"] = len(r.pids())
+                        if a.idle_secs > 0:
+                            c0 = r.ctx()
+                            time.sleep(a.idle_secs)
+                            inf["wakeups"] = r.ctx() - c0
+                    for c in conc:
+                        cpu0 = r.cpu_ns()
+                        label = f"{srv.name}|{prog}|n={n}|c={c}|rep={rep}"
+                        cmd = [tools["loadgen"], "--ports", f"{ports[0]}-{ports[-1]}", "--conns", str(c),
+                               "--duration", str(a.duration), "--warmup", str(a.warmup),
+                               "--timeout-ms", "5000", "--label", label]
+                        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                           timeout=a.duration + a.warmup + 60)
+                        cpu1 = r.cpu_ns()
+                        done += 1
+                        try:
+                            res = json.loads(p.stdout.strip().splitlines()[-1])
+                        except (ValueError, IndexError):
+                            failures.append(f"{label}: loadgen failed: {p.stderr.strip()[:200]}")
+                            continue
+                        res.update(server=srv.name, prog=prog, services=n, rep=rep,
+                                   server_cpu_ms=(cpu1 - cpu0) / 1e6, alive=all(x.poll() is None for x in r.procs))
+                        raw.write(json.dumps(res) + "\n")
+                        raw.flush()
+                        results.setdefault((n, prog, srv.name, c), []).append(res)
+                        el = time.monotonic() - t_start
+                        print(f"[{done}/{total_cells} {el:4.0f}s] {srv.name:24s} {prog:6s} n={n:<5d} c={c:<3d} "
+                              f"{res['conns_per_s']:9.1f}/s  p99 {res['p99_us']:8.0f} us  errors {res['errors']}"
+                              + ("" if res["alive"] else "  [SERVER DIED]"),
+                              file=sys.stderr)
+                        if res["first_error"] and res["errors"]:
+                            print(f"    first error: {res['first_error']}", file=sys.stderr)
+                    RUNNING.remove(r)
+                    r.stop()
+    raw.close()
+
+    md = report(a, servers, skipped, results, info, failures, conc, nservices, progs, prog_title)
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write(md)
+    # plot: the first number of services
+    n0 = nservices[0]
+    panels = []
+    for prog in progs:
+        data = {}
+        for srv in servers:
+            d = {c: med([x["conns_per_s"] for x in results.get((n0, prog, srv.name, c), [])]) for c in conc}
+            if any(d.values()):
+                data[srv.name] = d
+        panels.append((prog_title[prog], data))
+    if panels and panels[0][1]:
+        # every panel must list the same servers, in the same order (colors)
+        names = [s.name for s in servers if any(s.name in p[1] for p in panels)]
+        panels = [(t, {s: d.get(s, {}) for s in names}) for t, d in panels]
+        title = f"Connections/s by concurrency ({n0:,} service{'s' if n0 != 1 else ''}; median of {a.reps})"
+        with open(os.path.join(a.out, "conns.svg"), "w") as f:
+            f.write(svg_plot(panels, conc, title))
+    print(md)
+    print(f"driver: wrote {a.out}/latest.md, {a.out}/conns.svg, {raw_path}", file=sys.stderr)
+    return 0
+
+
+def report(a, servers, skipped, results, info, failures, conc, nservices, progs, prog_title):
+    L = []
+    L.append("# spawnd benchmark results\n")
+    L.append(f"- Machine: {machine_desc()}")
+    cmd = os.environ.get("BENCH_CMDLINE", "bash bench/run.sh")
+    L.append(f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; command: `{cmd}`")
+    L.append(f"- {a.reps} repetition(s), {a.duration:g} s measured after {a.warmup:g} s warm-up per cell; servers "
+             "alternate (each repetition starts with the next server); cells show the median and (min–max) of the "
+             "repetitions; ratios are of medians against `bare vfork` in the same run.")
+    L.append("- One loopback-only network namespace; the load generator (`loadgen`) and the server share the machine's "
+             "CPUs. Each connection: connect to 127.0.0.1, read to EOF, compare the 16-byte reply.")
+    notes = [s.throttle_note for s in servers if s.throttle_note]
+    if notes:
+        L.append("- Throttles lifted: " + "; ".join(notes) + ".")
+    for name, why in skipped:
+        L.append(f"- Not run: **{name}**: {why}.")
+    L.append("")
+    base_name = "bare vfork"
+    for n in nservices:
+        nl = f"{n:,} configured service{'s' if n != 1 else ''}"
+        if len(nservices) > 1:
+            L.append(f"## {nl}\n")
+        for prog in progs:
+            L.append(f"### Connections/s, {prog_title[prog]}, {nl}\n")
+            hdr = ["server"] + [f"c={c} conns/s" for c in conc] + [f"c={c} vs bare" for c in conc] \
+                + [f"p99 µs c={c}" for c in conc] + ["errors"]
+            L.append("| " + " | ".join(hdr) + " |")
+            L.append("|" + "---|" * len(hdr))
+            for srv in servers:
+                inf = info.get((n, srv.name), {})
+                if "skip" in inf or ("error" in inf and not any(results.get((n, prog, srv.name, c)) for c in conc)):
+                    why = inf.get("skip") or ("failed: " + inf["error"][:120])
+                    L.append(f"| {srv.name} | " + " | ".join([why] + ["–"] * (len(hdr) - 2)) + " |")
+                    continue
+                row = [srv.name]
+                meds = {}
+                for c in conc:
+                    vals = [x["conns_per_s"] for x in results.get((n, prog, srv.name, c), [])]
+                    meds[c] = med(vals)
+                    row.append(fmt_cell(vals))
+                for c in conc:
+                    bv = med([x["conns_per_s"] for x in results.get((n, prog, base_name, c), [])])
+                    row.append(fmt_ratio(meds[c], bv))
+                for c in conc:
+                    row.append(fmt_int(med([x["p99_us"] for x in results.get((n, prog, srv.name, c), [])]) or 0)
+                               if results.get((n, prog, srv.name, c)) else "–")
+                errs = sum(x["errors"] for c in conc for x in results.get((n, prog, srv.name, c), []))
+                died = any(not x["alive"] for c in conc for x in results.get((n, prog, srv.name, c), []))
+                row.append(f"{errs:,}" + (" (server died)" if died else ""))
+                L.append("| " + " | ".join(row) + " |")
+            L.append("")
+        # resources
+        cmid = 8 if 8 in conc else conc[len(conc) // 2]
+        L.append(f"### Resources, {nl}\n")
+        hdr = ["server", "idle RSS MB", "processes", "start-up ms",
+               f"idle wake-ups in {a.idle_secs:g} s"]
+        for prog in progs:
+            hdr += [f"server CPU ms / 1,000 conns ({prog}, c={cmid})", "vs bare"]
+        L.append("| " + " | ".join(hdr) + " |")
+        L.append("|" + "---|" * len(hdr))
+
+        def cpu_per_k(name, prog):
+            vals = [x["server_cpu_ms"] / x["ok"] * 1000 for x in results.get((n, prog, name, cmid), []) if x["ok"]]
+            return vals
+
+        for srv in servers:
+            inf = info.get((n, srv.name), {})
+            if "skip" in inf:
+                continue
+            row = [srv.name]
+            row.append(f"{inf['rss_kb'] / 1024:.1f}" if inf.get("rss_kb") is not None else "–")
+            row.append(str(inf.get("nprocs", "–")))
+            st = inf.get("startup") or []
+            row.append(fmt_cell([s * 1000 for s in st if s is not None]) if st else "–")
+            row.append(str(inf["wakeups"]) if "wakeups" in inf else "–")
+            for prog in progs:
+                v = cpu_per_k(srv.name, prog)
+                row.append(fmt_cell(v, lambda x: f"{x:.1f}"))
+                b = cpu_per_k(base_name, prog)
+                row.append(fmt_ratio(med(v), med(b)))
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
+    if len(nservices) > 1:
+        n0 = nservices[0]
+        L.append(f"## Scaling with the number of services (c={conc[-1] if 8 not in conc else 8})\n")
+        cm = 8 if 8 in conc else conc[-1]
+        hdr = ["server"]
+        for prog in progs:
+            for n in nservices:
+                hdr.append(f"{prog} n={n:,}")
+            for n in nservices[1:]:
+                hdr.append(f"{prog} n={n:,} vs n={n0:,}")
+        L.append("| " + " | ".join(hdr) + " |")
+        L.append("|" + "---|" * len(hdr))
+        for srv in servers:
+            row = [srv.name]
+            for prog in progs:
+                ms = {n: med([x["conns_per_s"] for x in results.get((n, prog, srv.name, cm), [])]) for n in nservices}
+                for n in nservices:
+                    row.append(fmt_int(ms[n]) if ms[n] is not None else "–")
+                for n in nservices[1:]:
+                    row.append(fmt_ratio(ms[n], ms[n0]))
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
+    L.append("Columns: **conns/s** completed connections per second (connect, read the whole reply, check it) at "
+             "c concurrent client connections; **vs bare** the median over the bare accept4+vfork+execve loop's "
+             "median; **p99 µs** 99th percentile of a connection's latency (connect to EOF); **errors** refused, "
+             "reset, timed-out or wrong replies summed over all cells; **idle RSS** VmRSS of the server process(es) "
+             "after start-up; **start-up** from exec until every port listens and answers; **idle wake-ups** "
+             "context switches of the server while idle; **server CPU** user+system time of the server process "
+             "itself (not its children) per 1,000 connections.\n")
+    if failures:
+        L.append("Problems during the run:\n")
+        for f in failures:
+            L.append(f"- {f}")
+        L.append("")
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()
