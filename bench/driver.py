@@ -136,6 +136,7 @@ class Server:
     name = ""
     multi = True
     throttle_note = ""
+    notify = False  # speaks sd_notify (READY=1, RELOADING=1): reload time is measured
 
     def __init__(self, tools):
         self.tools = tools
@@ -145,6 +146,9 @@ class Server:
 
     def argvs(self, prog, ports, workdir):
         raise NotImplementedError
+
+    def precheck(self, workdir):
+        return None  # or why the configuration written by argvs() is not accepted
 
 
 class Bare(Server):
@@ -161,13 +165,15 @@ class Bare(Server):
 
 
 class Spawnd(Server):
+    notify = True
+
     def __init__(self, tools, full):
         super().__init__(tools)
         self.full = full
         self.name = "spawnd+checks" if full else "spawnd"
         self.throttle_note = (
             "spawnd+checks: `access.allow: [127.0.0.0/8]`, `limits: {instances: 100000, per_source: 100000, "
-            "rate: 1000000/s}` and per-connection logging on (no `-q`; log to a file)"
+            "rate: 1000000/s, timeout: 5m}` and per-connection logging on (no `-q`; log to a file)"
             if full
             else ""
         )
@@ -187,17 +193,27 @@ class Spawnd(Server):
         if self.full:
             extra = (
                 "access:\n  allow: [127.0.0.0/8]\n"
-                "limits:\n  instances: 100000\n  per_source: 100000\n  rate: 1000000/s\n"
+                "limits:\n  instances: 100000\n  per_source: 100000\n  rate: 1000000/s\n  timeout: 5m\n"
             )
         for i, p in enumerate(ports):
             fn = os.path.join(sdir, f"s{i:05d}.yaml")
             with open(fn, "w") as f:
                 f.write(f"listen: 127.0.0.1:{p}\nexec: [{prog}]\n{extra}")
             os.chmod(fn, 0o644)
+        self.cdir = cdir
         argv = [self.tools["spawnd"], "run", "-c", cdir]
         if not self.full:
             argv.append("-q")
         return [argv]
+
+
+    def precheck(self, workdir):
+        p = subprocess.run([self.tools["spawnd"], "check", "-c", self.cdir], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 0:
+            lines = [l for l in p.stdout.splitlines() if l.strip() and not l.startswith("ok ")]
+            return f"`spawnd check` exited {p.returncode}: " + " | ".join(lines[:3])[:300]
+        return None
 
 
 class Xinetd(Server):
@@ -332,29 +348,51 @@ class Running:
         self.procs = []
         self.log = open(os.path.join(self.workdir, "server.log"), "wb")
         base = listening_count()
+        self.startup = None
+        argvs = server.argvs(prog, ports, self.workdir)
+        self.error = server.precheck(self.workdir)
+        if self.error:
+            return
+        env = dict(os.environ)
+        self.notify_sock = None
+        if server.notify:
+            path = os.path.join(self.workdir, "notify.sock")
+            self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.notify_sock.bind(path)
+            env["NOTIFY_SOCKET"] = path
         t0 = time.monotonic()
-        for argv in server.argvs(prog, ports, self.workdir):
+        for argv in argvs:
             self.procs.append(
                 subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                    start_new_session=True, cwd=self.workdir,
+                    start_new_session=True, cwd=self.workdir, env=env,
                 )
             )
-        self.startup = None
-        self.error = None
         deadline = t0 + ready_timeout
         want = base + len(ports)
-        # ready = every port listening (counted in /proc/net/tcp) and the last
-        # and the first port answer a connection with the expected reply
+        # ready (start-up time) = every port listening (counted in
+        # /proc/net/tcp) and the first port answering with the expected reply;
+        # then the last port must answer too
         while time.monotonic() < deadline:
             dead = [p for p in self.procs if p.poll() is not None]
             if dead:
                 self.error = f"exited with status {dead[0].returncode} during start-up"
                 break
-            if listening_count() >= want and probe(ports[-1], 0.5):
+            if listening_count() >= want and probe(ports[0], 0.5):
                 self.startup = time.monotonic() - t0
-                if len(ports) == 1 or probe(ports[0], 0.5):
-                    break
+                if len(ports) > 1 and not probe(ports[-1], 1.0):
+                    # listening but not serving every port (busybox inetd's
+                    # select() stops at FD_SETSIZE): find where it stops
+                    lo, hi = 0, len(ports) - 1  # lo answers, hi does not
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        if probe(ports[mid], 0.3):
+                            lo = mid
+                        else:
+                            hi = mid
+                    self.error = (f"all {len(ports):,} ports listen, but only about the first {lo + 1:,} "
+                                  "answer; not measured")
+                break
             time.sleep(0.002)
         else:
             got = listening_count() - base
@@ -364,6 +402,40 @@ class Running:
             tail = self.log_tail()
             if tail:
                 self.error += f"; log: {tail}"
+
+    def notifications(self, timeout):
+        """sd_notify datagrams received within timeout (non-blocking drain when 0)."""
+        out = []
+        if not self.notify_sock:
+            return out
+        self.notify_sock.settimeout(timeout if timeout > 0 else 0.0)
+        try:
+            while True:
+                out.append(self.notify_sock.recv(4096).decode("utf-8", "replace"))
+                self.notify_sock.settimeout(0.0)
+        except (BlockingIOError, socket.timeout, OSError):
+            pass
+        return out
+
+    def reload_time(self, timeout=30.0):
+        """SIGHUP, then the time until READY=1 (after RELOADING=1), in s; or a reason."""
+        if not self.notify_sock:
+            return None
+        self.notifications(0)
+        t0 = time.monotonic()
+        os.kill(self.procs[0].pid, signal.SIGHUP)
+        seen_reloading = False
+        while time.monotonic() - t0 < timeout:
+            for msg in self.notifications(0.05):
+                fields = msg.split("\n")
+                if "RELOADING=1" in fields:
+                    seen_reloading = True
+                if "READY=1" in fields:
+                    dt = time.monotonic() - t0
+                    return dt if seen_reloading else f"READY=1 without RELOADING=1 after {dt * 1000:.0f} ms"
+            if self.procs[0].poll() is not None:
+                return "exited on SIGHUP"
+        return f"no READY=1 within {timeout:.0f} s of SIGHUP"
 
     def log_tail(self, n=300):
         try:
@@ -410,6 +482,8 @@ class Running:
             except subprocess.TimeoutExpired:
                 pass
         self.log.close()
+        if self.notify_sock:
+            self.notify_sock.close()
 
 
 RUNNING = []
@@ -680,6 +754,13 @@ def main():
                             c0 = r.ctx()
                             time.sleep(a.idle_secs)
                             inf["wakeups"] = r.ctx() - c0
+                        if srv.notify:
+                            rt = r.reload_time()
+                            inf["reload"] = rt
+                            if isinstance(rt, str):
+                                failures.append(f"{srv.name} ({n} services): reload: {rt}")
+                            elif not probe(ports[-1], 2.0):
+                                failures.append(f"{srv.name} ({n} services): no answer after reload")
                     for c in conc:
                         cpu0 = r.cpu_ns()
                         label = f"{srv.name}|{prog}|n={n}|c={c}|rep={rep}"
@@ -790,7 +871,7 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
         # resources
         cmid = 8 if 8 in conc else conc[len(conc) // 2]
         L.append(f"### Resources, {nl}\n")
-        hdr = ["server", "idle RSS MB", "processes", "start-up ms",
+        hdr = ["server", "idle RSS MB", "processes", "start-up ms", "reload ms",
                f"idle wake-ups in {a.idle_secs:g} s"]
         for prog in progs:
             hdr += [f"server CPU ms / 1,000 conns ({prog}, c={cmid})", "vs bare"]
@@ -810,6 +891,8 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
             row.append(str(inf.get("nprocs", "–")))
             st = inf.get("startup") or []
             row.append(fmt_cell([s * 1000 for s in st if s is not None]) if st else "–")
+            rl = inf.get("reload")
+            row.append("–" if rl is None else (f"{rl * 1000:,.0f}" if isinstance(rl, float) else rl))
             row.append(str(inf["wakeups"]) if "wakeups" in inf else "–")
             for prog in progs:
                 v = cpu_per_k(srv.name, prog)
@@ -844,7 +927,8 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
              "c concurrent client connections; **vs bare** the median over the bare accept4+vfork+execve loop's "
              "median; **p99 µs** 99th percentile of a connection's latency (connect to EOF); **errors** refused, "
              "reset, timed-out or wrong replies summed over all cells; **idle RSS** VmRSS of the server process(es) "
-             "after start-up; **start-up** from exec until every port listens and answers; **idle wake-ups** "
+             "after start-up; **start-up** from exec until every port listens and the first one answers; **reload** "
+             "from SIGHUP to sd_notify `READY=1` (servers that speak sd_notify); **idle wake-ups** "
              "context switches of the server while idle; **server CPU** user+system time of the server process "
              "itself (not its children) per 1,000 connections.\n")
     if failures:

@@ -1,26 +1,68 @@
 //! spawnd: an inetd-style super-server. `main` only parses the command line,
 //! dispatches, and turns outcomes into exit codes.
 
+mod childenv;
 mod cli;
 mod config;
 mod convert;
+mod limits;
+mod listener;
 mod logging;
+mod notify;
 mod report;
+mod server;
+mod spawn;
+mod sys;
+mod timers;
 
 use std::process::ExitCode;
 
-use cli::Command;
+use cli::{Command, RunArgs};
+
+const EXIT_RUNTIME: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
     logging::init(cli.verbosity.log_level, cli.verbosity.verbose, cli.verbosity.quiet);
     match &cli.command {
-        Command::Convert(command) => convert::run(command),
+        Command::Run(args) => run(args),
         Command::Check(dir) => report::check(dir),
         Command::List(dir) => report::list(dir),
-        _ => {
-            eprintln!("not implemented yet");
-            ExitCode::from(3)
-        }
+        Command::Convert(command) => convert::run(command),
     }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    notify::init();
+    let loaded = match report::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for error in &errors {
+                log::error!("config_error {error}");
+            }
+            return ExitCode::from(report::EXIT_CONFIG);
+        }
+    };
+    for error in &loaded.errors {
+        log::error!("config_error {error}");
+    }
+    let mut server = match server::Server::new(args.config.clone(), loaded.global) {
+        Ok(server) => server,
+        Err(server::StartError(message)) => {
+            log::error!("start_failed error=\"{message}\"");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let (started, failed) = server.start(loaded.services);
+    if started == 0 && failed > 0 {
+        log::error!("start_failed detail=\"no service could be started\"");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    log::info!(
+        "ready services={started} failed={failed} config_errors={} dir={}",
+        loaded.errors.len(),
+        server.config_dir().display()
+    );
+    notify::send("READY=1");
+    ExitCode::from(server.run())
 }

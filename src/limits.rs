@@ -1,0 +1,527 @@
+//! Admission of a new client: access rules, instance and per-source counts,
+//! token-bucket rates with pauses. Pure: the current time and the client's
+//! address come in as parameters, so every rule is unit-tested directly.
+//!
+//! Two xinetd bugs are designed out: a rate pause never touches the
+//! instance count, and a child counts against the limits until it is
+//! reaped, not merely until it has exited.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::units::{canonical_ip, Rate};
+use crate::config::{Access, Limits, OnLimit};
+
+/// Why a client was turned away; shown in the log as `reason=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Denied,
+    NotAllowed,
+    OutsideTimes,
+    Instances,
+    PerSource,
+    MaxChildren,
+    MaxLoad,
+    RatePaused,
+    SourceRatePaused,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Denied => "access_deny",
+            Refusal::NotAllowed => "access_allow",
+            Refusal::OutsideTimes => "access_times",
+            Refusal::Instances => "instances",
+            Refusal::PerSource => "per_source",
+            Refusal::MaxChildren => "max_children",
+            Refusal::MaxLoad => "max_load",
+            Refusal::RatePaused => "rate",
+            Refusal::SourceRatePaused => "per_source_rate",
+        }
+    }
+
+    /// Refusals counted as access rules rather than limits.
+    pub fn is_access(self) -> bool {
+        matches!(self, Refusal::Denied | Refusal::NotAllowed | Refusal::OutsideTimes)
+    }
+}
+
+/// The access decision alone: deny wins over allow; an empty allow list
+/// lets everyone in. Returns the refusal and the matching rule, if any.
+pub fn check_access(access: &Access, peer: Option<IpAddr>, minute_of_day: Option<u16>) -> Result<(), Refusal> {
+    if let Some(ip) = peer.map(canonical_ip) {
+        if access.deny.iter().any(|rule| rule.contains(ip)) {
+            return Err(Refusal::Denied);
+        }
+        if !access.allow.is_empty() && !access.allow.iter().any(|rule| rule.contains(ip)) {
+            return Err(Refusal::NotAllowed);
+        }
+    } else if !access.allow.is_empty() {
+        // A client without an IP address (Unix socket) cannot match an
+        // allow list; address rules do not apply to Unix sockets.
+    }
+    if let Some(minute) = minute_of_day {
+        if !access.times.is_empty() && !access.times.iter().any(|w| w.contains(minute)) {
+            return Err(Refusal::OutsideTimes);
+        }
+    }
+    Ok(())
+}
+
+/// `count` tokens per `per`, burst `count`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    tokens: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: Rate, now: Instant) -> Self {
+        let capacity = f64::from(rate.count);
+        TokenBucket {
+            capacity,
+            tokens: capacity,
+            per_second: capacity / rate.per.as_secs_f64(),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.last = now;
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Full again (after a pause the client starts with a fresh burst).
+    pub fn reset(&mut self, now: Instant) {
+        self.tokens = self.capacity;
+        self.last = now;
+    }
+
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.capacity
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SourceEntry {
+    bucket: TokenBucket,
+    paused_until: Option<Instant>,
+}
+
+/// Per-source rate state, bounded: when full, the oldest entry is evicted
+/// (first any with a full bucket and no pause), so a flood of spoofed
+/// sources cannot grow memory.
+#[derive(Debug, Default)]
+pub struct SourceTable {
+    entries: HashMap<IpAddr, SourceEntry>,
+    order: VecDeque<IpAddr>,
+    capacity: usize,
+}
+
+pub const SOURCE_TABLE_CAPACITY: usize = 4096;
+
+impl SourceTable {
+    pub fn with_capacity(capacity: usize) -> Self {
+        SourceTable { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn entry(&mut self, ip: IpAddr, rate: Rate, now: Instant) -> &mut SourceEntry {
+        if !self.entries.contains_key(&ip) {
+            while self.entries.len() >= self.capacity {
+                let Some(oldest) = self.order.pop_front() else { break };
+                self.entries.remove(&oldest);
+            }
+            self.order.push_back(ip);
+            self.entries.insert(ip, SourceEntry { bucket: TokenBucket::new(rate, now), paused_until: None });
+        }
+        // The entry was inserted just above if it was missing.
+        self.entries
+            .entry(ip)
+            .or_insert_with(|| SourceEntry { bucket: TokenBucket::new(rate, now), paused_until: None })
+    }
+
+    fn paused(&self, ip: IpAddr, now: Instant) -> bool {
+        self.entries
+            .get(&ip)
+            .and_then(|e| e.paused_until)
+            .is_some_and(|until| now < until)
+    }
+}
+
+/// What a service may still admit, and its rate state.
+#[derive(Debug)]
+pub struct Admission {
+    limits: Limits,
+    rate: Option<TokenBucket>,
+    paused_until: Option<Instant>,
+    sources: SourceTable,
+    per_source: HashMap<IpAddr, u32>,
+    active: u32,
+}
+
+/// A started rate pause, so the caller can log it and arm a resume timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseStarted {
+    Service { until: Instant },
+    Source { ip: IpAddr, until: Instant },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Admit,
+    Refuse(Refusal, Option<PauseStarted>),
+    /// `on_limit: queue`: leave the client in the kernel backlog.
+    Queue,
+}
+
+impl Admission {
+    pub fn new(limits: &Limits, now: Instant) -> Self {
+        Admission {
+            limits: limits.clone(),
+            rate: limits.rate.map(|r| TokenBucket::new(r, now)),
+            paused_until: None,
+            sources: SourceTable::with_capacity(SOURCE_TABLE_CAPACITY),
+            per_source: HashMap::new(),
+            active: 0,
+        }
+    }
+
+    /// New limits from a reload; counts of running children are kept.
+    pub fn update(&mut self, limits: &Limits, now: Instant) {
+        if limits.rate != self.limits.rate {
+            self.rate = limits.rate.map(|r| TokenBucket::new(r, now));
+            self.paused_until = None;
+        }
+        if limits.per_source_rate != self.limits.per_source_rate {
+            self.sources = SourceTable::with_capacity(SOURCE_TABLE_CAPACITY);
+        }
+        self.limits = limits.clone();
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active
+    }
+
+    pub fn rate_paused_until(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|until| now < *until)
+    }
+
+    /// True when `instances` is reached (the queue mode stops accepting).
+    pub fn at_instance_limit(&self) -> bool {
+        self.limits.instances.is_some_and(|max| self.active >= max)
+    }
+
+    pub fn queues(&self) -> bool {
+        self.limits.on_limit == OnLimit::Queue
+    }
+
+    /// Decides on one client. `total_children`/`max_children` are global;
+    /// `load` is the 1-minute load average, read only if `max_load` is set.
+    pub fn decide(
+        &mut self,
+        peer: Option<IpAddr>,
+        now: Instant,
+        global_full: bool,
+        load: impl FnOnce() -> Option<f64>,
+    ) -> Decision {
+        let peer = peer.map(canonical_ip);
+        if self.rate_paused_until(now).is_some() {
+            return Decision::Refuse(Refusal::RatePaused, None);
+        }
+        if let Some(ip) = peer {
+            if self.limits.per_source_rate.is_some() && self.sources.paused(ip, now) {
+                return Decision::Refuse(Refusal::SourceRatePaused, None);
+            }
+        }
+        if global_full {
+            return if self.queues() { Decision::Queue } else { Decision::Refuse(Refusal::MaxChildren, None) };
+        }
+        if self.at_instance_limit() {
+            return if self.queues() { Decision::Queue } else { Decision::Refuse(Refusal::Instances, None) };
+        }
+        if let (Some(max), Some(ip)) = (self.limits.per_source, peer) {
+            if self.per_source.get(&ip).copied().unwrap_or(0) >= max {
+                return Decision::Refuse(Refusal::PerSource, None);
+            }
+        }
+        if let Some(max) = self.limits.max_load {
+            if load().is_some_and(|l| l > max) {
+                return Decision::Refuse(Refusal::MaxLoad, None);
+            }
+        }
+        if let Some(bucket) = &mut self.rate {
+            if !bucket.take(now) {
+                let until = now + self.limits.rate_pause;
+                self.paused_until = Some(until);
+                bucket.reset(until);
+                return Decision::Refuse(Refusal::RatePaused, Some(PauseStarted::Service { until }));
+            }
+        }
+        if let (Some(rate), Some(ip)) = (self.limits.per_source_rate, peer) {
+            let pause = self.limits.per_source_pause;
+            let entry = self.sources.entry(ip, rate, now);
+            if !entry.bucket.take(now) {
+                let until = now + pause;
+                entry.paused_until = Some(until);
+                entry.bucket.reset(until);
+                return Decision::Refuse(Refusal::SourceRatePaused, Some(PauseStarted::Source { ip, until }));
+            }
+        }
+        Decision::Admit
+    }
+
+    /// A child was started for `peer`.
+    pub fn started(&mut self, peer: Option<IpAddr>) {
+        self.active += 1;
+        if let Some(ip) = peer.map(canonical_ip) {
+            if self.limits.per_source.is_some() {
+                *self.per_source.entry(ip).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// A child was reaped.
+    pub fn finished(&mut self, peer: Option<IpAddr>) {
+        debug_assert!(self.active > 0, "more children reaped than started");
+        self.active = self.active.saturating_sub(1);
+        if let Some(ip) = peer.map(canonical_ip) {
+            if let Some(count) = self.per_source.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_source.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Ends a service-wide pause if it is over; true when it just ended.
+    pub fn resume_if_due(&mut self, now: Instant) -> bool {
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+            return true;
+        }
+        false
+    }
+
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+/// Minutes since local midnight, for `access.times`.
+pub fn minute_of_day(unix_seconds: i64, utc_offset_seconds: i64) -> u16 {
+    ((unix_seconds + utc_offset_seconds).rem_euclid(86_400) / 60) as u16
+}
+
+pub const NO_PAUSE: Duration = Duration::ZERO;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{TimeWindow, DEFAULT_KILL_AFTER};
+
+    fn limits() -> Limits {
+        Limits {
+            instances: None,
+            on_limit: OnLimit::Refuse,
+            per_source: None,
+            rate: None,
+            rate_pause: Duration::from_secs(10),
+            per_source_rate: None,
+            per_source_pause: Duration::from_secs(60),
+            timeout: None,
+            kill_after: DEFAULT_KILL_AFTER,
+            max_load: None,
+            rlimits: Default::default(),
+        }
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    fn no_load() -> Option<f64> {
+        None
+    }
+
+    #[test]
+    fn deny_wins_and_empty_allow_admits_all() {
+        let access = Access {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            deny: vec!["127.0.0.2".parse().unwrap()],
+            times: vec![],
+        };
+        assert_eq!(check_access(&access, ip("127.0.0.1"), None), Ok(()));
+        assert_eq!(check_access(&access, ip("127.0.0.2"), None), Err(Refusal::Denied));
+        assert_eq!(check_access(&access, ip("::ffff:127.0.0.2"), None), Err(Refusal::Denied));
+        assert_eq!(check_access(&access, ip("::1"), None), Err(Refusal::NotAllowed));
+        assert_eq!(check_access(&Access::default(), ip("192.0.2.1"), None), Ok(()));
+    }
+
+    #[test]
+    fn access_times() {
+        let access = Access { times: vec![TimeWindow { start: 8 * 60, end: 18 * 60 }], ..Default::default() };
+        assert_eq!(check_access(&access, None, Some(9 * 60)), Ok(()));
+        assert_eq!(check_access(&access, None, Some(20 * 60)), Err(Refusal::OutsideTimes));
+        assert_eq!(minute_of_day(86_400 + 3_600, 0), 60);
+        assert_eq!(minute_of_day(0, 3_600 * 2), 120);
+        assert_eq!(minute_of_day(0, -60), 1439);
+    }
+
+    #[test]
+    fn instances_count_until_reaped() {
+        let now = Instant::now();
+        let mut a = Admission::new(&Limits { instances: Some(2), ..limits() }, now);
+        for _ in 0..2 {
+            assert_eq!(a.decide(ip("127.0.0.1"), now, false, no_load), Decision::Admit);
+            a.started(ip("127.0.0.1"));
+        }
+        assert_eq!(a.decide(ip("127.0.0.1"), now, false, no_load), Decision::Refuse(Refusal::Instances, None));
+        a.finished(ip("127.0.0.1"));
+        assert_eq!(a.decide(ip("127.0.0.1"), now, false, no_load), Decision::Admit);
+    }
+
+    #[test]
+    fn queue_mode_and_global_cap() {
+        let now = Instant::now();
+        let mut a = Admission::new(&Limits { instances: Some(1), on_limit: OnLimit::Queue, ..limits() }, now);
+        a.started(None);
+        assert_eq!(a.decide(None, now, false, no_load), Decision::Queue);
+        let mut b = Admission::new(&limits(), now);
+        assert_eq!(b.decide(None, now, true, no_load), Decision::Refuse(Refusal::MaxChildren, None));
+    }
+
+    #[test]
+    fn per_source_counts_each_address() {
+        let now = Instant::now();
+        let mut a = Admission::new(&Limits { per_source: Some(1), ..limits() }, now);
+        a.started(ip("127.0.0.1"));
+        assert_eq!(a.decide(ip("127.0.0.1"), now, false, no_load), Decision::Refuse(Refusal::PerSource, None));
+        assert_eq!(a.decide(ip("::ffff:127.0.0.1"), now, false, no_load), Decision::Refuse(Refusal::PerSource, None));
+        assert_eq!(a.decide(ip("127.0.0.2"), now, false, no_load), Decision::Admit);
+        a.finished(ip("127.0.0.1"));
+        assert_eq!(a.decide(ip("127.0.0.1"), now, false, no_load), Decision::Admit);
+    }
+
+    #[test]
+    fn rate_pause_then_resume_with_fresh_burst() {
+        let t0 = Instant::now();
+        let rate = "2/s".parse().unwrap();
+        let mut a = Admission::new(&Limits { rate: Some(rate), rate_pause: Duration::from_secs(10), ..limits() }, t0);
+        assert_eq!(a.decide(None, t0, false, no_load), Decision::Admit);
+        assert_eq!(a.decide(None, t0, false, no_load), Decision::Admit);
+        let until = t0 + Duration::from_secs(10);
+        assert_eq!(
+            a.decide(None, t0, false, no_load),
+            Decision::Refuse(Refusal::RatePaused, Some(PauseStarted::Service { until }))
+        );
+        // Refused attempts during the pause do not extend it.
+        let t5 = t0 + Duration::from_secs(5);
+        assert_eq!(a.decide(None, t5, false, no_load), Decision::Refuse(Refusal::RatePaused, None));
+        assert_eq!(a.rate_paused_until(t5), Some(until));
+        assert!(!a.resume_if_due(t5));
+        assert!(a.resume_if_due(until));
+        assert_eq!(a.decide(None, until, false, no_load), Decision::Admit);
+        assert_eq!(a.decide(None, until, false, no_load), Decision::Admit);
+    }
+
+    #[test]
+    fn rate_pause_keeps_instance_count() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(
+            &Limits { instances: Some(1), rate: Some("1/s".parse().unwrap()), ..limits() },
+            t0,
+        );
+        assert_eq!(a.decide(None, t0, false, no_load), Decision::Admit);
+        a.started(None);
+        a.finished(None);
+        assert!(matches!(a.decide(None, t0, false, no_load), Decision::Refuse(Refusal::RatePaused, Some(_))));
+        a.started(None); // a child admitted before the pause still runs
+        let after = t0 + Duration::from_secs(11);
+        a.resume_if_due(after);
+        assert_eq!(a.active(), 1, "the pause must not reset the instance count");
+        assert_eq!(a.decide(None, after, false, no_load), Decision::Refuse(Refusal::Instances, None));
+    }
+
+    #[test]
+    fn per_source_rate_blocks_only_that_source() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(
+            &Limits {
+                per_source_rate: Some("2/m".parse().unwrap()),
+                per_source_pause: Duration::from_secs(30),
+                ..limits()
+            },
+            t0,
+        );
+        assert_eq!(a.decide(ip("127.0.0.1"), t0, false, no_load), Decision::Admit);
+        assert_eq!(a.decide(ip("127.0.0.1"), t0, false, no_load), Decision::Admit);
+        let until = t0 + Duration::from_secs(30);
+        assert_eq!(
+            a.decide(ip("127.0.0.1"), t0, false, no_load),
+            Decision::Refuse(
+                Refusal::SourceRatePaused,
+                Some(PauseStarted::Source { ip: "127.0.0.1".parse().unwrap(), until })
+            )
+        );
+        assert_eq!(a.decide(ip("127.0.0.2"), t0, false, no_load), Decision::Admit);
+        assert_eq!(
+            a.decide(ip("127.0.0.1"), t0 + Duration::from_secs(29), false, no_load),
+            Decision::Refuse(Refusal::SourceRatePaused, None)
+        );
+        assert_eq!(a.decide(ip("127.0.0.1"), until, false, no_load), Decision::Admit);
+    }
+
+    #[test]
+    fn source_table_is_bounded() {
+        let t0 = Instant::now();
+        let mut table = SourceTable::with_capacity(100);
+        let rate: Rate = "1/s".parse().unwrap();
+        for n in 0..10_000u32 {
+            table.entry(IpAddr::from(n.to_be_bytes()), rate, t0);
+        }
+        assert_eq!(table.len(), 100);
+    }
+
+    #[test]
+    fn max_load() {
+        let now = Instant::now();
+        let mut a = Admission::new(&Limits { max_load: Some(2.0), ..limits() }, now);
+        assert_eq!(a.decide(None, now, false, || Some(3.5)), Decision::Refuse(Refusal::MaxLoad, None));
+        assert_eq!(a.decide(None, now, false, || Some(0.5)), Decision::Admit);
+    }
+
+    #[test]
+    fn token_bucket_refills_over_time() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new("10/s".parse().unwrap(), t0);
+        for _ in 0..10 {
+            assert!(bucket.take(t0));
+        }
+        assert!(!bucket.take(t0));
+        assert!(bucket.take(t0 + Duration::from_millis(100)));
+        assert!(!bucket.take(t0 + Duration::from_millis(100)));
+        assert!(bucket.is_full(t0 + Duration::from_secs(5)));
+    }
+}

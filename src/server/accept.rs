@@ -1,0 +1,362 @@
+//! The accept path: take a connection (or, in wait mode, hand the socket
+//! over), decide admission before any fork, and start the program.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use super::{Child, ListenerState, Server, Source, TimerKey, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE, FORK_FAILED_PAUSE};
+use crate::childenv::{write_connection_env, Peer, Transport};
+use crate::config::SocketKind;
+use crate::limits::{check_access, Decision, PauseStarted, Refusal};
+use crate::spawn::SpawnError;
+
+/// `ip:port`, or `-` when the client has no IP address.
+pub(super) struct PeerLabel<'a>(pub &'a Peer);
+
+impl std::fmt::Display for PeerLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.0 {
+            Peer::Inet { remote, .. } => {
+                let ip = crate::config::units::canonical_ip(remote.ip());
+                write!(f, "{}", SocketAddr::new(ip, remote.port()))
+            }
+            Peer::Unix { uid: Some(uid), pid, .. } => match pid {
+                Some(pid) => write!(f, "unix:uid={uid},pid={pid}"),
+                None => write!(f, "unix:uid={uid}"),
+            },
+            _ => f.write_str("-"),
+        }
+    }
+}
+
+pub(super) fn peer_ip(peer: &Peer) -> Option<IpAddr> {
+    match peer {
+        Peer::Inet { remote, .. } => Some(crate::config::units::canonical_ip(remote.ip())),
+        _ => None,
+    }
+}
+
+/// Sends `data` without blocking; what does not fit is dropped, since a
+/// client that does not read must not stall the loop.
+fn send_banner(fd: RawFd, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let _ = nix::sys::socket::send(
+        fd,
+        data,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    );
+}
+
+enum Outcome {
+    Started(i32),
+    Refused,
+    Failed,
+}
+
+impl Server {
+    pub(super) fn on_listener(&mut self, source: usize) {
+        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        let service = &self.services[listener.service];
+        if service.spec.wait {
+            self.hand_off(source);
+        } else if listener.kind == SocketKind::Stream {
+            self.accept_batch(source);
+        }
+    }
+
+    fn global_full(&self) -> bool {
+        self.global
+            .max_children
+            .is_some_and(|max| self.children.len() >= max as usize)
+    }
+
+    fn accept_batch(&mut self, source: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+            let fd = listener.bound.fd.as_raw_fd();
+            let service = &self.services[listener.service];
+            if service.admission.queues() && (service.admission.at_instance_limit() || self.global_full()) {
+                // Leave clients in the kernel backlog until a child exits.
+                self.disarm(source, ListenerState::Paused);
+                self.queued.push(source);
+                return;
+            }
+            match crate::sys::accept(fd) {
+                Ok((conn, remote)) => {
+                    if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
+                        listener.exhaustion_logged = false;
+                    }
+                    self.serve_connection(source, conn, remote);
+                }
+                Err(e) => {
+                    match e.raw_os_error().unwrap_or(0) {
+                        libc::EAGAIN => return,
+                        libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM => continue,
+                        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                            self.pause_exhausted(source, &e);
+                        }
+                        _ => {
+                            log::error!("accept_error service={} error=\"{e}\"", self.services[self.listener_service(source)].spec.name);
+                            self.pause_listener(source, FORK_FAILED_PAUSE);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        // More may be waiting: continue after other sources had their turn.
+        self.ready_again.push(source);
+    }
+
+    fn listener_service(&self, source: usize) -> usize {
+        match self.sources.get(source) {
+            Some(Source::Listener(l)) => l.service,
+            _ => usize::MAX,
+        }
+    }
+
+    pub(super) fn pause_listener(&mut self, source: usize, pause: std::time::Duration) {
+        self.disarm(source, ListenerState::Paused);
+        self.timers.schedule(Instant::now() + pause, TimerKey::ResumeListener { source });
+    }
+
+    fn pause_exhausted(&mut self, source: usize, error: &std::io::Error) {
+        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else { return };
+        if !listener.exhaustion_logged {
+            listener.exhaustion_logged = true;
+            let name = &self.services[listener.service].spec.name;
+            log::warn!(
+                "accept_paused service={name} listen={} error=\"{error}\" pause={}ms",
+                listener.addr,
+                FD_EXHAUSTED_PAUSE.as_millis()
+            );
+        }
+        self.pause_listener(source, FD_EXHAUSTED_PAUSE);
+    }
+
+    fn connection_peer(&self, source: usize, conn: &OwnedFd, remote: Option<SocketAddr>) -> Peer {
+        let Some(Source::Listener(listener)) = self.sources.get(source) else { return Peer::Unknown };
+        match remote {
+            Some(remote) => Peer::Inet {
+                local: listener.fixed_local.or_else(|| crate::sys::local_addr(conn.as_raw_fd())),
+                remote,
+            },
+            None => match nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials) {
+                Ok(cred) => Peer::Unix { pid: Some(cred.pid()), uid: Some(cred.uid()), gid: Some(cred.gid()) },
+                Err(_) => Peer::Unknown,
+            },
+        }
+    }
+
+    /// Access rules and limits; logs and counts a refusal.
+    fn admit(&mut self, service_id: usize, peer: &Peer) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let global_full = self.global_full();
+        let service = &mut self.services[service_id];
+        let ip = peer_ip(peer);
+        let minute = if service.spec.access.times.is_empty() { None } else { Some(crate::sys::local_minute_of_day()) };
+        let decision = match check_access(&service.spec.access, ip, minute) {
+            Err(refusal) => Decision::Refuse(refusal, None),
+            Ok(()) => service.admission.decide(ip, now, global_full, crate::sys::load_average),
+        };
+        let refusal = match decision {
+            Decision::Admit => return Ok(()),
+            Decision::Refuse(refusal, pause) => {
+                if let Some(pause) = pause {
+                    self.log_pause(service_id, pause, now);
+                }
+                refusal
+            }
+            Decision::Queue => Refusal::Instances,
+        };
+        let service = &mut self.services[service_id];
+        if refusal.is_access() {
+            service.counters.refused_access += 1;
+        } else {
+            service.counters.refused_limits += 1;
+        }
+        log::info!(
+            "refuse service={} peer={} reason={}",
+            service.spec.name,
+            PeerLabel(peer),
+            refusal.as_str()
+        );
+        Err(refusal)
+    }
+
+    fn log_pause(&mut self, service_id: usize, pause: PauseStarted, now: Instant) {
+        let name = &self.services[service_id].spec.name;
+        match pause {
+            PauseStarted::Service { until } => {
+                log::warn!(
+                    "rate_pause service={name} seconds={:.1}",
+                    until.saturating_duration_since(now).as_secs_f64()
+                );
+                self.timers.schedule(until, TimerKey::ResumeService { service: service_id });
+            }
+            PauseStarted::Source { ip, until } => {
+                log::warn!(
+                    "source_pause service={name} source={ip} seconds={:.1}",
+                    until.saturating_duration_since(now).as_secs_f64()
+                );
+            }
+        }
+    }
+
+    pub(super) fn resume_service(&mut self, service_id: usize, now: Instant) {
+        if let Some(service) = self.services.get_mut(service_id) {
+            if service.admission.resume_if_due(now) {
+                log::info!("rate_resume service={}", service.spec.name);
+            }
+        }
+    }
+
+    fn serve_connection(&mut self, source: usize, conn: OwnedFd, remote: Option<SocketAddr>) {
+        let service_id = self.listener_service(source);
+        let peer = self.connection_peer(source, &conn, remote);
+        let fd = conn.as_raw_fd();
+        send_banner(fd, &self.services[service_id].banners.banner);
+        if self.admit(service_id, &peer).is_err() {
+            send_banner(fd, &self.services[service_id].banners.fail);
+            return;
+        }
+        send_banner(fd, &self.services[service_id].banners.success);
+        let _ = self.start_child(service_id, fd, &peer, Transport::Tcp, None);
+        // `conn` closes here: the child holds its own copies.
+    }
+
+    /// Starts the service's program on `primary`; records and logs the child.
+    fn start_child(&mut self, service_id: usize, primary: RawFd, peer: &Peer, transport: Transport, handed_off: Option<usize>) -> Outcome {
+        let now = Instant::now();
+        let pipe = match self.services[service_id].plan.as_ref().map(|p| p.wants_stderr_pipe()) {
+            Some(true) => match super::stderr_log::pipe() {
+                Ok(pipe) => Some(pipe),
+                Err(e) => {
+                    log::error!("spawn_failed service={} peer={} error=\"stderr pipe: {e}\"", self.services[service_id].spec.name, PeerLabel(peer));
+                    self.services[service_id].counters.spawn_failures += 1;
+                    return Outcome::Failed;
+                }
+            },
+            _ => None,
+        };
+        write_connection_env(&mut self.spawner.conn_env, transport, peer);
+        let service = &mut self.services[service_id];
+        let Some(plan) = service.plan.as_ref() else { return Outcome::Refused };
+        let result = self.spawner.spawn(plan, primary, pipe.as_ref().map(|(_, w)| w.as_raw_fd()));
+        match result {
+            Ok(pid) => {
+                service.counters.accepted += 1;
+                service.admission.started(peer_ip(peer));
+                log::info!("accept service={} peer={} pid={pid}", service.spec.name, PeerLabel(peer));
+                if let Some(timeout) = service.spec.limits.timeout {
+                    self.timers.schedule(now + timeout, TimerKey::ChildTimeout { pid, started: now });
+                }
+                let name = service.spec.name.clone();
+                self.children.insert(
+                    pid,
+                    Child { service: service_id, peer: *peer, started: now, handed_off, counted: true, signalled: 0 },
+                );
+                if let Some((read, _write)) = pipe {
+                    self.watch_stderr(read, name, pid);
+                }
+                Outcome::Started(pid)
+            }
+            Err(SpawnError::Fork(e)) => {
+                service.counters.spawn_failures += 1;
+                log::error!("spawn_failed service={} peer={} error=\"{e}\"", service.spec.name, PeerLabel(peer));
+                Outcome::Failed
+            }
+            Err(SpawnError::Exec { pid, stage, error }) => {
+                service.counters.spawn_failures += 1;
+                let program = service.spec.program_label();
+                log::error!(
+                    "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"",
+                    service.spec.name,
+                    PeerLabel(peer)
+                );
+                // Reaped quietly; the slot it would have taken is not counted.
+                self.children.insert(
+                    pid,
+                    Child { service: service_id, peer: *peer, started: now, handed_off, counted: false, signalled: 0 },
+                );
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// Wait mode: give the socket itself to one child.
+    fn hand_off(&mut self, source: usize) {
+        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        let fd = listener.bound.fd.as_raw_fd();
+        let kind = listener.kind;
+        let fixed_local = listener.fixed_local;
+        let service_id = listener.service;
+        let (peer, transport) = if kind == SocketKind::Dgram {
+            // Refused datagrams are read and dropped; continue with the next.
+            loop {
+                let peer = match crate::sys::peek_sender(fd) {
+                    Ok(Some(remote)) => Peer::Inet { local: fixed_local, remote },
+                    Ok(None) => Peer::Unknown,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // e.g. an ICMP error queued on the socket: reading it clears it.
+                        log::debug!("datagram_error service={} error=\"{e}\"", self.services[service_id].spec.name);
+                        let _ = crate::sys::discard_datagram(fd);
+                        continue;
+                    }
+                };
+                if self.admit(service_id, &peer).is_ok() {
+                    break (peer, Transport::Udp);
+                }
+                let _ = crate::sys::discard_datagram(fd);
+            }
+        } else {
+            (Peer::Unknown, Transport::Tcp)
+        };
+        self.disarm(source, ListenerState::Paused);
+        if let Err(e) = crate::sys::set_nonblocking(fd, false) {
+            log::error!("handoff_error service={} error=\"{e}\"", self.services[service_id].spec.name);
+            self.pause_listener(source, FORK_FAILED_PAUSE);
+            return;
+        }
+        match self.start_child(service_id, fd, &peer, transport, Some(source)) {
+            Outcome::Started(pid) => {
+                if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
+                    listener.state = ListenerState::HandedOff(pid);
+                }
+            }
+            Outcome::Failed | Outcome::Refused => {
+                let _ = crate::sys::set_nonblocking(fd, true);
+                // Consume what triggered the attempt, or the loop would retry
+                // it at once, forever.
+                if kind == SocketKind::Dgram {
+                    let _ = crate::sys::discard_datagram(fd);
+                } else if let Ok((conn, _)) = crate::sys::accept(fd) {
+                    drop(conn);
+                }
+                // A failed exec re-arms when its child is reaped; a failed
+                // fork (no child) rests first.
+                if !self.children.values().any(|c| c.handed_off == Some(source)) {
+                    self.pause_listener(source, FORK_FAILED_PAUSE);
+                }
+            }
+        }
+    }
+
+    /// A wait-mode child was reaped: take the socket back.
+    pub(super) fn take_back(&mut self, source: usize) {
+        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else { return };
+        let fd = listener.bound.fd.as_raw_fd();
+        listener.state = ListenerState::Paused;
+        if let Err(e) = crate::sys::set_nonblocking(fd, true) {
+            log::error!("takeback_error error=\"{e}\"");
+        }
+        if self.stopping.is_none() {
+            self.arm(source);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Children: reaping on SIGCHLD, timeouts (SIGTERM to the process group,
+//! then SIGKILL), and the graceful stop.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::accept::PeerLabel;
+use super::{ListenerState, Server, Source, TimerKey};
+use crate::config::DEFAULT_KILL_AFTER;
+
+/// A stop in progress: `terminating` once children have been sent SIGTERM.
+pub(super) struct Stopping {
+    terminating: bool,
+}
+
+fn describe(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("status={code}"),
+        WaitStatus::Signaled(_, signal, core) => {
+            format!("signal={}{}", signal.as_str().trim_start_matches("SIG"), if *core { " core=yes" } else { "" })
+        }
+        other => format!("state=\"{other:?}\""),
+    }
+}
+
+impl Server {
+    /// Reaps every exited child: no zombie is ever left.
+    pub(super) fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    if let Some(pid) = status.pid() {
+                        self.child_exited(pid.as_raw(), &status);
+                    }
+                }
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break, // ECHILD: nothing left
+            }
+        }
+    }
+
+    fn child_exited(&mut self, pid: i32, status: &WaitStatus) {
+        let Some(child) = self.children.remove(&pid) else { return };
+        let abnormal = !matches!(status, WaitStatus::Exited(_, 0));
+        if let Some(service) = self.services.get_mut(child.service) {
+            if child.counted {
+                service.admission.finished(super::accept::peer_ip(&child.peer));
+                if abnormal {
+                    service.counters.abnormal_exits += 1;
+                }
+                log::info!(
+                    "exit service={} pid={pid} peer={} {} duration={:.3}s",
+                    service.spec.name,
+                    PeerLabel(&child.peer),
+                    describe(status),
+                    child.started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        if let Some(source) = child.handed_off {
+            self.take_back(source);
+        }
+        self.release_queued();
+        if self.services.get(child.service).is_some_and(|s| s.retired && s.admission.active() == 0) {
+            let has_children = self.children.values().any(|c| c.service == child.service);
+            if !has_children {
+                self.services.remove(child.service);
+            }
+        }
+    }
+
+    /// Listeners held back by `on_limit: queue` get another look.
+    fn release_queued(&mut self) {
+        if self.queued.is_empty() || self.stopping.is_some() {
+            return;
+        }
+        for source in std::mem::take(&mut self.queued) {
+            if let Some(Source::Listener(listener)) = self.sources.get(source) {
+                if listener.state == ListenerState::Paused {
+                    self.arm(source);
+                    self.ready_again.push(source);
+                }
+            }
+        }
+    }
+
+    /// `limits.timeout` expired (`kill` false) or `kill_after` did too.
+    pub(super) fn child_timeout(&mut self, pid: i32, started: Instant, kill: bool) {
+        let Some(child) = self.children.get_mut(&pid) else { return };
+        if child.started != started {
+            return; // the pid was reused by a newer child
+        }
+        let name = self.services.get(child.service).map_or("-", |s| s.spec.name.as_str());
+        let kill_after = self.services.get(child.service).map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
+        if kill {
+            if child.signalled < 2 {
+                child.signalled = 2;
+                log::warn!("timeout_kill service={name} pid={pid}");
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        } else if child.signalled == 0 {
+            child.signalled = 1;
+            log::warn!("timeout service={name} pid={pid} action=SIGTERM kill_after={:.1}s", kill_after.as_secs_f64());
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+            self.timers.schedule(Instant::now() + kill_after, TimerKey::ChildKill { pid, started });
+        }
+    }
+
+    /// SIGTERM/SIGINT: stop listening at once; a second one skips the grace.
+    pub(super) fn begin_stop(&mut self) {
+        if let Some(stopping) = &self.stopping {
+            if !stopping.terminating {
+                log::info!("stop_now children={}", self.children.len());
+                self.terminate_children();
+            }
+            return;
+        }
+        let listeners: Vec<usize> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Listener(_)))
+            .map(|(key, _)| key)
+            .collect();
+        for source in listeners {
+            self.close_listener(source);
+        }
+        let grace = self.global.shutdown_grace;
+        log::info!("stopping children={} grace={:.1}s", self.children.len(), grace.as_secs_f64());
+        crate::notify::send("STOPPING=1");
+        self.stopping = Some(Stopping { terminating: false });
+        if !self.children.is_empty() {
+            self.timers.schedule(Instant::now() + grace, TimerKey::ShutdownDeadline);
+        }
+    }
+
+    pub(super) fn shutdown_deadline(&mut self) {
+        if self.stopping.as_ref().is_some_and(|s| !s.terminating) {
+            log::info!("grace_over children={}", self.children.len());
+            self.terminate_children();
+        }
+    }
+
+    fn terminate_children(&mut self) {
+        if let Some(stopping) = &mut self.stopping {
+            stopping.terminating = true;
+        }
+        let now = Instant::now();
+        let mut longest = Duration::ZERO;
+        for (pid, child) in self.children.iter_mut() {
+            if child.signalled == 0 {
+                child.signalled = 1;
+                let _ = killpg(Pid::from_raw(*pid), Signal::SIGTERM);
+            }
+            let kill_after = self.services.get(child.service).map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
+            longest = longest.max(kill_after);
+            self.timers.schedule(now + kill_after, TimerKey::ChildKill { pid: *pid, started: child.started });
+        }
+        let _ = longest;
+    }
+}

@@ -1,0 +1,455 @@
+//! The event loop: one `mio::Poll` for listeners, signals (a signalfd),
+//! stderr pipes and timers. One fixed pipeline per turn: poll, dispatch
+//! events, continue listeners that had more to accept, fire due timers.
+//! Idle, it sleeps in `epoll_wait` with no timeout.
+
+mod accept;
+mod children;
+mod reload;
+mod stderr_log;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use slab::Slab;
+
+use crate::childenv::Peer;
+use crate::config::units::ListenAddr;
+use crate::config::{Global, Service, SocketKind};
+use crate::limits::Admission;
+use crate::listener::Bound;
+use crate::spawn::{ExecPlan, Spawner};
+use crate::timers::Timers;
+
+const SIGNALS: Token = Token(0);
+const FIRST_SOURCE: usize = 16;
+
+/// Most connections taken from one listener before others get a turn.
+const ACCEPT_BATCH: usize = 64;
+/// How long a listener rests after the descriptor table filled up.
+const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(250);
+/// How long a wait-mode service rests after a failed fork.
+const FORK_FAILED_PAUSE: Duration = Duration::from_secs(1);
+
+fn token_of(source: usize) -> Token {
+    Token(source + FIRST_SOURCE)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerState {
+    /// Registered with the poller.
+    Armed,
+    /// Wait mode: the socket belongs to child `pid` until it is reaped.
+    HandedOff(i32),
+    /// Resting (fd exhaustion, failed fork, rate pause, queue); a timer or
+    /// a reaped child re-arms it.
+    Paused,
+}
+
+struct Listener {
+    bound: Bound,
+    addr: ListenAddr,
+    kind: SocketKind,
+    service: usize,
+    state: ListenerState,
+    /// The local address when it is fixed (not a wildcard).
+    fixed_local: Option<SocketAddr>,
+    /// An fd-exhaustion episode has been logged.
+    exhaustion_logged: bool,
+}
+
+struct StderrPipe {
+    fd: std::os::fd::OwnedFd,
+    service: String,
+    pid: i32,
+    buffer: Vec<u8>,
+    relay: stderr_log::Relay,
+}
+
+enum Source {
+    Listener(Listener),
+    Stderr(StderrPipe),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub accepted: u64,
+    pub refused_access: u64,
+    pub refused_limits: u64,
+    pub spawn_failures: u64,
+    pub abnormal_exits: u64,
+}
+
+/// Banner files, read once at load so the accept path does no file I/O.
+#[derive(Default)]
+struct Banners {
+    banner: Vec<u8>,
+    success: Vec<u8>,
+    fail: Vec<u8>,
+}
+
+const MAX_BANNER: u64 = 64 * 1024;
+
+impl Banners {
+    fn load(spec: &Service) -> Banners {
+        let read = |path: &Option<PathBuf>| -> Vec<u8> {
+            let Some(path) = path else { return Vec::new() };
+            let mut data = Vec::new();
+            let result = std::fs::File::open(path).and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_BANNER).read_to_end(&mut data)
+            });
+            if let Err(e) = result {
+                log::warn!("banner_error service={} file={} error=\"{e}\"", spec.name, path.display());
+            }
+            data
+        };
+        Banners {
+            banner: read(&spec.banners.banner),
+            success: read(&spec.banners.success),
+            fail: read(&spec.banners.fail),
+        }
+    }
+}
+
+struct ServiceRt {
+    spec: Service,
+    banners: Banners,
+    plan: Option<ExecPlan>,
+    admission: Admission,
+    listeners: Vec<usize>,
+    counters: Counters,
+    /// Removed by a reload; kept only until its last child is reaped.
+    retired: bool,
+}
+
+struct Child {
+    service: usize,
+    peer: Peer,
+    started: Instant,
+    /// Wait mode: the listener to re-arm when this child is reaped.
+    handed_off: Option<usize>,
+    /// The service's admission counts this child.
+    counted: bool,
+    /// Timeout stage reached: 0 none, 1 SIGTERM sent, 2 SIGKILL sent.
+    signalled: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKey {
+    ResumeListener { source: usize },
+    ResumeService { service: usize },
+    ChildTimeout { pid: i32, started: Instant },
+    ChildKill { pid: i32, started: Instant },
+    ShutdownDeadline,
+}
+
+pub struct Server {
+    poll: Poll,
+    signals: SignalFd,
+    spawner: Spawner,
+    services: Slab<ServiceRt>,
+    sources: Slab<Source>,
+    children: HashMap<i32, Child>,
+    timers: Timers<TimerKey>,
+    ready_again: Vec<usize>,
+    /// Listeners held back by `on_limit: queue`.
+    queued: Vec<usize>,
+    global: Global,
+    config: crate::cli::ConfigDir,
+    stopping: Option<children::Stopping>,
+}
+
+/// Signals spawnd takes through its signalfd (blocked for normal delivery).
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Failure to start serving: exit code 3 with this message.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl Server {
+    /// Sets up the process (descriptor slots, signals) and the poller.
+    pub fn new(config: crate::cli::ConfigDir, global: Global) -> Result<Server, StartError> {
+        crate::sys::ensure_stdio_open();
+        let spawner = Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
+        crate::sys::cloexec_from(crate::spawn::SLOT_NULL + 1);
+        let mask = handled_signals();
+        mask.thread_block().map_err(|e| StartError(format!("cannot block signals: {e}")))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| StartError(format!("cannot create signalfd: {e}")))?;
+        let poll = Poll::new().map_err(|e| StartError(format!("cannot create poller: {e}")))?;
+        poll.registry()
+            .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)
+            .map_err(|e| StartError(format!("cannot watch signals: {e}")))?;
+        Ok(Server {
+            poll,
+            signals,
+            spawner,
+            services: Slab::new(),
+            sources: Slab::new(),
+            children: HashMap::new(),
+            timers: Timers::default(),
+            ready_again: Vec::new(),
+            queued: Vec::new(),
+            global,
+            config,
+            stopping: None,
+        })
+    }
+
+    fn register(&self, fd: RawFd, source: usize, interest: Interest) -> io::Result<()> {
+        self.poll.registry().register(&mut SourceFd(&fd), token_of(source), interest)
+    }
+
+    fn deregister(&self, fd: RawFd) {
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+    }
+
+    /// Opens every socket of `spec` and adds the service; on any bind error
+    /// nothing of it is kept.
+    fn add_service(&mut self, spec: Service, now: Instant) -> Result<usize, String> {
+        let plan = ExecPlan::for_service(&spec).map_err(|e| format!("cannot prepare program: {e}"))?;
+        let mut bound = Vec::new();
+        for addr in &spec.listen {
+            let socket = crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
+                .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?;
+            bound.push((addr.clone(), socket));
+        }
+        Ok(self.add_service_with(spec, plan, bound, now))
+    }
+
+    fn add_service_with(&mut self, spec: Service, plan: Option<ExecPlan>, bound: Vec<(ListenAddr, Bound)>, now: Instant) -> usize {
+        let admission = Admission::new(&spec.limits, now);
+        let kind = spec.socket;
+        let id = self.services.insert(ServiceRt {
+            banners: Banners::load(&spec),
+            spec,
+            plan,
+            admission,
+            listeners: Vec::new(),
+            counters: Counters::default(),
+            retired: false,
+        });
+        for (addr, socket) in bound {
+            self.attach_listener(id, addr, kind, socket);
+        }
+        id
+    }
+
+    fn attach_listener(&mut self, service: usize, addr: ListenAddr, kind: SocketKind, bound: Bound) {
+        let fixed_local = match &addr {
+            ListenAddr::Inet(_) => crate::sys::local_addr(bound.fd.as_raw_fd()),
+            _ => None,
+        };
+        let fd = bound.fd.as_raw_fd();
+        let source = self.sources.insert(Source::Listener(Listener {
+            bound,
+            addr,
+            kind,
+            service,
+            state: ListenerState::Paused,
+            fixed_local,
+            exhaustion_logged: false,
+        }));
+        self.services[service].listeners.push(source);
+        let _ = fd;
+        self.arm(source);
+    }
+
+    /// Registers a listener that is paused; logs if that fails.
+    fn arm(&mut self, source: usize) {
+        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        if listener.state == ListenerState::Armed {
+            return;
+        }
+        let fd = listener.bound.fd.as_raw_fd();
+        match self.register(fd, source, Interest::READABLE) {
+            Ok(()) => {
+                if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
+                    listener.state = ListenerState::Armed;
+                }
+            }
+            Err(e) => log::error!("listen_error source={source} error=\"{e}\""),
+        }
+    }
+
+    /// Takes a listener out of the poller.
+    fn disarm(&mut self, source: usize, state: ListenerState) {
+        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else { return };
+        if listener.state == ListenerState::Armed {
+            let fd = listener.bound.fd.as_raw_fd();
+            listener.state = state;
+            self.deregister(fd);
+        } else {
+            listener.state = state;
+        }
+    }
+
+    /// Starts every service of a fresh configuration. Returns how many
+    /// enabled services could not be started.
+    pub fn start(&mut self, services: Vec<Service>) -> (usize, usize) {
+        let now = Instant::now();
+        let (mut started, mut failed) = (0, 0);
+        for spec in services {
+            if spec.disabled {
+                log::info!("disabled service={} file={}", spec.name, spec.file.display());
+                continue;
+            }
+            let name = spec.name.clone();
+            match self.add_service(spec, now) {
+                Ok(_) => started += 1,
+                Err(message) => {
+                    failed += 1;
+                    log::error!("service_error service={name} error=\"{message}\"");
+                }
+            }
+        }
+        (started, failed)
+    }
+
+    /// Runs until stopped; returns the process exit code.
+    pub fn run(&mut self) -> u8 {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = if self.ready_again.is_empty() {
+                self.timers.timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("poll_error error=\"{e}\"");
+                return 3;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.on_signals(),
+                    Token(t) if t >= FIRST_SOURCE => self.on_source(t - FIRST_SOURCE),
+                    _ => {}
+                }
+            }
+            for source in std::mem::take(&mut self.ready_again) {
+                self.on_source(source);
+            }
+            self.fire_timers();
+            if self.stopping.as_ref().is_some_and(|_| self.children.is_empty()) {
+                log::info!("stopped");
+                return 0;
+            }
+        }
+    }
+
+    fn on_source(&mut self, source: usize) {
+        match self.sources.get(source) {
+            Some(Source::Listener(listener)) if listener.state == ListenerState::Armed => {
+                self.on_listener(source);
+            }
+            Some(Source::Stderr(_)) => self.on_stderr(source),
+            _ => {}
+        }
+    }
+
+    fn on_signals(&mut self) {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => self.reap(),
+                    Ok(Signal::SIGHUP) => self.reload(),
+                    Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_stop(),
+                    Ok(Signal::SIGUSR1) => self.log_status(),
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("signal_error error=\"{e}\"");
+                    break;
+                }
+            }
+        }
+        // A SIGCHLD may be merged with others or arrive between reads.
+        self.reap();
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(key) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::ResumeListener { source } => {
+                    if self.stopping.is_none() {
+                        if let Some(Source::Listener(l)) = self.sources.get(source) {
+                            if l.state == ListenerState::Paused {
+                                self.arm(source);
+                            }
+                        }
+                    }
+                }
+                TimerKey::ResumeService { service } => self.resume_service(service, now),
+                TimerKey::ChildTimeout { pid, started } => self.child_timeout(pid, started, false),
+                TimerKey::ChildKill { pid, started } => self.child_timeout(pid, started, true),
+                TimerKey::ShutdownDeadline => self.shutdown_deadline(),
+            }
+        }
+    }
+
+    fn log_status(&self) {
+        for (_, service) in self.services.iter() {
+            let c = service.counters;
+            log::info!(
+                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={}",
+                service.spec.name,
+                self.service_state(service),
+                service.admission.active(),
+                c.accepted,
+                c.refused_access,
+                c.refused_limits,
+                c.spawn_failures,
+                c.abnormal_exits
+            );
+        }
+    }
+
+    fn service_state(&self, service: &ServiceRt) -> &'static str {
+        if service.retired {
+            return "retired";
+        }
+        if service.admission.rate_paused_until(Instant::now()).is_some() {
+            return "paused_rate";
+        }
+        let states: Vec<ListenerState> = service
+            .listeners
+            .iter()
+            .filter_map(|s| match self.sources.get(*s) {
+                Some(Source::Listener(l)) => Some(l.state),
+                _ => None,
+            })
+            .collect();
+        if states.iter().any(|s| matches!(s, ListenerState::HandedOff(_))) {
+            "handed_off"
+        } else if states.contains(&ListenerState::Paused) {
+            "paused"
+        } else {
+            "listening"
+        }
+    }
+
+    pub fn config_dir(&self) -> &PathBuf {
+        &self.config.dir
+    }
+}

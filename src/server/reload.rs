@@ -1,0 +1,217 @@
+//! SIGHUP: reload as a diff keyed by socket identity (type and address).
+//! A socket whose identity is still wanted stays open and registered, so no
+//! connection is refused during a reload; a service kept by name is updated
+//! in place, so its running children stay counted against its limits.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{Server, ServiceRt, Source};
+use crate::config::units::ListenAddr;
+use crate::config::{Service, SocketKind};
+use crate::limits::Admission;
+use crate::spawn::ExecPlan;
+
+type Identity = (SocketKind, ListenAddr);
+
+/// What one wanted service gets: sockets taken over and sockets opened.
+struct Placement {
+    reuse: Vec<usize>,
+    fresh: Vec<(ListenAddr, crate::listener::Bound)>,
+}
+
+impl Server {
+    /// Closes one listener (and removes a Unix socket file spawnd made).
+    pub(super) fn close_listener(&mut self, source: usize) {
+        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        let fd = listener.bound.fd.as_raw_fd();
+        let service = listener.service;
+        if listener.state == super::ListenerState::Armed {
+            self.deregister(fd);
+        }
+        if let Some(rt) = self.services.get_mut(service) {
+            rt.listeners.retain(|s| *s != source);
+        }
+        for child in self.children.values_mut() {
+            if child.handed_off == Some(source) {
+                child.handed_off = None;
+            }
+        }
+        self.queued.retain(|s| *s != source);
+        self.sources.remove(source);
+    }
+
+    fn identities(&self) -> HashMap<Identity, usize> {
+        self.sources
+            .iter()
+            .filter_map(|(key, source)| match source {
+                Source::Listener(l) if !self.services.get(l.service).is_some_and(|s| s.retired) => {
+                    Some(((l.kind, l.addr.clone()), key))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn place(&self, spec: &Service, existing: &HashMap<Identity, usize>) -> Result<Placement, String> {
+        let mut placement = Placement { reuse: Vec::new(), fresh: Vec::new() };
+        for addr in &spec.listen {
+            match existing.get(&(spec.socket, addr.clone())) {
+                Some(source) => placement.reuse.push(*source),
+                None => {
+                    let bound = crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
+                        .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?;
+                    placement.fresh.push((addr.clone(), bound));
+                }
+            }
+        }
+        Ok(placement)
+    }
+
+    pub(super) fn reload(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        crate::notify::send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::notify::monotonic_usec()));
+        log::info!("reload_start dir={}", self.config.dir.display());
+        let loaded = match crate::report::load(&self.config) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                for error in &errors {
+                    log::error!("config_error {error}");
+                }
+                log::error!("reload_rejected detail=\"the running configuration is kept\"");
+                crate::notify::send("READY=1");
+                return;
+            }
+        };
+        for error in &loaded.errors {
+            log::error!("config_error {error}");
+        }
+        let failed_files: HashSet<PathBuf> = loaded.errors.iter().map(|e| e.file.clone()).collect();
+        let mut wanted: Vec<Service> = loaded.services.into_iter().filter(|s| !s.disabled).collect();
+        // A file that does not check keeps its service's previous definition.
+        for (_, rt) in self.services.iter() {
+            if !rt.retired && failed_files.contains(&rt.spec.file) && !wanted.iter().any(|s| s.name == rt.spec.name) {
+                log::warn!("reload_kept service={} detail=\"its file has errors; the previous definition stays\"", rt.spec.name);
+                wanted.push(rt.spec.clone());
+            }
+        }
+        self.global = loaded.global;
+        self.apply(wanted);
+        crate::notify::send("READY=1");
+    }
+
+    fn apply(&mut self, wanted: Vec<Service>) {
+        let now = Instant::now();
+        let mut existing = self.identities();
+        // Sockets no wanted service names are closed first, so that a
+        // changed address (127.0.0.1:9 -> *:9) can be bound afterwards.
+        let claimed: HashSet<usize> = wanted
+            .iter()
+            .flat_map(|spec| spec.listen.iter().filter_map(|a| existing.get(&(spec.socket, a.clone())).copied()))
+            .collect();
+        let unclaimed: Vec<usize> = existing.values().copied().filter(|s| !claimed.contains(s)).collect();
+        for source in unclaimed {
+            self.close_listener(source);
+        }
+        existing.retain(|_, source| claimed.contains(source));
+        let by_name: HashMap<String, usize> = self
+            .services
+            .iter()
+            .filter(|(_, rt)| !rt.retired)
+            .map(|(id, rt)| (rt.spec.name.clone(), id))
+            .collect();
+        let mut kept_services: HashSet<usize> = HashSet::new();
+        let (mut added, mut updated, mut failed) = (0, 0, 0);
+        for spec in wanted {
+            let name = spec.name.clone();
+            let prepared = self.place(&spec, &existing).and_then(|p| {
+                ExecPlan::for_service(&spec)
+                    .map(|plan| (p, plan))
+                    .map_err(|e| format!("cannot prepare program: {e}"))
+            });
+            let (placement, plan) = match prepared {
+                Ok(prepared) => prepared,
+                Err(message) => {
+                    failed += 1;
+                    log::error!("service_error service={name} error=\"{message}\"");
+                    if let Some(id) = by_name.get(&name) {
+                        log::warn!("reload_kept service={name} detail=\"the previous definition stays\"");
+                        kept_services.insert(*id);
+                    }
+                    continue;
+                }
+            };
+            for source in &placement.reuse {
+                if let Some(Source::Listener(l)) = self.sources.get(*source) {
+                    existing.remove(&(l.kind, l.addr.clone()));
+                }
+            }
+            let id = match by_name.get(&name) {
+                Some(id) => {
+                    let rt = &mut self.services[*id];
+                    if rt.spec != spec {
+                        updated += 1;
+                    }
+                    rt.admission.update(&spec.limits, now);
+                    rt.banners = super::Banners::load(&spec);
+                    rt.spec = spec;
+                    rt.plan = plan;
+                    *id
+                }
+                None => {
+                    added += 1;
+                    let admission = Admission::new(&spec.limits, now);
+                    self.services.insert(ServiceRt {
+                        banners: super::Banners::load(&spec),
+                        spec,
+                        plan,
+                        admission,
+                        listeners: Vec::new(),
+                        counters: Default::default(),
+                        retired: false,
+                    })
+                }
+            };
+            kept_services.insert(id);
+            for source in placement.reuse {
+                let previous = match self.sources.get_mut(source) {
+                    Some(Source::Listener(l)) => std::mem::replace(&mut l.service, id),
+                    _ => continue,
+                };
+                if let Some(rt) = self.services.get_mut(previous) {
+                    rt.listeners.retain(|s| *s != source);
+                }
+                self.services[id].listeners.push(source);
+            }
+            let kind = self.services[id].spec.socket;
+            for (addr, bound) in placement.fresh {
+                self.attach_listener(id, addr, kind, bound);
+            }
+        }
+        let retired: Vec<usize> = self
+            .services
+            .iter()
+            .filter(|(id, rt)| !rt.retired && !kept_services.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        let removed = retired.len();
+        for id in retired {
+            log::info!("service_removed service={}", self.services[id].spec.name);
+            for source in self.services[id].listeners.clone() {
+                self.close_listener(source);
+            }
+            self.services[id].retired = true;
+            if !self.children.values().any(|c| c.service == id) {
+                self.services.remove(id);
+            }
+        }
+        log::info!(
+            "reload_done services={} added={added} updated={updated} removed={removed} failed={failed}",
+            self.services.iter().filter(|(_, s)| !s.retired).count()
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! Starting a service's program: the one place with `clone(2)`.
+//!
+//! The child is started vfork-style (`CLONE_VM | CLONE_VFORK`), so no page
+//! tables are copied and the parent resumes only once the child has exec'd or
+//! died. With `CLONE_FILES` the descriptor table is not copied either: the
+//! child's first act is `close_range(6, ~0, CLOSE_RANGE_UNSHARE)`, which gives
+//! it a private table holding only descriptors 0–5. Before the clone, the
+//! parent puts what the child needs into the reserved slots 3, 4 and 5, so the
+//! cost of a spawn does not grow with the number of listening sockets.
+//!
+//! Everything the child touches is prepared before the clone (argv, envp,
+//! credentials, limits); between clone and exec it makes raw system calls
+//! only, and reports a failure through memory it shares with the suspended
+//! parent.
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr;
+
+use crate::config::{Action, Service, StderrMode};
+
+/// Descriptor slots kept open (on /dev/null) for the whole life of spawnd.
+pub const SLOT_PRIMARY: RawFd = 3;
+pub const SLOT_STDERR: RawFd = 4;
+pub const SLOT_NULL: RawFd = 5;
+const FIRST_UNCOPIED: c_uint = 6;
+
+const CHILD_STACK_SIZE: usize = 256 * 1024;
+
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where the child's fd 2 comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StderrTarget {
+    Primary,
+    Null,
+    Pipe,
+}
+
+/// Work the child does between clone and exec, all prepared at load time.
+#[derive(Debug, Default)]
+struct ChildSetup {
+    rlimits: Vec<(c_int, u64)>,
+    nice: Option<c_int>,
+    umask: Option<libc::mode_t>,
+    chroot: Option<CString>,
+    workdir: Option<CString>,
+    /// (uid, gid, supplementary groups)
+    credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+}
+
+/// Everything constant about starting one service's program.
+#[derive(Debug)]
+pub struct ExecPlan {
+    program: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const c_char>,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const c_char>,
+    stderr: StderrTarget,
+    listen_fds: bool,
+    setup: ChildSetup,
+}
+
+fn cstring(text: &str) -> io::Result<CString> {
+    CString::new(text).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+}
+
+impl ExecPlan {
+    /// Builds the plan for an `exec` service; `None` for internal services.
+    /// `pass_env` values are read from spawnd's environment now, once.
+    pub fn for_service(service: &Service) -> io::Result<Option<ExecPlan>> {
+        let Action::Exec { program, argv } = &service.action else { return Ok(None) };
+        let program = cstring(&program.to_string_lossy())?;
+        let argv: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<io::Result<_>>()?;
+        let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(ptr::null());
+
+        let mut env = vec![cstring(DEFAULT_PATH)?];
+        for name in &service.pass_env {
+            if let Some(value) = std::env::var_os(name) {
+                let value = value.to_string_lossy();
+                env.push(cstring(&format!("{name}={value}"))?);
+            }
+        }
+        for (name, value) in &service.env {
+            env.push(cstring(&format!("{name}={value}"))?);
+        }
+        env.push(cstring(&format!("SPAWND_SERVICE={}", service.name))?);
+        // Later entries win in most programs' getenv; keep only the last.
+        let mut seen = std::collections::HashSet::new();
+        let mut deduped: Vec<CString> = Vec::with_capacity(env.len());
+        for entry in env.into_iter().rev() {
+            let name = entry.as_bytes().split(|b| *b == b'=').next().unwrap_or_default().to_vec();
+            if seen.insert(name) {
+                deduped.push(entry);
+            }
+        }
+        deduped.reverse();
+        let env_ptrs = deduped.iter().map(|e| e.as_ptr()).collect();
+
+        let rl = &service.limits.rlimits;
+        let rlimits = [
+            (libc::RLIMIT_CPU, rl.cpu),
+            (libc::RLIMIT_AS, rl.memory),
+            (libc::RLIMIT_NOFILE, rl.files),
+            (libc::RLIMIT_NPROC, rl.processes),
+            (libc::RLIMIT_CORE, rl.core),
+        ]
+        .into_iter()
+        .filter_map(|(resource, value)| value.map(|v| (resource as c_int, v)))
+        .collect();
+        let path_cstring = |p: &Option<std::path::PathBuf>| -> io::Result<Option<CString>> {
+            p.as_ref().map(|p| cstring(&p.to_string_lossy())).transpose()
+        };
+        let setup = ChildSetup {
+            rlimits,
+            nice: service.nice,
+            umask: service.umask.map(|m| m as libc::mode_t),
+            chroot: path_cstring(&service.chroot)?,
+            workdir: path_cstring(&service.workdir)?,
+            credentials: service
+                .credentials
+                .as_ref()
+                .map(|c| (c.uid, c.gid, c.groups.clone())),
+        };
+        Ok(Some(ExecPlan {
+            program,
+            _argv: argv,
+            argv_ptrs,
+            _env: deduped,
+            env_ptrs,
+            stderr: match service.stderr {
+                StderrMode::Socket => StderrTarget::Primary,
+                StderrMode::Null => StderrTarget::Null,
+                StderrMode::Log => StderrTarget::Pipe,
+            },
+            listen_fds: service.pass == crate::config::PassMode::ListenFds,
+            setup,
+        }))
+    }
+
+    pub fn wants_stderr_pipe(&self) -> bool {
+        self.stderr == StderrTarget::Pipe
+    }
+}
+
+/// Shared between parent and child: the child writes `stage`/`errno` when a
+/// step fails, the parent reads them after `clone` returns.
+#[repr(C)]
+struct ChildArgs {
+    plan: *const ExecPlan,
+    envp: *const *const c_char,
+    use_close_range: bool,
+    stage: c_int,
+    errno: c_int,
+}
+
+/// The step of the child's setup that failed, for the log.
+pub fn stage_name(stage: i32) -> &'static str {
+    match stage {
+        1 => "fd table",
+        2 => "dup2",
+        3 => "setsid",
+        4 => "signals",
+        5 => "rlimit",
+        6 => "nice",
+        7 => "chroot",
+        8 => "chdir",
+        9 => "setgroups",
+        10 => "setgid",
+        11 => "setuid",
+        12 => "sigprocmask",
+        _ => "exec",
+    }
+}
+
+#[derive(Debug)]
+pub enum SpawnError {
+    /// No process was created (EAGAIN, ENOMEM...).
+    Fork(io::Error),
+    /// The child was created but died before exec; it still has to be reaped.
+    Exec { pid: i32, stage: &'static str, error: io::Error },
+}
+
+/// One step in the child: the raw result of a system call wrapper.
+#[inline(always)]
+fn step(stage: c_int, result: libc::c_long) -> Result<(), c_int> {
+    if result < 0 {
+        Err(stage)
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs in the child, on its own stack, sharing memory with the suspended
+/// parent: raw system calls only, no allocation, no locks, no panics.
+///
+/// # Safety
+/// `args` must point to a live `ChildArgs` whose pointers are valid.
+unsafe fn child_steps(args: &ChildArgs) -> Result<(), c_int> {
+    let plan = &*args.plan;
+    if args.use_close_range {
+        step(1, libc::syscall(libc::SYS_close_range, FIRST_UNCOPIED, c_uint::MAX, libc::CLOSE_RANGE_UNSHARE))?;
+    }
+    let dup = |from: RawFd, to: RawFd| step(2, libc::syscall(libc::SYS_dup3, from, to, 0));
+    let stderr_from = match plan.stderr {
+        StderrTarget::Primary => SLOT_PRIMARY,
+        StderrTarget::Null => SLOT_NULL,
+        StderrTarget::Pipe => SLOT_STDERR,
+    };
+    if plan.listen_fds {
+        dup(SLOT_NULL, 0)?;
+        dup(SLOT_NULL, 1)?;
+        dup(stderr_from, 2)?;
+        // fd 3 already is the socket; it only has to survive exec.
+        step(2, libc::syscall(libc::SYS_fcntl, SLOT_PRIMARY, libc::F_SETFD, 0))?;
+    } else {
+        dup(SLOT_PRIMARY, 0)?;
+        dup(SLOT_PRIMARY, 1)?;
+        dup(stderr_from, 2)?;
+    }
+    step(3, libc::syscall(libc::SYS_setsid))?;
+    // Rust ignores SIGPIPE in spawnd; an ignored disposition survives exec.
+    let mut default_action: libc::sigaction = std::mem::zeroed();
+    default_action.sa_sigaction = libc::SIG_DFL;
+    step(4, libc::sigaction(libc::SIGPIPE, &default_action, ptr::null_mut()) as libc::c_long)?;
+    let setup = &plan.setup;
+    for (resource, value) in &setup.rlimits {
+        let limit = libc::rlimit { rlim_cur: *value, rlim_max: *value };
+        step(5, libc::syscall(libc::SYS_prlimit64, 0, *resource, &limit as *const libc::rlimit, ptr::null_mut::<libc::rlimit>()))?;
+    }
+    if let Some(nice) = setup.nice {
+        step(6, libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, nice))?;
+    }
+    if let Some(mask) = setup.umask {
+        libc::syscall(libc::SYS_umask, mask);
+    }
+    if let Some(root) = &setup.chroot {
+        step(7, libc::syscall(libc::SYS_chroot, root.as_ptr()))?;
+        step(8, libc::syscall(libc::SYS_chdir, c"/".as_ptr()))?;
+    }
+    if let Some(dir) = &setup.workdir {
+        step(8, libc::syscall(libc::SYS_chdir, dir.as_ptr()))?;
+    }
+    if let Some((uid, gid, groups)) = &setup.credentials {
+        // Groups first, then gid, then uid: after setuid the others are no
+        // longer permitted. Raw calls change only this task, as wanted.
+        step(9, libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()))?;
+        step(10, libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid))?;
+        step(11, libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid))?;
+    }
+    let empty: libc::sigset_t = std::mem::zeroed();
+    step(
+        12,
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        ),
+    )?;
+    libc::syscall(libc::SYS_execve, plan.program.as_ptr(), plan.argv_ptrs.as_ptr(), args.envp);
+    Err(13)
+}
+
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    let args = arg.cast::<ChildArgs>();
+    // SAFETY: `arg` is the `ChildArgs` the parent passed to clone; the parent
+    // is suspended (CLONE_VFORK) until we exec or exit, so it stays valid.
+    unsafe {
+        if let Err(stage) = child_steps(&*args) {
+            let errno = *libc::__errno_location();
+            ptr::write_volatile(ptr::addr_of_mut!((*args).errno), errno);
+            ptr::write_volatile(ptr::addr_of_mut!((*args).stage), stage);
+        }
+        libc::syscall(libc::SYS_exit_group, 127);
+    }
+    127
+}
+
+/// A stack for the child, with a guard page, mapped once.
+struct ChildStack {
+    base: *mut c_void,
+    size: usize,
+}
+
+impl ChildStack {
+    fn new(size: usize) -> io::Result<ChildStack> {
+        // SAFETY: an anonymous private mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the first page of the mapping we own becomes a guard page.
+        unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) };
+        Ok(ChildStack { base, size })
+    }
+
+    fn top(&self) -> *mut c_void {
+        // The stack grows down; keep 16-byte alignment.
+        ((self.base as usize + self.size) & !15) as *mut c_void
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the region mapped in `new`.
+        unsafe { libc::munmap(self.base, self.size) };
+    }
+}
+
+/// Puts `fd` into a reserved slot (closing what the slot held).
+fn fill_slot(fd: RawFd, slot: RawFd) -> io::Result<()> {
+    crate::sys::dup_onto(fd, slot)
+}
+
+/// Starts children. Owns the child stack and scratch space for envp, so a
+/// spawn allocates nothing once warm.
+pub struct Spawner {
+    stack: ChildStack,
+    use_close_range: bool,
+    envp: Vec<*const c_char>,
+    /// Per-connection environment entries, each NUL-terminated.
+    pub conn_env: Vec<u8>,
+}
+
+impl Spawner {
+    /// Reserves descriptor slots 3–5 (on /dev/null) and maps the child stack.
+    /// Call once, early, before any other descriptor is opened.
+    pub fn new() -> io::Result<Spawner> {
+        let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+        for slot in [SLOT_NULL, SLOT_PRIMARY, SLOT_STDERR] {
+            if null.as_raw_fd() != slot {
+                fill_slot(null.as_raw_fd(), slot)?;
+            }
+        }
+        if null.as_raw_fd() <= SLOT_NULL {
+            // The file landed in a slot itself: keep it open, it is /dev/null.
+            std::mem::forget(null);
+        }
+        // SAFETY: an empty range with UNSHARE only unshares our own table,
+        // which is not shared; this just asks whether the kernel knows it.
+        let use_close_range = unsafe {
+            libc::syscall(libc::SYS_close_range, c_uint::MAX, c_uint::MAX, libc::CLOSE_RANGE_UNSHARE) == 0
+        };
+        if !use_close_range {
+            log::debug!("spawn_mode detail=\"close_range unavailable; children copy the descriptor table\"");
+        }
+        Ok(Spawner {
+            stack: ChildStack::new(CHILD_STACK_SIZE)?,
+            use_close_range,
+            envp: Vec::with_capacity(64),
+            conn_env: Vec::with_capacity(512),
+        })
+    }
+
+    /// Starts `plan` with `primary` (a connection, or a socket handed over in
+    /// wait mode) and the write end of a stderr pipe if the plan wants one.
+    /// The per-connection environment is taken from `self.conn_env`.
+    pub fn spawn(&mut self, plan: &ExecPlan, primary: RawFd, stderr_pipe: Option<RawFd>) -> Result<i32, SpawnError> {
+        fill_slot(primary, SLOT_PRIMARY).map_err(SpawnError::Fork)?;
+        if let Some(pipe) = stderr_pipe {
+            if let Err(e) = fill_slot(pipe, SLOT_STDERR) {
+                let _ = fill_slot(SLOT_NULL, SLOT_PRIMARY);
+                return Err(SpawnError::Fork(e));
+            }
+        }
+        self.envp.clear();
+        self.envp.extend_from_slice(&plan.env_ptrs);
+        let mut start = 0;
+        for (index, byte) in self.conn_env.iter().enumerate() {
+            if *byte == 0 {
+                self.envp.push(self.conn_env[start..].as_ptr().cast());
+                start = index + 1;
+            }
+        }
+        self.envp.push(ptr::null());
+
+        let mut args = ChildArgs {
+            plan,
+            envp: self.envp.as_ptr(),
+            use_close_range: self.use_close_range,
+            stage: 0,
+            errno: 0,
+        };
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        if self.use_close_range {
+            flags |= libc::CLONE_FILES;
+        }
+        // SAFETY: the child runs `child_main` on its own stack and only reads
+        // `args`, `plan` and `envp`, which outlive the call: with CLONE_VFORK
+        // clone returns only after the child has exec'd or exited.
+        let pid = unsafe {
+            libc::clone(child_main, self.stack.top(), flags, ptr::addr_of_mut!(args).cast())
+        };
+        let clone_error = io::Error::last_os_error();
+        // Drop our references so the connection closes when the child is done.
+        let _ = fill_slot(SLOT_NULL, SLOT_PRIMARY);
+        if stderr_pipe.is_some() {
+            let _ = fill_slot(SLOT_NULL, SLOT_STDERR);
+        }
+        if pid < 0 {
+            return Err(SpawnError::Fork(clone_error));
+        }
+        // SAFETY: the child is gone or has exec'd; nobody writes `args` now.
+        let (stage, errno) = unsafe {
+            (
+                ptr::read_volatile(ptr::addr_of!(args.stage)),
+                ptr::read_volatile(ptr::addr_of!(args.errno)),
+            )
+        };
+        if stage != 0 {
+            return Err(SpawnError::Exec {
+                pid,
+                stage: stage_name(stage),
+                error: io::Error::from_raw_os_error(errno),
+            });
+        }
+        Ok(pid)
+    }
+}

@@ -1,0 +1,181 @@
+//! Thin, safe wrappers over the few system calls std and nix do not offer
+//! in the shape the accept path needs (accept4 with the peer address in one
+//! call, a peek at a datagram's sender, dup3 onto a fixed slot).
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+fn check(result: libc::c_int) -> io::Result<libc::c_int> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// `dup3(from, to, O_CLOEXEC)`: replaces whatever `to` held.
+pub fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 takes plain integers; on success `to` is a descriptor we
+    // deliberately keep open (a reserved slot), so no OwnedFd is made.
+    check(unsafe { libc::dup3(from, to, libc::O_CLOEXEC) }).map(drop)
+}
+
+/// Reads an IPv4 or IPv6 address out of a `sockaddr_storage`.
+fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says this storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Accepts one connection (blocking mode, close-on-exec) and returns it
+/// with the peer's address when it is an IP peer.
+pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage and len describe a writable buffer of the right size.
+    let fd = check(unsafe { libc::accept4(listener, storage.as_mut_ptr().cast(), &mut len, libc::SOCK_CLOEXEC) })?;
+    // SAFETY: accept4 returned a new descriptor that nothing else owns; the
+    // storage was zeroed, so reading it is defined even if not filled.
+    let (fd, storage) = unsafe { (OwnedFd::from_raw_fd(fd), storage.assume_init()) };
+    Ok((fd, socket_addr(&storage, len)))
+}
+
+/// The local address of a socket, when it is an IP socket.
+pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as in `accept`.
+    check(unsafe { libc::getsockname(fd, storage.as_mut_ptr().cast(), &mut len) }).ok()?;
+    // SAFETY: zeroed, then possibly filled by the kernel.
+    socket_addr(&unsafe { storage.assume_init() }, len)
+}
+
+/// The sender of the next waiting datagram, without consuming it.
+/// `Ok(None)`: a datagram is waiting but its sender is not an IP address.
+pub fn peek_sender(fd: RawFd) -> io::Result<Option<SocketAddr>> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let mut byte = 0u8;
+    // SAFETY: a one-byte buffer and a sockaddr_storage, both writable.
+    let result = unsafe {
+        libc::recvfrom(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            storage.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zeroed, then possibly filled by the kernel.
+    Ok(socket_addr(&unsafe { storage.assume_init() }, len))
+}
+
+/// Reads and drops one datagram (so a refused or failed one is not seen again).
+pub fn discard_datagram(fd: RawFd) -> io::Result<()> {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte writable buffer; the rest of the datagram is dropped.
+    let result = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets or clears O_NONBLOCK on the open file description behind `fd`.
+pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an integer descriptor; errors are checked.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let wanted = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    if wanted != flags {
+        // SAFETY: as above.
+        check(unsafe { libc::fcntl(fd, libc::F_SETFL, wanted) })?;
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so nothing spawnd
+/// inherited can leak into a child even where close_range is unavailable.
+pub fn cloexec_from(first: RawFd) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on a descriptor number is harmless even
+        // if it was the directory stream's own (already closed) descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+/// Opens /dev/null on any of fds 0–2 that is closed, so no socket spawnd
+/// opens can land there and be mistaken for stdio.
+pub fn ensure_stdio_open() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the descriptor.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                use std::os::fd::IntoRawFd;
+                let raw = null.into_raw_fd();
+                if raw != fd {
+                    // SAFETY: moving our /dev/null descriptor onto the free slot.
+                    unsafe {
+                        libc::dup2(raw, fd);
+                        libc::close(raw);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> Option<f64> {
+    let mut info = MaybeUninit::<libc::sysinfo>::zeroed();
+    // SAFETY: sysinfo fills the struct we pass; the result is checked.
+    if unsafe { libc::sysinfo(info.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: zeroed, then filled by the kernel.
+    let info = unsafe { info.assume_init() };
+    Some(info.loads[0] as f64 / f64::from(1u32 << libc::SI_LOAD_SHIFT))
+}
+
+/// Minutes since local midnight (for `access.times`).
+pub fn local_minute_of_day() -> u16 {
+    // SAFETY: time(NULL) only returns the time.
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    let mut tm = MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r writes into our struct; the result is checked.
+    if unsafe { libc::localtime_r(&now, tm.as_mut_ptr()) }.is_null() {
+        return crate::limits::minute_of_day(now, 0);
+    }
+    // SAFETY: filled by localtime_r.
+    let tm = unsafe { tm.assume_init() };
+    (tm.tm_hour * 60 + tm.tm_min) as u16
+}
