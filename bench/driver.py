@@ -606,7 +606,8 @@ def svg_plot(panels, conc, title):
         col = COLORS[si % len(COLORS)]
         lx = 20 + (si % 2) * (W / 2)
         ly = ph + 8 + 18 * (si // 2)
-        out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 24}" y2="{ly}" stroke="{col}" stroke-width="3"/>')
+        dash = ' stroke-dasharray="5,3"' if s.startswith("bare") and s != "bare vfork" else ""
+        out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 24}" y2="{ly}" stroke="{col}" stroke-width="3"{dash}/>')
         out.append(f'<text x="{lx + 30}" y="{ly + 4}">{esc(s)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
