@@ -29,7 +29,11 @@ impl fmt::Display for Diag {
         if self.line == 0 {
             write!(f, "{}: {severity}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}: {severity}: {}", self.file, self.line, self.message)
+            write!(
+                f,
+                "{}:{}: {severity}: {}",
+                self.file, self.line, self.message
+            )
         }
     }
 }

@@ -6,7 +6,9 @@
 
 use std::fmt::Write as _;
 
-use crate::convert::model::{Access, Action, Conversion, Defaults, Limits, NotConverted, Noted, Service, Unit};
+use crate::convert::model::{
+    Access, Action, Conversion, Defaults, Limits, NotConverted, Noted, Service, Unit,
+};
 
 /// One output file: its path inside the configuration directory and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +62,10 @@ pub fn service_yaml(s: &Service, tool: &str) -> String {
             let _ = write!(from, ", {}:{}", more.file, more.line);
         }
     }
-    w.comment(0, &format!("Converted by `{tool}` from {from} ({}).", s.label));
+    w.comment(
+        0,
+        &format!("Converted by `{tool}` from {from} ({}).", s.label),
+    );
     if !s.preamble.is_empty() {
         w.comment(0, "");
         for line in &s.preamble {
@@ -68,7 +73,12 @@ pub fn service_yaml(s: &Service, tool: &str) -> String {
         }
     }
     if let Some(disabled) = &s.disabled {
-        w.key(0, "disabled", bool_str(disabled.value), disabled.note.as_deref());
+        w.key(
+            0,
+            "disabled",
+            bool_str(disabled.value),
+            disabled.note.as_deref(),
+        );
     }
     w.key(0, "socket", s.socket.as_str(), None);
     w.open(0, "listen");
@@ -86,7 +96,12 @@ pub fn service_yaml(s: &Service, tool: &str) -> String {
     w.noted(0, "user", &s.user);
     w.noted(0, "group", &s.group);
     if let Some(groups) = &s.groups {
-        w.key(0, "groups", bool_str(groups.value), groups.note.as_deref());
+        w.key(
+            0,
+            "groups",
+            &flow_list(&groups.value),
+            groups.note.as_deref(),
+        );
     }
     if !s.env.is_empty() {
         w.open(0, "env");

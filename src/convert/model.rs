@@ -132,7 +132,8 @@ pub struct Service {
     pub action: Action,
     pub user: Option<Noted<String>>,
     pub group: Option<Noted<String>>,
-    pub groups: Option<Noted<bool>>,
+    /// Supplementary groups; None: the user's own (initgroups).
+    pub groups: Option<Noted<Vec<String>>>,
     pub env: Vec<(String, String)>,
     pub pass_env: Vec<String>,
     pub nice: Option<Noted<String>>,

@@ -61,10 +61,7 @@ fn dotted(token: &str) -> Result<HostSpec, String> {
     }
     let note = format!("xinetd: {token}");
     if octets.len() < 4 {
-        return Ok(HostSpec::Nets(vec![Noted::with(
-            network(&octets),
-            note,
-        )]));
+        return Ok(HostSpec::Nets(vec![Noted::with(network(&octets), note)]));
     }
     let zeros = octets.iter().rev().take_while(|o| **o == 0).count();
     Ok(HostSpec::Nets(match zeros {
@@ -126,7 +123,9 @@ fn with_prefix(token: &str, addr: &str, len: &str) -> Result<Noted<String>, Stri
 }
 
 fn octets(text: &str) -> Option<Vec<u8>> {
-    text.split('.').map(|part| part.parse::<u8>().ok()).collect()
+    text.split('.')
+        .map(|part| part.parse::<u8>().ok())
+        .collect()
 }
 
 /// The network whose leading octets are `octets`: `[10, 0, 0]` is 10.0.0.0/24.
@@ -173,7 +172,11 @@ impl Cidr {
     fn mask(&self) -> u128 {
         let (_, width) = self.bits();
         let prefix = u32::from(self.prefix).min(width);
-        let all = if width == 32 { u128::from(u32::MAX) } else { u128::MAX };
+        let all = if width == 32 {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        };
         all & !(all.checked_shr(prefix).unwrap_or(0))
     }
 
@@ -235,8 +238,20 @@ mod tests {
             parse("nagios.example.com"),
             Ok(HostSpec::Name("nagios.example.com".into()))
         );
-        assert_eq!(parse(".example.com"), Ok(HostSpec::Name(".example.com".into())));
-        for bad in ["300.1.2.3", "1.2.3.4.", "1.2.3.4.5", "10.{1,2}.0", "1.2/40", "a/8", "x!y", "1.2.3.{a}"] {
+        assert_eq!(
+            parse(".example.com"),
+            Ok(HostSpec::Name(".example.com".into()))
+        );
+        for bad in [
+            "300.1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            "10.{1,2}.0",
+            "1.2/40",
+            "a/8",
+            "x!y",
+            "1.2.3.{a}",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

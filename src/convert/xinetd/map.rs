@@ -180,7 +180,12 @@ type Table = HashMap<&'static str, Value>;
 /// (ctf_xinetd's `per_source = 10 # ...` works that way). For server_args
 /// the words really reach the program, so they are kept there, with a
 /// warning.
-fn split_comment(attr: &Attr, arity: Arity, file: &str, diags: &mut Diags) -> (Vec<String>, Option<String>) {
+fn split_comment(
+    attr: &Attr,
+    arity: Arity,
+    file: &str,
+    diags: &mut Diags,
+) -> (Vec<String>, Option<String>) {
     let Some(at) = attr.values.iter().position(|v| v.starts_with('#')) else {
         return (attr.values.clone(), None);
     };
@@ -197,7 +202,10 @@ fn split_comment(attr: &Attr, arity: Arity, file: &str, diags: &mut Diags) -> (V
         return (attr.values.clone(), None);
     }
     let text = comment.trim_start_matches('#').trim().to_string();
-    (attr.values[..at].to_vec(), (!text.is_empty()).then_some(text))
+    (
+        attr.values[..at].to_vec(),
+        (!text.is_empty()).then_some(text),
+    )
 }
 
 /// Applies one block's lines to `table`. In `defaults` the list attributes
@@ -382,7 +390,13 @@ pub fn convert(files: &[ParsedFile], db: &ServicesDb, diags: &mut Diags) -> Conv
                 continue;
             };
             let mut table = Table::new();
-            resolve(block, &parsed.file, &mut table, Some(&defaults.table), diags);
+            resolve(
+                block,
+                &parsed.file,
+                &mut table,
+                Some(&defaults.table),
+                diags,
+            );
             for key in INHERITED {
                 if table.contains_key(key) {
                     continue;
@@ -402,9 +416,9 @@ pub fn convert(files: &[ParsedFile], db: &ServicesDb, diags: &mut Diags) -> Conv
             }
             for key in ["instances", "per_source"] {
                 if defaults.table.contains_key(key)
-                    && table
-                        .get(key)
-                        .is_some_and(|v| !v.inherited && v.first().eq_ignore_ascii_case("UNLIMITED"))
+                    && table.get(key).is_some_and(|v| {
+                        !v.inherited && v.first().eq_ignore_ascii_case("UNLIMITED")
+                    })
                 {
                     unlimited_overrides.insert(key);
                 }
@@ -423,10 +437,9 @@ pub fn convert(files: &[ParsedFile], db: &ServicesDb, diags: &mut Diags) -> Conv
         }
     }
 
-    let defaults_out = defaults
-        .first
-        .as_ref()
-        .map(|(origin, preamble)| map_defaults(origin, preamble, &defaults, &unlimited_overrides, diags));
+    let defaults_out = defaults.first.as_ref().map(|(origin, preamble)| {
+        map_defaults(origin, preamble, &defaults, &unlimited_overrides, diags)
+    });
     Conversion {
         defaults: defaults_out,
         units,
@@ -436,7 +449,11 @@ pub fn convert(files: &[ParsedFile], db: &ServicesDb, diags: &mut Diags) -> Conv
 fn kept_text(attr: &Attr, why: &str) -> String {
     let values = attr.values.join(" ");
     let sep = if values.is_empty() { "" } else { " " };
-    format!("xinetd: {} {}{sep}{values} ({why})", attr.name, attr.op.as_str())
+    format!(
+        "xinetd: {} {}{sep}{values} ({why})",
+        attr.name,
+        attr.op.as_str()
+    )
 }
 
 /// spawnd.yaml's `defaults:` from xinetd's defaults.
@@ -458,7 +475,9 @@ fn map_defaults(
     let mut scratch = Vec::new();
     out.limits = limits(table, diags, &mut scratch);
     for key in unlimited_overrides {
-        let Some(value) = table.get(key) else { continue };
+        let Some(value) = table.get(key) else {
+            continue;
+        };
         match *key {
             "instances" => out.limits.instances = None,
             _ => out.limits.per_source = None,
@@ -533,7 +552,9 @@ fn limits(table: &Table, diags: &mut Diags, kept: &mut Vec<String>) -> Limits {
         }
     };
     for key in ["instances", "per_source"] {
-        let Some(value) = table.get(key) else { continue };
+        let Some(value) = table.get(key) else {
+            continue;
+        };
         let text = value.first();
         if text.eq_ignore_ascii_case("UNLIMITED") {
             continue;
@@ -547,7 +568,10 @@ fn limits(table: &Table, diags: &mut Diags, kept: &mut Vec<String>) -> Limits {
                     l.per_source = noted;
                 }
             }
-            Err(_) => fail(value, format!("{key} = {text}: expected a number or UNLIMITED")),
+            Err(_) => fail(
+                value,
+                format!("{key} = {text}: expected a number or UNLIMITED"),
+            ),
         }
     }
     if let Some(value) = table.get("cps") {
@@ -572,7 +596,10 @@ fn limits(table: &Table, diags: &mut Diags, kept: &mut Vec<String>) -> Limits {
             Ok(load) if load > 0.0 && load.is_finite() => {
                 l.max_load = Some(value.noted(value.first().to_string()));
             }
-            _ => fail(value, format!("max_load = {}: expected a positive number", value.first())),
+            _ => fail(
+                value,
+                format!("max_load = {}: expected a positive number", value.first()),
+            ),
         }
     }
     // rlimit_*: UNLIMITED is the same as not setting the limit.
@@ -587,7 +614,9 @@ fn limits(table: &Table, diags: &mut Diags, kept: &mut Vec<String>) -> Limits {
         ("rlimit_stack", ""),
     ];
     for (attr, key) in rlimits {
-        let Some(value) = table.get(attr) else { continue };
+        let Some(value) = table.get(attr) else {
+            continue;
+        };
         let text = value.first();
         if key.is_empty() {
             kept.push(format!(
@@ -604,7 +633,10 @@ fn limits(table: &Table, diags: &mut Diags, kept: &mut Vec<String>) -> Limits {
             _ => text.parse::<u64>().ok().map(|n| n.to_string()),
         };
         let Some(parsed) = parsed else {
-            fail(value, format!("{attr} = {text}: expected a number or UNLIMITED"));
+            fail(
+                value,
+                format!("{attr} = {text}: expected a number or UNLIMITED"),
+            );
             continue;
         };
         let noted = Some(value.noted(parsed));
@@ -635,7 +667,9 @@ fn parse_size(text: &str) -> Option<u64> {
 fn access(table: &Table, service: Option<&str>, diags: &mut Diags) -> Access {
     let mut a = Access::default();
     for (key, is_allow) in [("only_from", true), ("no_access", false)] {
-        let Some(value) = table.get(key) else { continue };
+        let Some(value) = table.get(key) else {
+            continue;
+        };
         let mut names = Vec::new();
         let mut nets = Vec::new();
         for token in &value.values {
@@ -717,11 +751,16 @@ fn access(table: &Table, service: Option<&str>, diags: &mut Diags) -> Access {
     }
     // xinetd lets the more specific of only_from and no_access decide;
     // spawnd's deny always wins. Say where that changes the answer.
-    if let (Some(allow_value), Some(deny_value)) = (table.get("only_from"), table.get("no_access")) {
+    if let (Some(allow_value), Some(deny_value)) = (table.get("only_from"), table.get("no_access"))
+    {
         for allow in &a.allow {
-            let Some(inner) = Cidr::parse(&allow.value) else { continue };
+            let Some(inner) = Cidr::parse(&allow.value) else {
+                continue;
+            };
             for deny in &a.deny {
-                let Some(outer) = Cidr::parse(&deny.value) else { continue };
+                let Some(outer) = Cidr::parse(&deny.value) else {
+                    continue;
+                };
                 if outer.contains(&inner) && inner.prefix > outer.prefix {
                     let (file, line) = if allow_value.inherited {
                         (&deny_value.file, deny_value.line)
@@ -822,7 +861,13 @@ impl ServiceMapper<'_> {
         }
     }
 
-    fn not_converted(&self, id: &str, label: &str, reason: String, diags: &mut Diags) -> Option<Unit> {
+    fn not_converted(
+        &self,
+        id: &str,
+        label: &str,
+        reason: String,
+        diags: &mut Diags,
+    ) -> Option<Unit> {
         diags.warn(
             self.file,
             self.block.line,
@@ -865,7 +910,9 @@ impl ServiceMapper<'_> {
                     diags.error(
                         file,
                         v.line,
-                        format!("type = {t}: expected INTERNAL, UNLISTED, RPC, TCPMUX or TCPMUXPLUS"),
+                        format!(
+                            "type = {t}: expected INTERNAL, UNLISTED, RPC, TCPMUX or TCPMUXPLUS"
+                        ),
                     );
                 }
             }
@@ -877,16 +924,25 @@ impl ServiceMapper<'_> {
             Some("stream") => Socket::Stream,
             Some("dgram") => Socket::Dgram,
             Some(other @ ("raw" | "seqpacket" | "rdm")) => {
-                let reason = format!("socket_type = {other}: spawnd serves stream and dgram sockets only");
+                let reason =
+                    format!("socket_type = {other}: spawnd serves stream and dgram sockets only");
                 return self.not_converted(&id, &label, reason, diags);
             }
             Some(other) => {
                 let at = self.get("socket_type").map_or(line, |v| v.line);
-                diags.error(file, at, format!("socket_type = {other}: expected stream or dgram"));
+                diags.error(
+                    file,
+                    at,
+                    format!("socket_type = {other}: expected stream or dgram"),
+                );
                 return None;
             }
             None => {
-                diags.error(file, line, format!("{label}: no socket_type (xinetd requires one)"));
+                diags.error(
+                    file,
+                    line,
+                    format!("{label}: no socket_type (xinetd requires one)"),
+                );
                 return None;
             }
         };
@@ -899,7 +955,8 @@ impl ServiceMapper<'_> {
             return self.not_converted(&id, &label, reason, diags);
         }
         if has_flag("SENSOR") {
-            let reason = "flags = SENSOR (deny clients who touch this port) is not supported".to_string();
+            let reason =
+                "flags = SENSOR (deny clients who touch this port) is not supported".to_string();
             return self.not_converted(&id, &label, reason, diags);
         }
         let internal = has_type("INTERNAL");
@@ -918,7 +975,11 @@ impl ServiceMapper<'_> {
                 Socket::Dgram => "udp",
             },
             Some(p @ ("tcp" | "udp")) => {
-                let expected = if socket == Socket::Stream { "tcp" } else { "udp" };
+                let expected = if socket == Socket::Stream {
+                    "tcp"
+                } else {
+                    "udp"
+                };
                 if p != expected {
                     if let Some(v) = self.get("protocol") {
                         diags.warn(
@@ -935,18 +996,30 @@ impl ServiceMapper<'_> {
             }
             Some(other) => {
                 let at = self.get("protocol").map_or(line, |v| v.line);
-                diags.error(file, at, format!("protocol = {other}: spawnd serves tcp and udp"));
+                diags.error(
+                    file,
+                    at,
+                    format!("protocol = {other}: spawnd serves tcp and udp"),
+                );
                 return None;
             }
         };
 
         let port = self.port(protocol, has_type("UNLISTED"), diags)?;
 
-        let mut service = Service::new(label.clone(), self.origin(), socket, Action::Internal(String::new()));
+        let mut service = Service::new(
+            label.clone(),
+            self.origin(),
+            socket,
+            Action::Internal(String::new()),
+        );
         service.name = id.clone();
         service.preamble = self.block.preamble.clone();
         service.inner_comments = self.block.inner_comments.clone();
-        service.listen = self.listen(port, has_flag("IPV4"), has_flag("IPV6"), diags);
+        service.listen = match self.listen(port, has_flag("IPV4"), has_flag("IPV6"), diags) {
+            Ok(listen) => listen,
+            Err(reason) => return self.not_converted(&id, &label, reason, diags),
+        };
 
         // What to run.
         let redirect = self.get("redirect");
@@ -954,22 +1027,38 @@ impl ServiceMapper<'_> {
             Action::Internal(self.name.to_string())
         } else if let Some(value) = redirect {
             if socket != Socket::Stream {
-                diags.error(file, value.line, "redirect works for stream (tcp) services only");
+                diags.error(
+                    file,
+                    value.line,
+                    "redirect works for stream (tcp) services only",
+                );
                 return None;
             }
             let (host, target_port) = (&value.values[0], &value.values[1]);
             if target_port.parse::<u16>().map_or(true, |p| p == 0) {
-                diags.error(file, value.line, format!("redirect: '{target_port}' is not a port number"));
+                diags.error(
+                    file,
+                    value.line,
+                    format!("redirect: '{target_port}' is not a port number"),
+                );
                 return None;
             }
-            let target = if host.parse::<std::net::Ipv6Addr>().is_ok() {
-                format!("[{host}]:{target_port}")
-            } else {
-                format!("{host}:{target_port}")
+            let target = match host.parse::<IpAddr>() {
+                Ok(IpAddr::V6(v6)) => format!("[{v6}]:{target_port}"),
+                Ok(IpAddr::V4(v4)) => format!("{v4}:{target_port}"),
+                Err(_) => {
+                    let reason = format!(
+                        "redirect = {host} {target_port}: spawnd redirects to IP addresses, not host names"
+                    );
+                    return self.not_converted(&id, &label, reason, diags);
+                }
             };
             Action::Redirect(target)
         } else if let Some(server) = self.one("server") {
-            let args = self.get("server_args").map(|v| v.values.clone()).unwrap_or_default();
+            let args = self
+                .get("server_args")
+                .map(|v| v.values.clone())
+                .unwrap_or_default();
             let argv = if has_flag("NAMEINARGS") {
                 let (argv, warning) = exec_argv(server, &args);
                 if let Some(warning) = warning {
@@ -982,7 +1071,11 @@ impl ServiceMapper<'_> {
             };
             if !server.starts_with('/') {
                 let at = self.get("server").map_or(line, |v| v.line);
-                diags.warn(file, at, format!("server = {server}: spawnd needs an absolute path"));
+                diags.warn(
+                    file,
+                    at,
+                    format!("server = {server}: spawnd needs an absolute path"),
+                );
             }
             Action::Exec(argv)
         } else {
@@ -1035,12 +1128,29 @@ impl ServiceMapper<'_> {
                 );
             }
         }
-        if let Some(value) = self.get("groups") {
-            if let Some(groups) = yes_no(value, "groups", diags) {
-                service.groups = Some(Noted {
-                    value: groups,
-                    note: value.note(),
-                });
+        if !in_process {
+            // xinetd gives the user's supplementary groups only with
+            // groups = yes; spawnd gives them unless told otherwise.
+            let groups = self.get("groups");
+            match groups.map(|v| (yes_no(v, "groups", diags), v)) {
+                Some((Some(true), _)) => {}
+                Some((None, _)) => {}
+                Some((Some(false), value)) => {
+                    service.groups = Some(Noted {
+                        value: Vec::new(),
+                        note: Some(
+                            value
+                                .note()
+                                .unwrap_or_else(|| "xinetd: groups = no".to_string()),
+                        ),
+                    });
+                }
+                None => {
+                    service.groups = Some(Noted::with(
+                        Vec::new(),
+                        "no supplementary groups, as xinetd without groups = yes",
+                    ));
+                }
             }
         }
         if let Some(value) = self.get("env") {
@@ -1050,8 +1160,14 @@ impl ServiceMapper<'_> {
                         service.env.push((name.to_string(), text.to_string()));
                     }
                     _ => {
-                        diags.warn(file, value.line, format!("env: '{pair}' is not NAME=VALUE; kept as a comment"));
-                        service.kept.push(format!("xinetd: env {pair} (not NAME=VALUE)"));
+                        diags.warn(
+                            file,
+                            value.line,
+                            format!("env: '{pair}' is not NAME=VALUE; kept as a comment"),
+                        );
+                        service
+                            .kept
+                            .push(format!("xinetd: env {pair} (not NAME=VALUE)"));
                     }
                 }
             }
@@ -1059,23 +1175,36 @@ impl ServiceMapper<'_> {
         if let Some(value) = self.get("passenv") {
             service.pass_env = value.values.clone();
         }
-        if let Some(value) = self.get("nice") {
+        if let Some(value) = self.get("nice").filter(|_| !in_process) {
             match value.first().parse::<i32>() {
                 Ok(n) if (-20..=19).contains(&n) => service.nice = Some(value.noted(n.to_string())),
-                _ => diags.error(file, value.line, format!("nice = {}: expected -20 to 19", value.first())),
+                _ => diags.error(
+                    file,
+                    value.line,
+                    format!("nice = {}: expected -20 to 19", value.first()),
+                ),
             }
         }
-        if let Some(value) = self.get("umask") {
+        if let Some(value) = self.get("umask").filter(|_| !in_process) {
             let text = value.first();
-            if !text.is_empty() && text.len() <= 4 && text.chars().all(|c| ('0'..='7').contains(&c)) {
+            if !text.is_empty() && text.len() <= 4 && text.chars().all(|c| ('0'..='7').contains(&c))
+            {
                 service.umask = Some(value.noted(format!("{text:0>3}")));
             } else if !value.inherited {
-                diags.error(file, value.line, format!("umask = {text}: expected an octal number such as 022"));
+                diags.error(
+                    file,
+                    value.line,
+                    format!("umask = {text}: expected an octal number such as 022"),
+                );
             }
         }
         service.banner = self.get("banner").map(|v| v.noted(v.first().to_string()));
-        service.banner_success = self.get("banner_success").map(|v| v.noted(v.first().to_string()));
-        service.banner_fail = self.get("banner_fail").map(|v| v.noted(v.first().to_string()));
+        service.banner_success = self
+            .get("banner_success")
+            .map(|v| v.noted(v.first().to_string()));
+        service.banner_fail = self
+            .get("banner_fail")
+            .map(|v| v.noted(v.first().to_string()));
         let mut kept = Vec::new();
         service.limits = limits(self.table, diags, &mut kept);
         service.access = access(self.table, Some(self.name), diags);
@@ -1087,7 +1216,10 @@ impl ServiceMapper<'_> {
             service.kept.push(text);
         }
         for attr in &self.block.attrs {
-            if matches!(attr.name.as_str(), "rlimit_data" | "rlimit_rss" | "rlimit_stack") {
+            if matches!(
+                attr.name.as_str(),
+                "rlimit_data" | "rlimit_rss" | "rlimit_stack"
+            ) {
                 diags.warn(
                     file,
                     attr.line,
@@ -1106,7 +1238,11 @@ impl ServiceMapper<'_> {
                 let port = match value.first().parse::<u16>() {
                     Ok(p) if p > 0 => p,
                     _ => {
-                        diags.error(self.file, value.line, format!("port = {}: expected 1 to 65535", value.first()));
+                        diags.error(
+                            self.file,
+                            value.line,
+                            format!("port = {}: expected 1 to 65535", value.first()),
+                        );
                         return None;
                     }
                 };
@@ -1145,39 +1281,53 @@ impl ServiceMapper<'_> {
 
     /// listen: from bind/interface, the IPv4/IPv6 flags and v6only. Without
     /// bind or flags, xinetd listens on IPv4 only.
-    fn listen(&self, port: u16, ipv4: bool, ipv6: bool, diags: &mut Diags) -> Vec<Noted<String>> {
+    /// Err: a reason not to convert (a host name spawnd cannot listen on).
+    fn listen(
+        &self,
+        port: u16,
+        ipv4: bool,
+        ipv6: bool,
+        diags: &mut Diags,
+    ) -> Result<Vec<Noted<String>>, String> {
         let v6only = self.get("v6only").and_then(|v| yes_no(v, "v6only", diags));
         let bind = self.get("bind").or_else(|| self.get("interface"));
         if let Some(value) = bind {
             let text = value.first();
             let addr: Option<IpAddr> = if text == "localhost" {
-                Some(if ipv6 { IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]) } else { IpAddr::from([127, 0, 0, 1]) })
+                Some(if ipv6 {
+                    IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+                } else {
+                    IpAddr::from([127, 0, 0, 1])
+                })
             } else {
                 text.parse().ok()
             };
             let Some(addr) = addr else {
-                if !value.inherited {
-                    diags.error(
-                        &value.file,
-                        value.line,
-                        format!("bind = {text}: expected an IP address (spawnd listens on addresses)"),
-                    );
-                }
-                return Vec::new();
+                return Err(format!(
+                    "bind = {text}: spawnd listens on IP addresses, not host names"
+                ));
             };
             let note = value.note();
             let text = match addr {
                 IpAddr::V4(v4) => format!("{v4}:{port}"),
-                IpAddr::V6(v6) if v6.is_unspecified() && v6only != Some(true) => format!("*:{port}"),
+                IpAddr::V6(v6) if v6.is_unspecified() && v6only != Some(true) => {
+                    format!("*:{port}")
+                }
                 IpAddr::V6(v6) => format!("[{v6}]:{port}"),
             };
-            return vec![Noted { value: text, note }];
+            return Ok(vec![Noted { value: text, note }]);
         }
-        if ipv6 {
+        Ok(if ipv6 {
             if v6only == Some(true) {
-                vec![Noted::with(format!("[::]:{port}"), "flags = IPv6, v6only = yes")]
+                vec![Noted::with(
+                    format!("[::]:{port}"),
+                    "flags = IPv6, v6only = yes",
+                )]
             } else {
-                vec![Noted::with(format!("*:{port}"), "flags = IPv6: IPv4 and IPv6")]
+                vec![Noted::with(
+                    format!("*:{port}"),
+                    "flags = IPv6: IPv4 and IPv6",
+                )]
             }
         } else if ipv4 {
             vec![Noted::plain(format!("0.0.0.0:{port}"))]
@@ -1186,7 +1336,7 @@ impl ServiceMapper<'_> {
                 format!("0.0.0.0:{port}"),
                 "IPv4 only, as xinetd without flags = IPv6",
             )]
-        }
+        })
     }
 
     fn disabled(&self, id: &str, flag: bool, diags: &mut Diags) -> Option<Noted<bool>> {
@@ -1210,7 +1360,10 @@ impl ServiceMapper<'_> {
             if !list.values.iter().any(|v| v == id) {
                 return Some(Noted::with(
                     true,
-                    format!("not listed in defaults' enabled ({}:{})", list.file, list.line),
+                    format!(
+                        "not listed in defaults' enabled ({}:{})",
+                        list.file, list.line
+                    ),
                 ));
             }
         }
@@ -1219,11 +1372,21 @@ impl ServiceMapper<'_> {
 
     /// `# xinetd: ...` comments, in input order, for attributes (and flags)
     /// without a spawnd key; warnings where behaviour is lost.
-    fn keep_unsupported(&self, service: &mut Service, in_process: bool, internal: bool, diags: &mut Diags) {
+    fn keep_unsupported(
+        &self,
+        service: &mut Service,
+        in_process: bool,
+        internal: bool,
+        diags: &mut Diags,
+    ) {
         let file = self.file;
         for attr in &self.block.attrs {
             let mut warn = |why: &str| {
-                diags.warn(file, attr.line, format!("{} is not supported ({why}); kept as a comment", attr.name));
+                diags.warn(
+                    file,
+                    attr.line,
+                    format!("{} is not supported ({why}); kept as a comment", attr.name),
+                );
             };
             let why: String = match attr.name.as_str() {
                 "log_type" => {
@@ -1250,9 +1413,12 @@ impl ServiceMapper<'_> {
                     warn("xinetd reads it only in defaults");
                     "ignored: xinetd reads this only in defaults".into()
                 }
-                "user" | "group" if in_process => {
+                "user" | "group" | "groups" | "nice" | "umask" if in_process => {
                     let what = if internal { "internal services" } else { "redirects" };
                     format!("not needed: {what} run inside spawnd")
+                }
+                "groups" if self.get("groups").is_some_and(|v| v.first().eq_ignore_ascii_case("yes")) => {
+                    "spawnd's default: the user's supplementary groups".into()
                 }
                 "server" | "server_args" if internal || self.get("redirect").is_some() => {
                     let why = if internal {
@@ -1301,7 +1467,11 @@ impl ServiceMapper<'_> {
                     "not supported"
                 }
                 _ if !FLAGS.contains(&flag.to_ascii_uppercase().as_str()) => {
-                    diags.warn(self.file, attr.line, format!("unknown flag '{flag}'; kept as a comment"));
+                    diags.warn(
+                        self.file,
+                        attr.line,
+                        format!("unknown flag '{flag}'; kept as a comment"),
+                    );
                     "not supported: unknown flag"
                 }
                 _ => "not supported",
@@ -1326,7 +1496,10 @@ mod tests {
             entries,
         }];
         let conversion = convert(&files, &ServicesDb::parse(SERVICES), &mut diags);
-        (conversion, diags.list.iter().map(ToString::to_string).collect())
+        (
+            conversion,
+            diags.list.iter().map(ToString::to_string).collect(),
+        )
     }
 
     fn only_service(text: &str) -> (Service, Vec<String>) {
@@ -1347,7 +1520,10 @@ mod tests {
         assert_eq!(s.disabled, Some(Noted::plain(true)));
         assert_eq!(s.listen[0].value, "*:873");
         assert_eq!(s.wait, Some(Noted::plain(false)));
-        assert_eq!(s.action, Action::Exec(vec!["/usr/bin/rsync".into(), "--daemon".into()]));
+        assert_eq!(
+            s.action,
+            Action::Exec(vec!["/usr/bin/rsync".into(), "--daemon".into()])
+        );
         assert_eq!(s.user.map(|u| u.value), Some("root".into()));
         assert_eq!(s.kept.len(), 1);
         assert!(s.kept[0].starts_with("xinetd: log_on_failure += USERID ("));
@@ -1360,17 +1536,25 @@ mod tests {
              service echo\n{\n type = INTERNAL\n socket_type = stream\n wait = no\n only_from += 127.0.0.1\n only_from -= 10.0.0.0/8\n instances = UNLIMITED\n}\n",
         );
         assert!(diags.is_empty(), "{diags:?}");
-        let Unit::Service(s) = &conversion.units[0] else { panic!() };
+        let Unit::Service(s) = &conversion.units[0] else {
+            panic!()
+        };
         let allow: Vec<&str> = s.access.allow.iter().map(|a| a.value.as_str()).collect();
         assert_eq!(allow, ["192.168.1.0/24", "127.0.0.1"]);
         assert_eq!(s.limits.instances, None);
-        assert_eq!(s.limits.rate.as_ref().map(|r| r.value.as_str()), Some("25/s"));
+        assert_eq!(
+            s.limits.rate.as_ref().map(|r| r.value.as_str()),
+            Some("25/s")
+        );
         assert_eq!(
             s.limits.rate.as_ref().and_then(|r| r.note.as_deref()),
             Some("from defaults (f:6)")
         );
         let defaults = conversion.defaults.unwrap_or_else(|| panic!());
-        assert_eq!(defaults.limits.instances, None, "a service overrides it with UNLIMITED");
+        assert_eq!(
+            defaults.limits.instances, None,
+            "a service overrides it with UNLIMITED"
+        );
         assert_eq!(defaults.access.allow.len(), 2);
     }
 
@@ -1381,7 +1565,9 @@ mod tests {
              service echo\n{\n id = echo-dgram\n type = INTERNAL\n socket_type = dgram\n user = root\n wait = yes\n}\n",
         );
         assert!(diags.is_empty(), "{diags:?}");
-        let Unit::Service(s) = &conversion.units[0] else { panic!() };
+        let Unit::Service(s) = &conversion.units[0] else {
+            panic!()
+        };
         assert_eq!(s.name, "echo-dgram");
         assert_eq!(s.action, Action::Internal("echo".into()));
         assert_eq!(s.wait, None);
@@ -1432,25 +1618,39 @@ mod tests {
         let (s, diags) = only_service(
             "service rsync\n{\n flags = NAMEINARGS NOLIBWRAP\n socket_type = stream\n wait = no\n user = root\n server = /usr/sbin/tcpd\n server_args = /usr/bin/rsync --daemon\n}\n",
         );
-        assert_eq!(s.action, Action::Exec(vec!["/usr/bin/rsync".into(), "--daemon".into()]));
+        assert_eq!(
+            s.action,
+            Action::Exec(vec!["/usr/bin/rsync".into(), "--daemon".into()])
+        );
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert!(s.kept.iter().any(|k| k.contains("NOLIBWRAP")));
     }
 
     #[test]
     fn errors_and_unknown_attributes() {
-        let (_, diags) = run("service x\n{\n socket_type = stream\n wait = no\n server = /bin/x\n user = a\n}\n");
+        let (_, diags) = run(
+            "service x\n{\n socket_type = stream\n wait = no\n server = /bin/x\n user = a\n}\n",
+        );
         assert_eq!(
             diags,
             ["f:1: error: service x: no port, and 'x/tcp' is not in /etc/services; add 'port ='"]
         );
         let (_, diags) = run("service rsync\n{\n socket_type = stream\n wait = no\n server = /bin/x\n user = a\n server += -v\n}\n");
-        assert!(diags[0].starts_with("f:7: error: 'server' takes only '='"), "{diags:?}");
+        assert!(
+            diags[0].starts_with("f:7: error: 'server' takes only '='"),
+            "{diags:?}"
+        );
         let (s, diags) = only_service(
             "service rsync\n{\n socket_type = stream\n wait = no\n server = /bin/x\n user = a\n frobnicate = yes\n}\n",
         );
-        assert_eq!(diags, ["f:7: warning: unknown attribute 'frobnicate'; kept as a comment"]);
-        assert_eq!(s.kept, ["xinetd: frobnicate = yes (not supported: unknown attribute)"]);
+        assert_eq!(
+            diags,
+            ["f:7: warning: unknown attribute 'frobnicate'; kept as a comment"]
+        );
+        assert_eq!(
+            s.kept,
+            ["xinetd: frobnicate = yes (not supported: unknown attribute)"]
+        );
     }
 
     #[test]

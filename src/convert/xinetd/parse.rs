@@ -108,7 +108,15 @@ pub fn parse(text: &str, file: &str, diags: &mut Diags) -> Vec<Entry> {
             continue;
         }
         state = match state {
-            State::Top => top_level(trimmed, line, number, file, &mut preamble, &mut entries, diags),
+            State::Top => top_level(
+                trimmed,
+                line,
+                number,
+                file,
+                &mut preamble,
+                &mut entries,
+                diags,
+            ),
             State::Brace(mut block) => {
                 block.raw.push(line.to_string());
                 if trimmed == "{" {
@@ -238,11 +246,7 @@ fn top_level(
                         line: number,
                     }
                 }),
-                _ => diags.error(
-                    file,
-                    number,
-                    format!("'{keyword}' takes exactly one path"),
-                ),
+                _ => diags.error(file, number, format!("'{keyword}' takes exactly one path")),
             }
             State::Top
         }
@@ -282,8 +286,10 @@ fn inside(
         return State::Top;
     }
     let first = trimmed.split_whitespace().next().unwrap_or("");
-    if matches!(first, "service" | "defaults" | "include" | "includefile" | "includedir")
-        && !trimmed.contains('=')
+    if matches!(
+        first,
+        "service" | "defaults" | "include" | "includefile" | "includedir"
+    ) && !trimmed.contains('=')
     {
         diags.error(
             file,
@@ -437,7 +443,9 @@ mod tests {
         );
         assert_eq!(
             errors("service a\n port = 1\n}\n"),
-            vec!["t:2: error: expected '{' on the line after 'service a' (line 1), found 'port = 1'"]
+            vec![
+                "t:2: error: expected '{' on the line after 'service a' (line 1), found 'port = 1'"
+            ]
         );
         assert_eq!(
             errors("service a\n{\n port 1\n}\n"),
@@ -451,7 +459,10 @@ mod tests {
             errors("service a\n{\n port = 1\nservice b\n{\n}\n"),
             vec!["t:4: error: 'service' inside 'service a' (line 1): missing '}'?"]
         );
-        assert_eq!(errors("service\n{\n}\n"), vec!["t:1: error: 'service' without a name"]);
+        assert_eq!(
+            errors("service\n{\n}\n"),
+            vec!["t:1: error: 'service' without a name"]
+        );
         assert_eq!(
             errors("service a\n{\n *= 1\n}\n"),
             vec!["t:3: error: '*' is not an attribute name (expected 'attribute = value')"]
