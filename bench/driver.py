@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -647,6 +648,8 @@ def main():
     ap.add_argument("--port", type=int, default=10000, help="first port of the port pool (up to 49999)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--ready-timeout", type=float, default=60.0)
+    ap.add_argument("--workdir", default=os.path.join(HERE, "target", "bench", "work"),
+                    help="configurations and logs of the servers (emptied at start)")
     a = ap.parse_args()
     if a.quick:
         a.reps, a.duration, a.warmup = 1, 0.8, 0.2
@@ -701,7 +704,11 @@ def main():
         return 1
 
     os.makedirs(a.out, exist_ok=True)
-    workroot = tempfile.mkdtemp(prefix="spawnd-bench.")
+    # per-server configuration and logs of the last run (kept for a look after a failure)
+    workroot = a.workdir
+    if os.path.isdir(workroot):
+        shutil.rmtree(workroot)
+    os.makedirs(workroot, mode=0o755)
     raw_path = os.path.join(a.out, "raw.jsonl")
     raw = open(raw_path, "w")
 

@@ -179,3 +179,36 @@ pub fn local_minute_of_day() -> u16 {
     let tm = unsafe { tm.assume_init() };
     (tm.tm_hour * 60 + tm.tm_min) as u16
 }
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 both have a
+/// restorer field), used directly because glibc refuses signals 32 and 33.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Resets every signal spawnd inherited as ignored to its default action
+/// (SIGPIPE aside, which Rust ignores on purpose), so children start with
+/// default dispositions as ignored ones survive exec.
+pub fn reset_ignored_signals() {
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP || signal == libc::SIGPIPE {
+            continue;
+        }
+        let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+        // SAFETY: querying the action into a struct of the kernel's layout.
+        let queried = unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, signal, std::ptr::null::<KernelSigaction>(), &mut old, 8usize)
+        };
+        if queried == 0 && old.handler == libc::SIG_IGN {
+            let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+            // SAFETY: installing the default action, which needs no restorer.
+            unsafe {
+                libc::syscall(libc::SYS_rt_sigaction, signal, &default, std::ptr::null_mut::<KernelSigaction>(), 8usize)
+            };
+        }
+    }
+}

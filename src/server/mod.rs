@@ -185,6 +185,7 @@ impl Server {
     /// Sets up the process (descriptor slots, signals) and the poller.
     pub fn new(config: crate::cli::ConfigDir, global: Global) -> Result<Server, StartError> {
         crate::sys::ensure_stdio_open();
+        crate::sys::reset_ignored_signals();
         let spawner = Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
         crate::sys::cloexec_from(crate::spawn::SLOT_NULL + 1);
         let mask = handled_signals();

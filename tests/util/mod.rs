@@ -1,0 +1,335 @@
+//! Test harness: runs the real `spawnd` binary on a fresh configuration
+//! directory, waits for readiness from its log (never a fixed sleep), and
+//! gives the tests its log and pid. Every test uses loopback only.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spawnd");
+/// Generous: CI machines are shared and slow; waits end as soon as the
+/// condition holds.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (TCP and UDP).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A configuration directory with `services.d/`.
+pub struct Config {
+    pub dir: tempfile::TempDir,
+}
+
+impl Config {
+    pub fn new() -> Config {
+        let dir = tempfile::Builder::new().prefix("spawnd-test").tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("services.d")).expect("services.d");
+        Config { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn service(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join("services.d").join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("write service file");
+        path
+    }
+
+    pub fn remove_service(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join("services.d").join(format!("{name}.yaml"))).expect("remove");
+    }
+
+    pub fn global(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("spawnd.yaml"), yaml).expect("write spawnd.yaml");
+    }
+
+    /// An executable script in the config dir.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    pub fn check(&self) -> std::process::Output {
+        Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(self.path())
+            .output()
+            .expect("run spawnd check")
+    }
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// The log of a running spawnd, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct Log(Arc<(Mutex<LogState>, Condvar)>);
+
+impl Log {
+    fn push(&self, line: String) {
+        let (state, cond) = &*self.0;
+        if let Ok(mut s) = state.lock() {
+            s.lines.push(line);
+        }
+        cond.notify_all();
+    }
+
+    fn close(&self) {
+        let (state, cond) = &*self.0;
+        if let Ok(mut s) = state.lock() {
+            s.closed = true;
+        }
+        cond.notify_all();
+    }
+
+    pub fn text(&self) -> String {
+        self.0 .0.lock().map(|s| s.lines.join("\n")).unwrap_or_default()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.0 .0.lock().map(|s| s.lines.iter().filter(|l| l.contains(needle)).count()).unwrap_or(0)
+    }
+
+    /// Waits until at least `n` lines contain every one of `needles`.
+    pub fn wait_for_n(&self, needles: &[&str], n: usize) -> bool {
+        let (state, cond) = &*self.0;
+        let deadline = Instant::now() + WAIT;
+        let mut guard = state.lock().expect("log lock");
+        loop {
+            let found = guard.lines.iter().filter(|l| needles.iter().all(|n| l.contains(n))).count();
+            if found >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || guard.closed {
+                return false;
+            }
+            guard = cond.wait_timeout(guard, deadline - now).expect("log wait").0;
+        }
+    }
+
+    pub fn wait_for(&self, needles: &[&str]) -> bool {
+        self.wait_for_n(needles, 1)
+    }
+
+    #[track_caller]
+    pub fn expect(&self, needles: &[&str]) {
+        assert!(self.wait_for(needles), "log never had a line with {needles:?}; log:\n{}", self.text());
+    }
+}
+
+/// A running spawnd; stopped with SIGTERM (then SIGKILL) on drop.
+pub struct Spawnd {
+    pub child: Child,
+    pub log: Log,
+}
+
+impl Spawnd {
+    pub fn start(config: &Config) -> Spawnd {
+        Self::start_with(config, &[], |_| {})
+    }
+
+    /// Starts `spawnd run -c DIR ARGS`, after `customize` adjusts the command.
+    pub fn start_with(config: &Config, args: &[&str], customize: impl FnOnce(&mut Command)) -> Spawnd {
+        let mut command = Command::new(BIN);
+        command.arg("run").arg("-c").arg(config.path()).args(args);
+        let spawnd = Self::spawn(command, customize);
+        spawnd.log.expect(&["ready services="]);
+        spawnd
+    }
+
+    /// Starts the command without waiting for readiness.
+    pub fn spawn(mut command: Command, customize: impl FnOnce(&mut Command)) -> Spawnd {
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command.env("RUST_LOG", "debug").env_remove("NOTIFY_SOCKET");
+        customize(&mut command);
+        let mut child = command.spawn().expect("start spawnd");
+        let log = Log::default();
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                match line {
+                    Ok(line) => writer.push(line),
+                    Err(_) => break,
+                }
+            }
+            writer.close();
+        });
+        Spawnd { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal spawnd");
+    }
+
+    /// Sends SIGHUP and waits for the reload to finish (the n-th one).
+    pub fn reload(&self) {
+        let before = self.log.count("reload_done") + self.log.count("reload_rejected");
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        let deadline = Instant::now() + WAIT;
+        while self.log.count("reload_done") + self.log.count("reload_rejected") <= before {
+            assert!(Instant::now() < deadline, "reload did not finish; log:\n{}", self.log.text());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Zombie children of spawnd right now.
+    pub fn zombies(&self) -> usize {
+        children_of(self.pid()).iter().filter(|(_, state)| *state == 'Z').count()
+    }
+
+    /// Waits until spawnd has reaped every exited child.
+    pub fn no_zombies(&self) -> bool {
+        wait_until(|| self.zombies() == 0)
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for Spawnd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `WAIT` passes.
+pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// (pid, state) of every process whose parent is `parent`.
+pub fn children_of(parent: i32) -> Vec<(i32, char)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The command may contain spaces and parentheses: parse after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// Connects and reads everything until EOF, writing `input` first (then
+/// half-closing).
+pub fn tcp_exchange(addr: impl Into<SocketAddr>, input: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr.into(), WAIT)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    if !input.is_empty() {
+        stream.write_all(input)?;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+pub fn tcp_read(port: u16) -> String {
+    let out = tcp_exchange(SocketAddr::from(([127, 0, 0, 1], port)), b"").expect("tcp exchange");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends one datagram and waits for one reply.
+pub fn udp_exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bind: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0".parse().unwrap() } else { "[::1]:0".parse().unwrap() };
+    let socket = UdpSocket::bind(bind)?;
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    socket.send_to(data, addr)?;
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = socket.recv_from(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// True when a connection is closed by the server without any data.
+pub fn refused_at_once(port: u16) -> bool {
+    match tcp_exchange(SocketAddr::from(([127, 0, 0, 1], port)), b"") {
+        Ok(data) => data.is_empty(),
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused),
+    }
+}
+
+pub fn has_command(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// Skips a test (with a visible reason) when a precondition is missing.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $why:expr) => {
+        if !$cond {
+            eprintln!("SKIPPED: {}", $why);
+            return;
+        }
+    };
+}
