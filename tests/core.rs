@@ -137,7 +137,7 @@ fn child_environment_and_descriptors() {
         "env",
         &format!(
             "listen: 127.0.0.1:{port}\nenv: {{GREETING: hello}}\npass_env: [SPAWND_TEST_PASSED]\n\
-             exec: [/bin/sh, -c, 'env | sort; ls -1 /proc/$$/fd | sed s/^/fd=/; grep -E \"^Sig(Blk|Ign)\" /proc/self/status; echo sid=$(ps -o sid= -p $$) pid=$$']\n"
+             exec: [/bin/sh, -c, 'env | sort; ls -1 /proc/$$/fd | sed s/^/fd=/; grep -E \"^Sig(Blk|Ign)\" /proc/self/status; read -r a b c d e sid rest < /proc/$$/stat; echo sid=$sid pid=$$']\n"
         ),
     );
     let spawnd = Spawnd::start_with(&config, &[], |c| {
