@@ -27,7 +27,7 @@ if [[ "${1:-}" == "--inside" ]]; then
     ip link set lo up
     # leave nothing behind: the driver stops its servers; the PID namespace
     # (when we have one) takes everything else down with it.
-    python3 "$BENCH/driver.py" --tools "$OUT/tools.json" "$@" &
+    python3 -B "$BENCH/driver.py" --tools "$OUT/tools.json" "$@" &
     child=$!
     trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM HUP
     rc=0
@@ -46,7 +46,7 @@ for a in "$@"; do
         -h|--help)
             sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             echo
-            exec python3 "$BENCH/driver.py" --help ;;
+            exec python3 -B "$BENCH/driver.py" --help ;;
         *) ARGS+=("$a") ;;
     esac
 done
