@@ -7,11 +7,12 @@
 #   bash bench/run.sh --services 1,3000,10000 --servers bare-vfork,spawnd,xinetd,openbsd-inetd
 #
 # Options handled here: --no-install (use what is there), --no-build (reuse the
-# last build), -h/--help. Everything else goes to bench/driver.py (see
-# `bash bench/run.sh --help`). Needs root (apt-get, unshare). Results:
+# last build), -h/--help. Everything else goes to bench/driver.py (its
+# options are listed by --help). Needs root (apt-get, unshare). Results:
 # bench/results/latest.md (the table), bench/results/conns.svg (the plot),
 # bench/results/raw.jsonl (every cell).
 set -euo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
@@ -44,7 +45,7 @@ for a in "$@"; do
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
         -h|--help)
-            sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             echo
             exec python3 -B "$BENCH/driver.py" --help ;;
         *) ARGS+=("$a") ;;
