@@ -94,9 +94,12 @@ pub fn key_at(text: &str, line: usize, column: usize) -> Option<&str> {
     let line = text.lines().nth(line.checked_sub(1)?)?;
     let split = column.checked_sub(1)?;
     let rest = line.get(split..)?;
+    // A mapping key is followed by ':' and white space (or the line's end);
+    // `localhost:3` is a value.
     if let Some(end) = rest.find(':') {
+        let after = rest[end + 1..].chars().next();
         let key = rest[..end].trim().trim_matches('"');
-        if is_key(key) {
+        if is_key(key) && after.is_none_or(char::is_whitespace) {
             return Some(key);
         }
     }

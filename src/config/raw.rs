@@ -9,8 +9,9 @@ use serde::Deserialize;
 use super::units::{Cidr, Count, CpuTime, ListenAddr, Rate, Size, Span};
 
 /// A single value or a list of them (`listen: 127.0.0.1:13` or a list).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// Hand-written rather than `untagged` so an element's own error (with its
+/// position) reaches the user instead of "did not match any variant".
+#[derive(Debug, Clone)]
 pub enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
@@ -25,20 +26,53 @@ impl<T> OneOrMany<T> {
     }
 }
 
-/// Either a list of words or one string split on white space.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Argv {
-    List(Vec<String>),
-    Line(String),
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IntoDeserializer, SeqAccess, Visitor};
+        struct OneOrManyVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrManyVisitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+        }
+        deserializer.deserialize_any(OneOrManyVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A list of words, or one string split on white space (use a list when an
+/// argument contains spaces).
+#[derive(Debug, Clone)]
+pub struct Argv(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Argv {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Argv(match OneOrMany::<String>::deserialize(deserializer)? {
+            OneOrMany::One(line) => line.split_whitespace().map(str::to_string).collect(),
+            OneOrMany::Many(words) => words,
+        }))
+    }
 }
 
 impl Argv {
     pub fn into_vec(self) -> Vec<String> {
-        match self {
-            Argv::List(list) => list,
-            Argv::Line(line) => line.split_whitespace().map(str::to_string).collect(),
-        }
+        self.0
     }
 }
 
