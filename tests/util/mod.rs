@@ -333,3 +333,37 @@ macro_rules! require {
         }
     };
 }
+
+/// Starts spawnd inside a new network namespace that has only loopback (so
+/// third-party daemons' name lookups cannot leave the machine). `None` when
+/// namespaces are not available here (not root).
+pub fn start_in_netns(config: &Config) -> Option<Spawnd> {
+    if !is_root() || !has_command("unshare") || !has_command("ip") {
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command
+        .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh", BIN, "run", "-c"])
+        .arg(config.path());
+    let spawnd = Spawnd::spawn(command, |_| {});
+    spawnd.log.expect(&["ready services="]);
+    Some(spawnd)
+}
+
+/// Runs a client command inside spawnd's network namespace.
+pub fn netns_command(spawnd: &Spawnd, program: &str) -> Command {
+    let mut command = Command::new("nsenter");
+    command.arg(format!("--net=/proc/{}/ns/net", spawnd.pid())).arg("--").arg(program);
+    command
+}
+
+/// Runs `work` on a thread that has joined spawnd's network namespace.
+pub fn in_netns<T: Send + 'static>(spawnd: &Spawnd, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", spawnd.pid())).expect("open netns");
+    std::thread::spawn(move || {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        work()
+    })
+    .join()
+    .expect("netns thread")
+}
