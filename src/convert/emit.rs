@@ -66,9 +66,10 @@ pub fn service_yaml(s: &Service, tool: &str) -> String {
         0,
         &format!("Converted by `{tool}` from {from} ({}).", s.label),
     );
-    if !s.preamble.is_empty() {
+    let preamble = trim_bare(&s.preamble);
+    if !preamble.is_empty() {
         w.comment(0, "");
-        for line in &s.preamble {
+        for line in preamble {
             w.raw_comment(line);
         }
     }
@@ -110,7 +111,12 @@ pub fn service_yaml(s: &Service, tool: &str) -> String {
         }
     }
     if !s.pass_env.is_empty() {
-        w.key(0, "pass_env", &flow_list(&s.pass_env), None);
+        w.key(
+            0,
+            "pass_env",
+            &flow_list(&s.pass_env),
+            s.pass_env_note.as_deref(),
+        );
     }
     w.raw(0, "nice", &s.nice);
     w.noted(0, "umask", &s.umask);
@@ -150,9 +156,10 @@ pub fn defaults_yaml(d: &Defaults, tool: &str) -> String {
         0,
         "defaults, so they apply here only to services added from now on.",
     );
-    if !d.preamble.is_empty() {
+    let preamble = trim_bare(&d.preamble);
+    if !preamble.is_empty() {
         w.comment(0, "");
-        for line in &d.preamble {
+        for line in preamble {
             w.raw_comment(line);
         }
     }
@@ -225,6 +232,17 @@ fn access(w: &mut Writer, indent: usize, a: &Access) {
             w.item(indent + 2, &value, entry.note.as_deref());
         }
     }
+}
+
+/// A copied comment block without the lone `#` lines that frame it.
+fn trim_bare(lines: &[String]) -> &[String] {
+    let bare = |l: &String| l.trim_start_matches('#').trim().is_empty();
+    let start = lines.iter().position(|l| !bare(l)).unwrap_or(lines.len());
+    let end = lines
+        .iter()
+        .rposition(|l| !bare(l))
+        .map_or(start, |i| i + 1);
+    &lines[start..end]
 }
 
 fn bool_str(value: bool) -> &'static str {
@@ -412,7 +430,7 @@ fn is_sexagesimal(text: &str) -> bool {
     let head = text.split('.').next().unwrap_or(text);
     let fraction_ok = text
         .split_once('.')
-        .map_or(true, |(_, f)| f.chars().all(|c| c.is_ascii_digit()));
+        .is_none_or(|(_, f)| f.chars().all(|c| c.is_ascii_digit()));
     let mut parts = head.split(':');
     let first_ok = parts
         .next()

@@ -23,7 +23,7 @@
 
 use std::net::IpAddr;
 
-use crate::convert::common::{exec_argv, sanitize_name};
+use crate::convert::common::{basename, exec_argv, sanitize_name};
 use crate::convert::diag::Diags;
 use crate::convert::model::{Action, Limits, NotConverted, Noted, Origin, Service, Socket, Unit};
 use crate::convert::services_db::ServicesDb;
@@ -339,10 +339,18 @@ impl Entry<'_> {
                     }
                 },
             };
-            (
-                service.to_string(),
-                vec![self.listen(host, family, port, diags)?],
-            )
+            // A bare port number makes a poor file name: use the program's.
+            let name = if service.parse::<u16>().is_ok() {
+                let program = if *program == "internal" {
+                    "port"
+                } else {
+                    basename(program)
+                };
+                sanitize_name(&format!("{program}-{port}"))
+            } else {
+                service.to_string()
+            };
+            (name, vec![self.listen(host, family, port, diags)?])
         };
 
         // What to run.
@@ -506,22 +514,19 @@ impl Entry<'_> {
             });
         }
         out.limits = limits;
-        match out.action {
-            Action::Exec(_) => {
-                out.wait = Some(if out.socket == Socket::Dgram && !wait {
-                    diags.warn(
-                        file,
-                        number,
-                        "nowait on a dgram service: spawnd starts datagram programs with wait: true \
-                         (one at a time, reading the socket itself)",
-                    );
-                    Noted::with(true, "inetd.conf: nowait")
-                } else {
-                    Noted::plain(wait)
-                });
-            }
-            // Internal services take no wait.
-            _ => {}
+        // Internal services take no wait.
+        if let Action::Exec(_) = out.action {
+            out.wait = Some(if out.socket == Socket::Dgram && !wait {
+                diags.warn(
+                    file,
+                    number,
+                    "nowait on a dgram service: spawnd starts datagram programs with wait: true \
+                     (one at a time, reading the socket itself)",
+                );
+                Noted::with(true, "inetd.conf: nowait")
+            } else {
+                Noted::plain(wait)
+            });
         }
         Some(())
     }

@@ -170,6 +170,13 @@ struct XinetdReader {
 }
 
 impl XinetdReader {
+    /// Whether `path` (file or directory) has not been read yet; include
+    /// loops and a file named twice end here.
+    fn first_time(&mut self, path: &Path) -> bool {
+        let key = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.seen.insert(key)
+    }
+
     /// A path from the command line: a file is read whatever its name.
     fn read(&mut self, path: &Path, diags: &mut Diags) {
         if path.is_dir() {
@@ -182,6 +189,15 @@ impl XinetdReader {
     fn read_dir(&mut self, dir: &Path, from: Option<(&str, usize)>, diags: &mut Diags) {
         let shown = dir.display().to_string();
         let (file, line) = from.unwrap_or((&shown, 0));
+        if !self.first_time(dir) {
+            let what = if from.is_some() {
+                format!("{shown}: ")
+            } else {
+                String::new()
+            };
+            diags.warn(file, line, format!("{what}already read; not read again"));
+            return;
+        }
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {

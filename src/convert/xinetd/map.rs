@@ -472,8 +472,7 @@ fn map_defaults(
         access: Access::default(),
         kept: Vec::new(),
     };
-    let mut scratch = Vec::new();
-    out.limits = limits(table, diags, &mut scratch);
+    out.limits = limits(table, diags);
     for key in unlimited_overrides {
         let Some(value) = table.get(key) else {
             continue;
@@ -544,7 +543,7 @@ fn map_defaults(
 
 /// The limits keys from a resolved table. Errors in inherited values are
 /// left to the defaults mapper, so each is reported once.
-fn limits(table: &Table, diags: &mut Diags, kept: &mut Vec<String>) -> Limits {
+fn limits(table: &Table, diags: &mut Diags) -> Limits {
     let mut l = Limits::default();
     let mut fail = |value: &Value, message: String| {
         if !value.inherited {
@@ -603,27 +602,19 @@ fn limits(table: &Table, diags: &mut Diags, kept: &mut Vec<String>) -> Limits {
         }
     }
     // rlimit_*: UNLIMITED is the same as not setting the limit.
-    let rlimits: [(&str, &str); 8] = [
+    // rlimit_data, _rss and _stack have no key: see keep_unsupported.
+    let rlimits = [
         ("rlimit_as", "memory"),
         ("rlimit_cpu", "cpu"),
         ("rlimit_files", "files"),
         ("rlimit_nproc", "processes"),
         ("rlimit_core", "core"),
-        ("rlimit_data", ""),
-        ("rlimit_rss", ""),
-        ("rlimit_stack", ""),
     ];
     for (attr, key) in rlimits {
         let Some(value) = table.get(attr) else {
             continue;
         };
         let text = value.first();
-        if key.is_empty() {
-            kept.push(format!(
-                "xinetd: {attr} = {text} (not supported: spawnd limits the address space with limits.memory)"
-            ));
-            continue;
-        }
         if text.eq_ignore_ascii_case("UNLIMITED") {
             continue;
         }
@@ -1174,6 +1165,7 @@ impl ServiceMapper<'_> {
         }
         if let Some(value) = self.get("passenv") {
             service.pass_env = value.values.clone();
+            service.pass_env_note = value.note();
         }
         if let Some(value) = self.get("nice").filter(|_| !in_process) {
             match value.first().parse::<i32>() {
@@ -1205,28 +1197,10 @@ impl ServiceMapper<'_> {
         service.banner_fail = self
             .get("banner_fail")
             .map(|v| v.noted(v.first().to_string()));
-        let mut kept = Vec::new();
-        service.limits = limits(self.table, diags, &mut kept);
+        service.limits = limits(self.table, diags);
         service.access = access(self.table, Some(self.name), diags);
         service.disabled = self.disabled(&id, has_flag("DISABLE"), diags);
-
         self.keep_unsupported(&mut service, in_process, internal, diags);
-        // rlimit comments after the attribute comments, warned once.
-        for text in kept {
-            service.kept.push(text);
-        }
-        for attr in &self.block.attrs {
-            if matches!(
-                attr.name.as_str(),
-                "rlimit_data" | "rlimit_rss" | "rlimit_stack"
-            ) {
-                diags.warn(
-                    file,
-                    attr.line,
-                    format!("{} is not supported (spawnd sets RLIMIT_AS with limits.memory); kept as a comment", attr.name),
-                );
-            }
-        }
         Some(Unit::Service(Box::new(service)))
     }
 
@@ -1404,7 +1378,11 @@ impl ServiceMapper<'_> {
                     warn("it goes with flags = SENSOR");
                     "not supported: goes with flags = SENSOR".into()
                 }
-                "mdns" => "not supported: mDNS registration (Mac OS X only in xinetd)".into(),
+                "mdns" => "not supported: mDNS registration, which xinetd does on Mac OS X only".into(),
+                "rlimit_data" | "rlimit_rss" | "rlimit_stack" => {
+                    warn("spawnd sets RLIMIT_AS with limits.memory");
+                    "not supported: spawnd limits the address space with limits.memory".into()
+                }
                 "rpc_version" | "rpc_number" => {
                     warn("spawnd has no RPC services");
                     "not supported: RPC".into()
