@@ -11,8 +11,15 @@ use crate::config::units::canonical_ip;
 /// What is known about the two ends of a connection or datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
-    Inet { local: Option<SocketAddr>, remote: SocketAddr },
-    Unix { pid: Option<i32>, uid: Option<u32>, gid: Option<u32> },
+    Inet {
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+    },
+    Unix {
+        pid: Option<i32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
     Unknown,
 }
 
@@ -40,9 +47,19 @@ pub fn write_connection_env(out: &mut Vec<u8>, transport: Transport, peer: &Peer
                 (Transport::Udp, true) => ("UDP6", "UDP"),
             };
             let _ = write!(out, "PROTO={proto}\0");
-            let _ = write!(out, "{prefix}REMOTEIP={}\0{prefix}REMOTEPORT={}\0", remote.ip(), remote.port());
+            let _ = write!(
+                out,
+                "{prefix}REMOTEIP={}\0{prefix}REMOTEPORT={}\0",
+                remote.ip(),
+                remote.port()
+            );
             if let Some(local) = local.map(canonical) {
-                let _ = write!(out, "{prefix}LOCALIP={}\0{prefix}LOCALPORT={}\0", local.ip(), local.port());
+                let _ = write!(
+                    out,
+                    "{prefix}LOCALIP={}\0{prefix}LOCALPORT={}\0",
+                    local.ip(),
+                    local.port()
+                );
             }
             let _ = write!(out, "REMOTE_ADDR={}\0", remote.ip());
         }
@@ -113,11 +130,33 @@ mod tests {
     #[test]
     fn udp_v6_and_unix_and_reuse() {
         let mut out = Vec::new();
-        let peer = Peer::Inet { local: None, remote: "[::1]:69".parse().unwrap() };
+        let peer = Peer::Inet {
+            local: None,
+            remote: "[::1]:69".parse().unwrap(),
+        };
         write_connection_env(&mut out, Transport::Udp, &peer);
-        assert_eq!(entries(&out), ["PROTO=UDP6", "UDPREMOTEIP=::1", "UDPREMOTEPORT=69", "REMOTE_ADDR=::1"]);
-        write_connection_env(&mut out, Transport::Tcp, &Peer::Unix { pid: Some(7), uid: Some(1000), gid: None });
-        assert_eq!(entries(&out), ["PROTO=UNIX", "UNIXREMOTEPID=7", "UNIXREMOTEEUID=1000"]);
+        assert_eq!(
+            entries(&out),
+            [
+                "PROTO=UDP6",
+                "UDPREMOTEIP=::1",
+                "UDPREMOTEPORT=69",
+                "REMOTE_ADDR=::1"
+            ]
+        );
+        write_connection_env(
+            &mut out,
+            Transport::Tcp,
+            &Peer::Unix {
+                pid: Some(7),
+                uid: Some(1000),
+                gid: None,
+            },
+        );
+        assert_eq!(
+            entries(&out),
+            ["PROTO=UNIX", "UNIXREMOTEPID=7", "UNIXREMOTEEUID=1000"]
+        );
         write_connection_env(&mut out, Transport::Tcp, &Peer::Unknown);
         assert!(out.is_empty());
     }

@@ -87,7 +87,12 @@ fn clear_stale_socket(path: &Path, kind: SocketKind) -> io::Result<()> {
             "the path exists and is not a socket; not replaced",
         ));
     }
-    let probe = socket::socket(AddressFamily::Unix, sock_type(kind), SockFlag::SOCK_CLOEXEC, None)?;
+    let probe = socket::socket(
+        AddressFamily::Unix,
+        sock_type(kind),
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     match socket::connect(probe.as_raw_fd(), &UnixAddr::new(path)?) {
         Ok(()) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -105,7 +110,9 @@ fn lookup_uid(who: &Principal) -> io::Result<u32> {
         Principal::Id(id) => Ok(*id),
         Principal::Name(name) => nix::unistd::User::from_name(name)?
             .map(|u| u.uid.as_raw())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user {name:?}"))),
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no such user {name:?}"))
+            }),
     }
 }
 
@@ -114,7 +121,9 @@ fn lookup_gid(who: &Principal) -> io::Result<u32> {
         Principal::Id(id) => Ok(*id),
         Principal::Name(name) => nix::unistd::Group::from_name(name)?
             .map(|g| g.gid.as_raw())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such group {name:?}"))),
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no such group {name:?}"))
+            }),
     }
 }
 
@@ -131,7 +140,12 @@ fn apply_perms(path: &Path, perms: &UnixSocketPerms) -> io::Result<()> {
 }
 
 /// Opens the socket for one listen address.
-pub fn bind(addr: &ListenAddr, kind: SocketKind, backlog: u32, perms: &UnixSocketPerms) -> io::Result<Bound> {
+pub fn bind(
+    addr: &ListenAddr,
+    kind: SocketKind,
+    backlog: u32,
+    perms: &UnixSocketPerms,
+) -> io::Result<Bound> {
     let (fd, created_path) = match addr {
         ListenAddr::Inet(addr) => (bind_inet(*addr, kind, true)?, None),
         ListenAddr::AnyInet(port) => {
@@ -139,9 +153,10 @@ pub fn bind(addr: &ListenAddr, kind: SocketKind, backlog: u32, perms: &UnixSocke
             match bind_inet(any6, kind, false) {
                 Ok(fd) => (fd, None),
                 // No IPv6 on this host: every address is every IPv4 address.
-                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                    (bind_inet(SocketAddr::from(([0, 0, 0, 0], *port)), kind, false)?, None)
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => (
+                    bind_inet(SocketAddr::from(([0, 0, 0, 0], *port)), kind, false)?,
+                    None,
+                ),
                 Err(e) => return Err(e),
             }
         }
@@ -149,7 +164,10 @@ pub fn bind(addr: &ListenAddr, kind: SocketKind, backlog: u32, perms: &UnixSocke
             clear_stale_socket(path, kind)?;
             let fd = new_socket(AddressFamily::Unix, kind)?;
             socket::bind(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?)?;
-            let bound = Bound { fd, created_path: Some(path.clone()) };
+            let bound = Bound {
+                fd,
+                created_path: Some(path.clone()),
+            };
             apply_perms(path, perms)?;
             listen(&bound.fd, kind, backlog)?;
             return Ok(bound);

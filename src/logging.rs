@@ -34,10 +34,9 @@ pub fn init(explicit: Option<LevelFilter>, verbose: u8, quiet: u8) {
 /// Accepts `debug` or the last plain level in a `RUST_LOG`-style list
 /// (`spawnd=debug,info`), ignoring module filters we do not support.
 fn parse_level(spec: &str) -> Option<LevelFilter> {
-    spec.split(',')
+    spec.rsplit(',')
         .filter_map(|part| part.rsplit('=').next())
-        .filter_map(|level| level.trim().parse().ok())
-        .last()
+        .find_map(|level| level.trim().parse().ok())
 }
 
 fn shift_level(base: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
@@ -49,8 +48,8 @@ fn shift_level(base: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
         LevelFilter::Debug,
         LevelFilter::Trace,
     ];
-    let index = LEVELS.iter().position(|l| *l == base).unwrap_or(3) as i32 + verbose as i32
-        - quiet as i32;
+    let index =
+        LEVELS.iter().position(|l| *l == base).unwrap_or(3) as i32 + verbose as i32 - quiet as i32;
     LEVELS[index.clamp(0, 5) as usize]
 }
 

@@ -23,7 +23,11 @@ const EXIT_RUNTIME: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
-    logging::init(cli.verbosity.log_level, cli.verbosity.verbose, cli.verbosity.quiet);
+    logging::init(
+        cli.verbosity.log_level,
+        cli.verbosity.verbose,
+        cli.verbosity.quiet,
+    );
     match &cli.command {
         Command::Run(args) => run(args),
         Command::Check(dir) => report::check(dir),

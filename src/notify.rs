@@ -10,8 +10,15 @@ static SOCKET: OnceLock<Option<String>> = OnceLock::new();
 /// Reads and removes `NOTIFY_SOCKET` (and the socket-activation variables).
 /// Call once at start-up, before anything else reads the environment.
 pub fn init() {
-    let path = std::env::var("NOTIFY_SOCKET").ok().filter(|p| !p.is_empty());
-    for name in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+    let path = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .filter(|p| !p.is_empty());
+    for name in [
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    ] {
         // SAFETY: spawnd has no other threads; nothing reads the
         // environment concurrently.
         unsafe { std::env::remove_var(name) };
@@ -22,7 +29,9 @@ pub fn init() {
 /// Sends one notification; failures are logged at debug level only, as
 /// systemd may simply not be listening.
 pub fn send(message: &str) {
-    let Some(Some(path)) = SOCKET.get() else { return };
+    let Some(Some(path)) = SOCKET.get() else {
+        return;
+    };
     let result = UnixDatagram::unbound().and_then(|socket| {
         if let Some(name) = path.strip_prefix('@') {
             use std::os::linux::net::SocketAddrExt;

@@ -10,11 +10,22 @@ use crate::config::{self, Loaded, Service};
 pub const EXIT_CONFIG: u8 = 1;
 
 pub fn load(dir: &ConfigDir) -> Result<Loaded, Vec<config::ConfigError>> {
-    config::load(&dir.dir, config::Options { strict: !dir.insecure_config, resolve: true })
+    config::load(
+        &dir.dir,
+        config::Options {
+            strict: !dir.insecure_config,
+            resolve: true,
+        },
+    )
 }
 
 fn listen_label(service: &Service) -> String {
-    service.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    service
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn print_errors(errors: &[config::ConfigError]) {
@@ -71,7 +82,11 @@ pub fn list(dir: &ConfigDir) -> ExitCode {
         .services
         .iter()
         .map(|s| {
-            let name = if s.disabled { format!("{} (disabled)", s.name) } else { s.name.clone() };
+            let name = if s.disabled {
+                format!("{} (disabled)", s.name)
+            } else {
+                s.name.clone()
+            };
             [
                 name,
                 s.socket_label().to_string(),

@@ -64,14 +64,17 @@ pub struct ExecPlan {
 }
 
 fn cstring(text: &str) -> io::Result<CString> {
-    CString::new(text).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+    CString::new(text)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
 }
 
 impl ExecPlan {
     /// Builds the plan for an `exec` service; `None` for internal services.
     /// `pass_env` values are read from spawnd's environment now, once.
     pub fn for_service(service: &Service) -> io::Result<Option<ExecPlan>> {
-        let Action::Exec { program, argv } = &service.action else { return Ok(None) };
+        let Action::Exec { program, argv } = &service.action else {
+            return Ok(None);
+        };
         let program = cstring(&program.to_string_lossy())?;
         let argv: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<io::Result<_>>()?;
         let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -88,11 +91,22 @@ impl ExecPlan {
             env.push(cstring(&format!("{name}={value}"))?);
         }
         env.push(cstring(&format!("SPAWND_SERVICE={}", service.name))?);
+        let listen_fds = service.pass == crate::config::PassMode::ListenFds;
+        if listen_fds {
+            // LISTEN_PID is only known in the child, which writes it itself.
+            env.push(cstring("LISTEN_FDS=1")?);
+            env.push(cstring(&format!("LISTEN_FDNAMES={}", service.name))?);
+        }
         // Later entries win in most programs' getenv; keep only the last.
         let mut seen = std::collections::HashSet::new();
         let mut deduped: Vec<CString> = Vec::with_capacity(env.len());
         for entry in env.into_iter().rev() {
-            let name = entry.as_bytes().split(|b| *b == b'=').next().unwrap_or_default().to_vec();
+            let name = entry
+                .as_bytes()
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or_default()
+                .to_vec();
             if seen.insert(name) {
                 deduped.push(entry);
             }
@@ -112,7 +126,9 @@ impl ExecPlan {
         .filter_map(|(resource, value)| value.map(|v| (resource as c_int, v)))
         .collect();
         let path_cstring = |p: &Option<std::path::PathBuf>| -> io::Result<Option<CString>> {
-            p.as_ref().map(|p| cstring(&p.to_string_lossy())).transpose()
+            p.as_ref()
+                .map(|p| cstring(&p.to_string_lossy()))
+                .transpose()
         };
         let setup = ChildSetup {
             rlimits,
@@ -136,7 +152,7 @@ impl ExecPlan {
                 StderrMode::Null => StderrTarget::Null,
                 StderrMode::Log => StderrTarget::Pipe,
             },
-            listen_fds: service.pass == crate::config::PassMode::ListenFds,
+            listen_fds,
             setup,
         }))
     }
@@ -152,6 +168,8 @@ impl ExecPlan {
 struct ChildArgs {
     plan: *const ExecPlan,
     envp: *const *const c_char,
+    /// `LISTEN_PID=<pid>\0`, completed by the child (envp points here).
+    listen_pid: [u8; 32],
     use_close_range: bool,
     stage: c_int,
     errno: c_int,
@@ -181,7 +199,11 @@ pub enum SpawnError {
     /// No process was created (EAGAIN, ENOMEM...).
     Fork(io::Error),
     /// The child was created but died before exec; it still has to be reaped.
-    Exec { pid: i32, stage: &'static str, error: io::Error },
+    Exec {
+        pid: i32,
+        stage: &'static str,
+        error: io::Error,
+    },
 }
 
 /// One step in the child: the raw result of a system call wrapper.
@@ -199,10 +221,22 @@ fn step(stage: c_int, result: libc::c_long) -> Result<(), c_int> {
 ///
 /// # Safety
 /// `args` must point to a live `ChildArgs` whose pointers are valid.
-unsafe fn child_steps(args: &ChildArgs) -> Result<(), c_int> {
-    let plan = &*args.plan;
+unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
+    let plan = &*(*args).plan;
+    if plan.listen_fds {
+        write_listen_pid(&mut (*args).listen_pid, libc::syscall(libc::SYS_getpid) as u32);
+    }
+    let args = &*args;
     if args.use_close_range {
-        step(1, libc::syscall(libc::SYS_close_range, FIRST_UNCOPIED, c_uint::MAX, libc::CLOSE_RANGE_UNSHARE))?;
+        step(
+            1,
+            libc::syscall(
+                libc::SYS_close_range,
+                FIRST_UNCOPIED,
+                c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ),
+        )?;
     }
     let dup = |from: RawFd, to: RawFd| step(2, libc::syscall(libc::SYS_dup3, from, to, 0));
     let stderr_from = match plan.stderr {
@@ -215,7 +249,10 @@ unsafe fn child_steps(args: &ChildArgs) -> Result<(), c_int> {
         dup(SLOT_NULL, 1)?;
         dup(stderr_from, 2)?;
         // fd 3 already is the socket; it only has to survive exec.
-        step(2, libc::syscall(libc::SYS_fcntl, SLOT_PRIMARY, libc::F_SETFD, 0))?;
+        step(
+            2,
+            libc::syscall(libc::SYS_fcntl, SLOT_PRIMARY, libc::F_SETFD, 0),
+        )?;
     } else {
         dup(SLOT_PRIMARY, 0)?;
         dup(SLOT_PRIMARY, 1)?;
@@ -225,14 +262,32 @@ unsafe fn child_steps(args: &ChildArgs) -> Result<(), c_int> {
     // Rust ignores SIGPIPE in spawnd; an ignored disposition survives exec.
     let mut default_action: libc::sigaction = std::mem::zeroed();
     default_action.sa_sigaction = libc::SIG_DFL;
-    step(4, libc::sigaction(libc::SIGPIPE, &default_action, ptr::null_mut()) as libc::c_long)?;
+    step(
+        4,
+        libc::sigaction(libc::SIGPIPE, &default_action, ptr::null_mut()) as libc::c_long,
+    )?;
     let setup = &plan.setup;
     for (resource, value) in &setup.rlimits {
-        let limit = libc::rlimit { rlim_cur: *value, rlim_max: *value };
-        step(5, libc::syscall(libc::SYS_prlimit64, 0, *resource, &limit as *const libc::rlimit, ptr::null_mut::<libc::rlimit>()))?;
+        let limit = libc::rlimit {
+            rlim_cur: *value,
+            rlim_max: *value,
+        };
+        step(
+            5,
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                *resource,
+                &limit as *const libc::rlimit,
+                ptr::null_mut::<libc::rlimit>(),
+            ),
+        )?;
     }
     if let Some(nice) = setup.nice {
-        step(6, libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, nice))?;
+        step(
+            6,
+            libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, nice),
+        )?;
     }
     if let Some(mask) = setup.umask {
         libc::syscall(libc::SYS_umask, mask);
@@ -247,7 +302,10 @@ unsafe fn child_steps(args: &ChildArgs) -> Result<(), c_int> {
     if let Some((uid, gid, groups)) = &setup.credentials {
         // Groups first, then gid, then uid: after setuid the others are no
         // longer permitted. Raw calls change only this task, as wanted.
-        step(9, libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()))?;
+        step(
+            9,
+            libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()),
+        )?;
         step(10, libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid))?;
         step(11, libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid))?;
     }
@@ -262,8 +320,37 @@ unsafe fn child_steps(args: &ChildArgs) -> Result<(), c_int> {
             8usize,
         ),
     )?;
-    libc::syscall(libc::SYS_execve, plan.program.as_ptr(), plan.argv_ptrs.as_ptr(), args.envp);
+    libc::syscall(
+        libc::SYS_execve,
+        plan.program.as_ptr(),
+        plan.argv_ptrs.as_ptr(),
+        args.envp,
+    );
     Err(13)
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// Writes `LISTEN_PID=<pid>\0` without allocating (async-signal-safe).
+fn write_listen_pid(buffer: &mut [u8; 32], pid: u32) {
+    let mut digits = [0u8; 10];
+    let mut n = pid;
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buffer[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+    let mut at = LISTEN_PID_PREFIX.len();
+    for digit in digits[..count].iter().rev() {
+        buffer[at] = *digit;
+        at += 1;
+    }
+    buffer[at] = 0;
 }
 
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
@@ -271,7 +358,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `ChildArgs` the parent passed to clone; the parent
     // is suspended (CLONE_VFORK) until we exec or exit, so it stays valid.
     unsafe {
-        if let Err(stage) = child_steps(&*args) {
+        if let Err(stage) = child_steps(args) {
             let errno = *libc::__errno_location();
             ptr::write_volatile(ptr::addr_of_mut!((*args).errno), errno);
             ptr::write_volatile(ptr::addr_of_mut!((*args).stage), stage);
@@ -340,7 +427,10 @@ impl Spawner {
     /// Reserves descriptor slots 3–5 (on /dev/null) and maps the child stack.
     /// Call once, early, before any other descriptor is opened.
     pub fn new() -> io::Result<Spawner> {
-        let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
         for slot in [SLOT_NULL, SLOT_PRIMARY, SLOT_STDERR] {
             if null.as_raw_fd() != slot {
                 fill_slot(null.as_raw_fd(), slot)?;
@@ -353,10 +443,17 @@ impl Spawner {
         // SAFETY: an empty range with UNSHARE only unshares our own table,
         // which is not shared; this just asks whether the kernel knows it.
         let use_close_range = unsafe {
-            libc::syscall(libc::SYS_close_range, c_uint::MAX, c_uint::MAX, libc::CLOSE_RANGE_UNSHARE) == 0
+            libc::syscall(
+                libc::SYS_close_range,
+                c_uint::MAX,
+                c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) == 0
         };
         if !use_close_range {
-            log::debug!("spawn_mode detail=\"close_range unavailable; children copy the descriptor table\"");
+            log::debug!(
+                "spawn_mode detail=\"close_range unavailable; children copy the descriptor table\""
+            );
         }
         Ok(Spawner {
             stack: ChildStack::new(CHILD_STACK_SIZE)?,
@@ -369,7 +466,12 @@ impl Spawner {
     /// Starts `plan` with `primary` (a connection, or a socket handed over in
     /// wait mode) and the write end of a stderr pipe if the plan wants one.
     /// The per-connection environment is taken from `self.conn_env`.
-    pub fn spawn(&mut self, plan: &ExecPlan, primary: RawFd, stderr_pipe: Option<RawFd>) -> Result<i32, SpawnError> {
+    pub fn spawn(
+        &mut self,
+        plan: &ExecPlan,
+        primary: RawFd,
+        stderr_pipe: Option<RawFd>,
+    ) -> Result<i32, SpawnError> {
         fill_slot(primary, SLOT_PRIMARY).map_err(SpawnError::Fork)?;
         if let Some(pipe) = stderr_pipe {
             if let Err(e) = fill_slot(pipe, SLOT_STDERR) {
@@ -386,15 +488,19 @@ impl Spawner {
                 start = index + 1;
             }
         }
-        self.envp.push(ptr::null());
-
         let mut args = ChildArgs {
             plan,
-            envp: self.envp.as_ptr(),
+            envp: ptr::null(),
+            listen_pid: [0; 32],
             use_close_range: self.use_close_range,
             stage: 0,
             errno: 0,
         };
+        if plan.listen_fds {
+            self.envp.push(args.listen_pid.as_ptr().cast());
+        }
+        self.envp.push(ptr::null());
+        args.envp = self.envp.as_ptr();
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
         if self.use_close_range {
             flags |= libc::CLONE_FILES;
@@ -403,7 +509,12 @@ impl Spawner {
         // `args`, `plan` and `envp`, which outlive the call: with CLONE_VFORK
         // clone returns only after the child has exec'd or exited.
         let pid = unsafe {
-            libc::clone(child_main, self.stack.top(), flags, ptr::addr_of_mut!(args).cast())
+            libc::clone(
+                child_main,
+                self.stack.top(),
+                flags,
+                ptr::addr_of_mut!(args).cast(),
+            )
         };
         let clone_error = io::Error::last_os_error();
         // Drop our references so the connection closes when the child is done.
@@ -429,5 +540,19 @@ impl Spawner {
             });
         }
         Ok(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_pid_is_formatted_without_allocation() {
+        let mut buffer = [0xffu8; 32];
+        write_listen_pid(&mut buffer, 4_194_304);
+        assert_eq!(&buffer[..19], b"LISTEN_PID=4194304\0");
+        write_listen_pid(&mut buffer, 7);
+        assert_eq!(&buffer[..13], b"LISTEN_PID=7\0");
     }
 }

@@ -30,7 +30,10 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
             // sockaddr_storage is large and aligned enough for it.
             let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
@@ -53,7 +56,14 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage and len describe a writable buffer of the right size.
-    let fd = check(unsafe { libc::accept4(listener, storage.as_mut_ptr().cast(), &mut len, libc::SOCK_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::accept4(
+            listener,
+            storage.as_mut_ptr().cast(),
+            &mut len,
+            libc::SOCK_CLOEXEC,
+        )
+    })?;
     // SAFETY: accept4 returned a new descriptor that nothing else owns; the
     // storage was zeroed, so reading it is defined even if not filled.
     let (fd, storage) = unsafe { (OwnedFd::from_raw_fd(fd), storage.assume_init()) };
@@ -98,7 +108,14 @@ pub fn peek_sender(fd: RawFd) -> io::Result<Option<SocketAddr>> {
 pub fn discard_datagram(fd: RawFd) -> io::Result<()> {
     let mut byte = 0u8;
     // SAFETY: a one-byte writable buffer; the rest of the datagram is dropped.
-    let result = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+    let result = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
     if result < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -110,7 +127,11 @@ pub fn discard_datagram(fd: RawFd) -> io::Result<()> {
 pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     // SAFETY: fcntl on an integer descriptor; errors are checked.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    let wanted = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    let wanted = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
     if wanted != flags {
         // SAFETY: as above.
         check(unsafe { libc::fcntl(fd, libc::F_SETFL, wanted) })?;
@@ -121,7 +142,9 @@ pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
 /// Marks every descriptor from `first` up close-on-exec, so nothing spawnd
 /// inherited can leak into a child even where close_range is unavailable.
 pub fn cloexec_from(first: RawFd) {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
     let fds: Vec<RawFd> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|fd| *fd >= first)
@@ -139,7 +162,11 @@ pub fn ensure_stdio_open() {
     for fd in 0..3 {
         // SAFETY: F_GETFD only queries the descriptor.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
                 use std::os::fd::IntoRawFd;
                 let raw = null.into_raw_fd();
                 if raw != fd {
@@ -198,16 +225,38 @@ pub fn reset_ignored_signals() {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP || signal == libc::SIGPIPE {
             continue;
         }
-        let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
         // SAFETY: querying the action into a struct of the kernel's layout.
         let queried = unsafe {
-            libc::syscall(libc::SYS_rt_sigaction, signal, std::ptr::null::<KernelSigaction>(), &mut old, 8usize)
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old,
+                8usize,
+            )
         };
         if queried == 0 && old.handler == libc::SIG_IGN {
-            let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+            let default = KernelSigaction {
+                handler: libc::SIG_DFL,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
             // SAFETY: installing the default action, which needs no restorer.
             unsafe {
-                libc::syscall(libc::SYS_rt_sigaction, signal, &default, std::ptr::null_mut::<KernelSigaction>(), 8usize)
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &default,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
             };
         }
     }

@@ -37,19 +37,28 @@ pub struct Timers<K> {
 
 impl<K> Default for Timers<K> {
     fn default() -> Self {
-        Timers { heap: BinaryHeap::new(), seq: 0 }
+        Timers {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
     }
 }
 
 impl<K> Timers<K> {
     pub fn schedule(&mut self, at: Instant, key: K) {
         self.seq += 1;
-        self.heap.push(Reverse(Entry { at, seq: self.seq, key }));
+        self.heap.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            key,
+        }));
     }
 
     /// How long poll may sleep: `None` (forever) when nothing is scheduled.
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        self.heap.peek().map(|Reverse(e)| e.at.saturating_duration_since(now))
+        self.heap
+            .peek()
+            .map(|Reverse(e)| e.at.saturating_duration_since(now))
     }
 
     /// The next entry due at or before `now`, earliest first.
@@ -61,6 +70,7 @@ impl<K> Timers<K> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }

@@ -18,11 +18,20 @@ fn check_errors(config: &Config) -> (i32, String, String) {
 fn valid_configuration_checks() {
     let config = Config::new();
     config.service("daytime", "listen: 127.0.0.1:8013\nexec: [/bin/date, -u]\n");
-    config.service("echo", "socket: stream\nlisten: ['[::1]:8007', 127.0.0.1:8007]\nexec: /bin/cat\n");
+    config.service(
+        "echo",
+        "socket: stream\nlisten: ['[::1]:8007', 127.0.0.1:8007]\nexec: /bin/cat\n",
+    );
     let (code, stdout, stderr) = check_errors(&config);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("ok daytime: stream 127.0.0.1:8013 nowait /bin/date -u"), "{stdout}");
-    assert!(stdout.contains("ok echo: stream [::1]:8007,127.0.0.1:8007 nowait /bin/cat"), "{stdout}");
+    assert!(
+        stdout.contains("ok daytime: stream 127.0.0.1:8013 nowait /bin/date -u"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok echo: stream [::1]:8007,127.0.0.1:8007 nowait /bin/cat"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -31,38 +40,68 @@ fn malformed_yaml_names_file_line_and_column() {
     config.service("broken", "listen: 127.0.0.1:1\nexec: [/bin/true\n");
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
-    assert!(stderr.contains("broken.yaml:3:1: did not find expected ',' or ']'"), "{stderr}");
+    assert!(
+        stderr.contains("broken.yaml:3:1: did not find expected ',' or ']'"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unknown_key_is_an_error_with_its_location() {
     let config = Config::new();
-    config.service("typo", "listen: 127.0.0.1:1\nexec: [/bin/true]\nlimits:\n  instances: 3\n  instnaces: 4\n");
+    config.service(
+        "typo",
+        "listen: 127.0.0.1:1\nexec: [/bin/true]\nlimits:\n  instances: 3\n  instnaces: 4\n",
+    );
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
-    assert!(stderr.contains("typo.yaml:5:3: limits.instnaces: unknown field `instnaces`"), "{stderr}");
+    assert!(
+        stderr.contains("typo.yaml:5:3: limits.instnaces: unknown field `instnaces`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bad_duration_names_the_key() {
     let config = Config::new();
-    config.service("slow", "listen: 127.0.0.1:1\nexec: [/bin/true]\nlimits:\n  timeout: 5 minutes\n");
+    config.service(
+        "slow",
+        "listen: 127.0.0.1:1\nexec: [/bin/true]\nlimits:\n  timeout: 5 minutes\n",
+    );
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
-    assert!(stderr.contains("slow.yaml:4:12: limits.timeout: invalid duration \"5 minutes\""), "{stderr}");
+    assert!(
+        stderr.contains("slow.yaml:4:12: limits.timeout: invalid duration \"5 minutes\""),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bad_size_rate_and_address() {
     let config = Config::new();
-    config.service("a", "listen: 127.0.0.1:1\nexec: [/bin/true]\nlimits: {memory: 12Q}\n");
-    config.service("b", "listen: 127.0.0.1:2\nexec: [/bin/true]\nlimits:\n  rate: fast\n");
+    config.service(
+        "a",
+        "listen: 127.0.0.1:1\nexec: [/bin/true]\nlimits: {memory: 12Q}\n",
+    );
+    config.service(
+        "b",
+        "listen: 127.0.0.1:2\nexec: [/bin/true]\nlimits:\n  rate: fast\n",
+    );
     config.service("c", "listen: localhost:3\nexec: [/bin/true]\n");
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
-    assert!(stderr.contains("a.yaml:3:18: limits.memory: invalid size \"12Q\""), "{stderr}");
-    assert!(stderr.contains("b.yaml:4:9: limits.rate: invalid rate \"fast\""), "{stderr}");
-    assert!(stderr.contains("c.yaml:1:9: listen: invalid listen address \"localhost:3\""), "{stderr}");
+    assert!(
+        stderr.contains("a.yaml:3:18: limits.memory: invalid size \"12Q\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("b.yaml:4:9: limits.rate: invalid rate \"fast\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("c.yaml:1:9: listen: invalid listen address \"localhost:3\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -83,19 +122,31 @@ fn duplicate_address_across_files() {
 fn same_port_on_stream_and_dgram_is_fine() {
     let config = Config::new();
     config.service("t", "listen: 127.0.0.1:9\nexec: [/bin/true]\n");
-    config.service("u", "socket: dgram\nlisten: 127.0.0.1:9\nexec: [/bin/true]\n");
+    config.service(
+        "u",
+        "socket: dgram\nlisten: 127.0.0.1:9\nexec: [/bin/true]\n",
+    );
     assert_eq!(check_errors(&config).0, 0);
 }
 
 #[test]
 fn semantic_errors_are_all_reported() {
     let config = Config::new();
-    config.service("dgram", "socket: dgram\nwait: false\nlisten: 127.0.0.1:9\nexec: [/bin/true]\n");
+    config.service(
+        "dgram",
+        "socket: dgram\nwait: false\nlisten: 127.0.0.1:9\nexec: [/bin/true]\n",
+    );
     config.service("relative", "listen: 127.0.0.1:10\nexec: [bin/true]\n");
-    config.service("both", "listen: 127.0.0.1:11\nexec: [/bin/true]\ninternal: echo\n");
+    config.service(
+        "both",
+        "listen: 127.0.0.1:11\nexec: [/bin/true]\ninternal: echo\n",
+    );
     config.service("neither", "listen: 127.0.0.1:12\n");
     config.service("nolisten", "exec: [/bin/true]\n");
-    config.service("dup-name", "name: relative\nlisten: 127.0.0.1:13\nexec: [/bin/true]\n");
+    config.service(
+        "dup-name",
+        "name: relative\nlisten: 127.0.0.1:13\nexec: [/bin/true]\n",
+    );
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
     for expected in [
@@ -105,7 +156,10 @@ fn semantic_errors_are_all_reported() {
         "neither.yaml: exec: a service needs one of exec, internal or redirect",
         "nolisten.yaml: listen: a service needs at least one listen address",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
     // `relative` itself failed, so the name is free for `dup-name`.
     assert!(!stderr.contains("duplicate service name"), "{stderr}");
@@ -114,11 +168,20 @@ fn semantic_errors_are_all_reported() {
 #[test]
 fn duplicate_names_are_an_error() {
     let config = Config::new();
-    config.service("one", "name: same\nlisten: 127.0.0.1:1\nexec: [/bin/true]\n");
-    config.service("two", "name: same\nlisten: 127.0.0.1:2\nexec: [/bin/true]\n");
+    config.service(
+        "one",
+        "name: same\nlisten: 127.0.0.1:1\nexec: [/bin/true]\n",
+    );
+    config.service(
+        "two",
+        "name: same\nlisten: 127.0.0.1:2\nexec: [/bin/true]\n",
+    );
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
-    assert!(stderr.contains("two.yaml:1:1: name: duplicate service name \"same\""), "{stderr}");
+    assert!(
+        stderr.contains("two.yaml:1:1: name: duplicate service name \"same\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -126,7 +189,16 @@ fn ignored_file_names_are_skipped() {
     let config = Config::new();
     config.service("good", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
     let dir = config.path().join("services.d");
-    for name in [".hidden.yaml", "x.yaml~", "x.yaml.swp", "x.yaml.dpkg-old", "x.yaml.rpmnew", "x.yaml.bak", "x.yaml.disabled", "README"] {
+    for name in [
+        ".hidden.yaml",
+        "x.yaml~",
+        "x.yaml.swp",
+        "x.yaml.dpkg-old",
+        "x.yaml.rpmnew",
+        "x.yaml.bak",
+        "x.yaml.disabled",
+        "README",
+    ] {
         std::fs::write(dir.join(name), "this: is not valid\n").unwrap();
     }
     let (code, stdout, stderr) = check_errors(&config);
@@ -138,7 +210,11 @@ fn ignored_file_names_are_skipped() {
 fn hostile_files_are_refused_without_blocking() {
     let config = Config::new();
     let dir = config.path().join("services.d");
-    nix::unistd::mkfifo(&dir.join("fifo.yaml"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::mkfifo(
+        &dir.join("fifo.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("loop.yaml", dir.join("loop.yaml")).unwrap();
     std::fs::write(dir.join("huge.yaml"), vec![b'#'; 2 << 20]).unwrap();
     std::fs::create_dir(dir.join("dir.yaml")).unwrap();
@@ -154,7 +230,10 @@ fn hostile_files_are_refused_without_blocking() {
         "dir.yaml: a directory, not a regular file",
         "sock.yaml: a socket, not a regular file",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -165,14 +244,18 @@ fn unreadable_directory_and_bad_global_file_are_fatal() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/spawnd: cannot read configuration directory"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("/nonexistent/spawnd: cannot read configuration directory"));
 
     let config = Config::new();
     config.global("max_children: lots\n");
     config.service("good", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
-    assert!(stderr.contains("spawnd.yaml:1:15: max_children: invalid type"), "{stderr}");
+    assert!(
+        stderr.contains("spawnd.yaml:1:15: max_children: invalid type"),
+        "{stderr}"
+    );
     let mut run = Spawnd::spawn(
         {
             let mut c = std::process::Command::new(BIN);
@@ -181,7 +264,11 @@ fn unreadable_directory_and_bad_global_file_are_fatal() {
         },
         |_| {},
     );
-    assert_eq!(run.wait_exit(), Some(1), "a spawnd.yaml that does not check stops run");
+    assert_eq!(
+        run.wait_exit(),
+        Some(1),
+        "a spawnd.yaml that does not check stops run"
+    );
 }
 
 #[test]
@@ -189,7 +276,10 @@ fn defaults_apply_to_services() {
     let config = Config::new();
     config.global("defaults:\n  env: {FROM_DEFAULTS: 'yes'}\n  limits: {instances: 3}\n");
     let port = free_port();
-    config.service("show", &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo $FROM_DEFAULTS']\n"));
+    config.service(
+        "show",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo $FROM_DEFAULTS']\n"),
+    );
     let _spawnd = Spawnd::start(&config);
     assert_eq!(tcp_read(port), "yes\n");
 }
@@ -198,19 +288,46 @@ fn defaults_apply_to_services() {
 fn list_prints_a_table() {
     let config = Config::new();
     config.service("daytime", "listen: 127.0.0.1:8013\nexec: [/bin/date, -u]\n");
-    config.service("udp", "socket: dgram\nlisten: 127.0.0.1:8069\nexec: [/bin/cat]\ndisabled: true\n");
-    let out = std::process::Command::new(BIN).arg("list").arg("-c").arg(config.path()).output().unwrap();
+    config.service(
+        "udp",
+        "socket: dgram\nlisten: 127.0.0.1:8069\nexec: [/bin/cat]\ndisabled: true\n",
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("list")
+        .arg("-c")
+        .arg(config.path())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "SOCKET", "LISTEN", "WAIT", "PROGRAM"]);
-    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["daytime", "stream", "127.0.0.1:8013", "no", "/bin/date", "-u"]);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "SOCKET", "LISTEN", "WAIT", "PROGRAM"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "daytime",
+            "stream",
+            "127.0.0.1:8013",
+            "no",
+            "/bin/date",
+            "-u"
+        ]
+    );
     assert!(lines[2].starts_with("udp (disabled)"), "{text}");
-    assert!(lines[2].contains("dgram") && lines[2].contains("yes"), "{text}");
+    assert!(
+        lines[2].contains("dgram") && lines[2].contains("yes"),
+        "{text}"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = std::process::Command::new(BIN).args(["run", "--no-such-flag"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--no-such-flag"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 

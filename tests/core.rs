@@ -24,7 +24,9 @@ fn stream_nowait_over_ipv4_and_ipv6() {
     assert_eq!(v4, b"over v4\n");
     let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     assert_eq!(tcp_exchange(v6, b"over v6\n").unwrap(), b"over v6\n");
-    spawnd.log.expect(&["accept service=echo", "peer=127.0.0.1:"]);
+    spawnd
+        .log
+        .expect(&["accept service=echo", "peer=127.0.0.1:"]);
     spawnd.log.expect(&["accept service=echo", "peer=[::1]:"]);
     spawnd.log.expect(&["exit service=echo", "status=0"]);
 }
@@ -33,7 +35,10 @@ fn stream_nowait_over_ipv4_and_ipv6() {
 fn wildcard_listens_on_both_families() {
     let config = Config::new();
     let port = free_port();
-    config.service("any", &format!("listen: \"*:{port}\"\nexec: [/bin/echo, both]\n"));
+    config.service(
+        "any",
+        &format!("listen: \"*:{port}\"\nexec: [/bin/echo, both]\n"),
+    );
     let _spawnd = Spawnd::start(&config);
     assert_eq!(tcp_read(port), "both\n");
     let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
@@ -51,7 +56,10 @@ fn stream_wait_hands_the_listener_to_one_child() {
     );
     config.service(
         "waiter",
-        &format!("listen: 127.0.0.1:{port}\nwait: true\nexec: [{}]\n", program.display()),
+        &format!(
+            "listen: 127.0.0.1:{port}\nwait: true\nexec: [{}]\n",
+            program.display()
+        ),
     );
     let spawnd = Spawnd::start(&config);
     let first = tcp_read(port);
@@ -61,7 +69,10 @@ fn stream_wait_hands_the_listener_to_one_child() {
     spawnd.log.expect(&["exit service=waiter", "status=0"]);
     // The listener is re-armed after the child exits: a new child serves.
     let third = tcp_read(port);
-    assert!(third.starts_with("pid ") && third != first, "{third:?} vs {first:?}");
+    assert!(
+        third.starts_with("pid ") && third != first,
+        "{third:?} vs {first:?}"
+    );
     assert_eq!(spawnd.log.count("accept service=waiter"), 2);
 }
 
@@ -79,9 +90,14 @@ fn dgram_wait_with_a_script() {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     for word in ["one", "two", "three"] {
         let reply = udp_exchange(addr, word.as_bytes()).expect("a reply");
-        assert_eq!(String::from_utf8_lossy(&reply), format!("{} 127.0.0.1", word.to_uppercase()));
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            format!("{} 127.0.0.1", word.to_uppercase())
+        );
     }
-    spawnd.log.expect(&["accept service=upper", "peer=127.0.0.1:"]);
+    spawnd
+        .log
+        .expect(&["accept service=upper", "peer=127.0.0.1:"]);
 }
 
 #[test]
@@ -90,13 +106,21 @@ fn unix_stream_socket_replaces_a_stale_file() {
     let path = config.path().join("s.sock");
     // A stale socket file left behind by an earlier process.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    config.service("unix", &format!("listen: {}\nexec: [/bin/sh, -c, 'echo $PROTO']\n", path.display()));
+    config.service(
+        "unix",
+        &format!(
+            "listen: {}\nexec: [/bin/sh, -c, 'echo $PROTO']\n",
+            path.display()
+        ),
+    );
     let spawnd = Spawnd::start(&config);
     let mut stream = UnixStream::connect(&path).unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).unwrap();
     assert_eq!(out, "UNIX\n");
-    spawnd.log.expect(&["accept service=unix", "peer=unix:uid="]);
+    spawnd
+        .log
+        .expect(&["accept service=unix", "peer=unix:uid="]);
     drop(spawnd);
     assert!(!path.exists(), "spawnd removes the socket file it created");
 }
@@ -107,11 +131,23 @@ fn unix_path_owned_by_something_else_is_an_error() {
     let path = config.path().join("not-a-socket");
     std::fs::write(&path, "data").unwrap();
     let port = free_port();
-    config.service("unix", &format!("listen: {}\nexec: [/bin/true]\n", path.display()));
-    config.service("other", &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, fine]\n"));
+    config.service(
+        "unix",
+        &format!("listen: {}\nexec: [/bin/true]\n", path.display()),
+    );
+    config.service(
+        "other",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, fine]\n"),
+    );
     let spawnd = Spawnd::start(&config);
-    spawnd.log.expect(&["service_error service=unix", "not a socket"]);
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "data", "the file is left alone");
+    spawnd
+        .log
+        .expect(&["service_error service=unix", "not a socket"]);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "data",
+        "the file is left alone"
+    );
     assert_eq!(tcp_read(port), "fine\n");
 }
 
@@ -119,7 +155,10 @@ fn unix_path_owned_by_something_else_is_an_error() {
 fn abstract_unix_socket() {
     let config = Config::new();
     let name = format!("spawnd-test-{}", std::process::id());
-    config.service("abs", &format!("listen: \"@{name}\"\nexec: [/bin/echo, abstract]\n"));
+    config.service(
+        "abs",
+        &format!("listen: \"@{name}\"\nexec: [/bin/echo, abstract]\n"),
+    );
     let _spawnd = Spawnd::start(&config);
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
@@ -141,11 +180,16 @@ fn child_environment_and_descriptors() {
         ),
     );
     let spawnd = Spawnd::start_with(&config, &[], |c| {
-        c.env("SPAWND_TEST_PASSED", "passed").env("SPAWND_TEST_SECRET", "leaked");
+        c.env("SPAWND_TEST_PASSED", "passed")
+            .env("SPAWND_TEST_SECRET", "leaked");
     });
     let out = tcp_read(port);
     let lines: Vec<&str> = out.lines().collect();
-    let env: Vec<&str> = lines.iter().copied().filter(|l| l.contains('=') && !l.starts_with("fd=")).collect();
+    let env: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains('=') && !l.starts_with("fd="))
+        .collect();
     for expected in [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "GREETING=hello",
@@ -159,14 +203,29 @@ fn child_environment_and_descriptors() {
     ] {
         assert!(env.contains(&expected), "missing {expected:?} in {env:?}");
     }
-    assert!(env.iter().any(|l| l.starts_with("TCPREMOTEPORT=")), "{env:?}");
-    assert!(!out.contains("SPAWND_TEST_SECRET"), "spawnd's own environment leaked: {out}");
-    assert!(!out.contains("RUST_LOG"), "spawnd's own environment leaked: {out}");
+    assert!(
+        env.iter().any(|l| l.starts_with("TCPREMOTEPORT=")),
+        "{env:?}"
+    );
+    assert!(
+        !out.contains("SPAWND_TEST_SECRET"),
+        "spawnd's own environment leaked: {out}"
+    );
+    assert!(
+        !out.contains("RUST_LOG"),
+        "spawnd's own environment leaked: {out}"
+    );
     // The shell's descriptors, listed by a separate ls: 0, 1, 2 only.
     let fds: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("fd=")).collect();
     assert_eq!(fds, ["0", "1", "2"], "{out}");
-    assert!(out.contains("SigBlk:\t0000000000000000"), "signal mask must be empty: {out}");
-    assert!(out.contains("SigIgn:\t0000000000000000"), "no ignored signals: {out}");
+    assert!(
+        out.contains("SigBlk:\t0000000000000000"),
+        "signal mask must be empty: {out}"
+    );
+    assert!(
+        out.contains("SigIgn:\t0000000000000000"),
+        "no ignored signals: {out}"
+    );
     let sid_line = lines.iter().find(|l| l.starts_with("sid=")).unwrap();
     let mut parts = sid_line.split_whitespace();
     let sid = parts.next().unwrap().trim_start_matches("sid=").to_string();
@@ -185,13 +244,20 @@ fn no_descriptor_of_spawnd_leaks_into_children_with_many_listeners() {
             continue;
         }
         ports.push(port);
-        config.service(&format!("s{index}"), &format!("listen: 127.0.0.1:{port}\nexec: [/bin/ls, /proc/self/fd]\n"));
+        config.service(
+            &format!("s{index}"),
+            &format!("listen: 127.0.0.1:{port}\nexec: [/bin/ls, /proc/self/fd]\n"),
+        );
     }
     let spawnd = Spawnd::start(&config);
     assert!(spawnd.open_fds() > 200);
     let listing = tcp_read(ports[150]);
     // ls itself opens /proc/self/fd (fd 3) to list it.
-    assert_eq!(listing.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2", "3"], "{listing}");
+    assert_eq!(
+        listing.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "{listing}"
+    );
 }
 
 #[test]
@@ -207,10 +273,19 @@ fn user_and_group_are_switched_when_root() {
     let out = tcp_read(port);
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
-    assert!(out.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")), "{out}");
-    assert!(out.contains(&format!("Gid:\t{gid}\t{gid}\t{gid}\t{gid}")), "{out}");
+    assert!(
+        out.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Gid:\t{gid}\t{gid}\t{gid}\t{gid}")),
+        "{out}"
+    );
     let groups = out.lines().find(|l| l.starts_with("Groups:")).unwrap();
-    assert!(!groups.split_whitespace().skip(1).any(|g| g == "0"), "root group kept: {groups}");
+    assert!(
+        !groups.split_whitespace().skip(1).any(|g| g == "0"),
+        "root group kept: {groups}"
+    );
 }
 
 #[test]
@@ -218,12 +293,23 @@ fn a_missing_program_does_not_take_spawnd_down() {
     let config = Config::new();
     let (gone_port, ok_port) = (free_port(), free_port());
     let program = config.script("vanishing", "#!/bin/sh\necho here\n");
-    config.service("gone", &format!("listen: 127.0.0.1:{gone_port}\nexec: [{}]\n", program.display()));
-    config.service("ok", &format!("listen: 127.0.0.1:{ok_port}\nexec: [/bin/echo, ok]\n"));
+    config.service(
+        "gone",
+        &format!(
+            "listen: 127.0.0.1:{gone_port}\nexec: [{}]\n",
+            program.display()
+        ),
+    );
+    config.service(
+        "ok",
+        &format!("listen: 127.0.0.1:{ok_port}\nexec: [/bin/echo, ok]\n"),
+    );
     let spawnd = Spawnd::start(&config);
     std::fs::remove_file(&program).unwrap();
     assert!(refused_at_once(gone_port), "the client is closed");
-    spawnd.log.expect(&["exec_failed service=gone", "No such file or directory"]);
+    spawnd
+        .log
+        .expect(&["exec_failed service=gone", "No such file or directory"]);
     assert_eq!(tcp_read(ok_port), "ok\n");
     assert!(refused_at_once(gone_port));
     assert_eq!(tcp_read(ok_port), "ok\n");
@@ -234,12 +320,24 @@ fn a_missing_program_does_not_take_spawnd_down() {
 fn a_missing_program_is_reported_by_check_and_left_out_by_run() {
     let config = Config::new();
     let ok_port = free_port();
-    config.service("gone", &format!("listen: 127.0.0.1:{}\nexec: [/nonexistent/program]\n", free_port()));
-    config.service("ok", &format!("listen: 127.0.0.1:{ok_port}\nexec: [/bin/echo, ok]\n"));
+    config.service(
+        "gone",
+        &format!(
+            "listen: 127.0.0.1:{}\nexec: [/nonexistent/program]\n",
+            free_port()
+        ),
+    );
+    config.service(
+        "ok",
+        &format!("listen: 127.0.0.1:{ok_port}\nexec: [/bin/echo, ok]\n"),
+    );
     let out = config.check();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("gone.yaml:2:1: exec: program /nonexistent/program"), "{stderr}");
+    assert!(
+        stderr.contains("gone.yaml:2:1: exec: program /nonexistent/program"),
+        "{stderr}"
+    );
     let spawnd = Spawnd::start(&config);
     spawnd.log.expect(&["config_error", "gone.yaml"]);
     assert_eq!(tcp_read(ok_port), "ok\n");
@@ -249,7 +347,10 @@ fn a_missing_program_is_reported_by_check_and_left_out_by_run() {
 fn crashing_children_leave_no_zombie() {
     let config = Config::new();
     let port = free_port();
-    config.service("crash", &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'kill -SEGV $$']\n"));
+    config.service(
+        "crash",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'kill -SEGV $$']\n"),
+    );
     let spawnd = Spawnd::start(&config);
     let fds_before = spawnd.open_fds();
     let mut clients = Vec::new();
@@ -264,24 +365,35 @@ fn crashing_children_leave_no_zombie() {
     }
     drop(clients);
     assert!(
-        spawnd.log.wait_for_n(&["exit service=crash", "signal=SEGV"], 500),
+        spawnd
+            .log
+            .wait_for_n(&["exit service=crash", "signal=SEGV"], 500),
         "{} crashes logged",
         spawnd.log.count("signal=SEGV")
     );
     assert!(spawnd.no_zombies());
-    assert!(wait_until(|| spawnd.open_fds() == fds_before), "descriptors leaked");
+    assert!(
+        wait_until(|| spawnd.open_fds() == fds_before),
+        "descriptors leaked"
+    );
 }
 
 #[test]
 fn sigterm_stops_listening_and_exits_zero() {
     let config = Config::new();
     let port = free_port();
-    config.service("x", &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, x]\n"));
+    config.service(
+        "x",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, x]\n"),
+    );
     let mut spawnd = Spawnd::start(&config);
     assert_eq!(tcp_read(port), "x\n");
     spawnd.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(spawnd.wait_exit(), Some(0));
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "the port is closed");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the port is closed"
+    );
 }
 
 #[test]
@@ -289,10 +401,20 @@ fn bind_failure_leaves_that_service_out() {
     let config = Config::new();
     let (taken, ok) = (free_port(), free_port());
     let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
-    config.service("taken", &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/true]\n"));
-    config.service("ok", &format!("listen: 127.0.0.1:{ok}\nexec: [/bin/echo, ok]\n"));
+    config.service(
+        "taken",
+        &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/true]\n"),
+    );
+    config.service(
+        "ok",
+        &format!("listen: 127.0.0.1:{ok}\nexec: [/bin/echo, ok]\n"),
+    );
     let spawnd = Spawnd::start(&config);
-    spawnd.log.expect(&["service_error service=taken", &format!("127.0.0.1:{taken}"), "Address already in use"]);
+    spawnd.log.expect(&[
+        "service_error service=taken",
+        &format!("127.0.0.1:{taken}"),
+        "Address already in use",
+    ]);
     assert_eq!(tcp_read(ok), "ok\n");
 }
 
@@ -301,7 +423,10 @@ fn nothing_bindable_is_a_runtime_failure() {
     let config = Config::new();
     let taken = free_port();
     let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
-    config.service("taken", &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/true]\n"));
+    config.service(
+        "taken",
+        &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/true]\n"),
+    );
     let mut spawnd = Spawnd::spawn(
         {
             let mut c = std::process::Command::new(BIN);
@@ -320,7 +445,9 @@ fn idle_spawnd_does_not_wake_up() {
     let port = free_port();
     config.service(
         "x",
-        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, x]\nlimits: {{timeout: 1m, rate: 10/s}}\n"),
+        &format!(
+            "listen: 127.0.0.1:{port}\nexec: [/bin/echo, x]\nlimits: {{timeout: 1m, rate: 10/s}}\n"
+        ),
     );
     let spawnd = Spawnd::start(&config);
     assert_eq!(tcp_read(port), "x\n");
@@ -343,9 +470,14 @@ fn idle_spawnd_does_not_wake_up() {
 fn many_connections_at_once_are_all_served() {
     let config = Config::new();
     let port = free_port();
-    config.service("echo", &format!("listen: 127.0.0.1:{port}\nexec: [/bin/cat]\nbacklog: 1024\n"));
+    config.service(
+        "echo",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/cat]\nbacklog: 1024\n"),
+    );
     let spawnd = Spawnd::start(&config);
-    let mut streams: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let mut streams: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
     for (index, stream) in streams.iter_mut().enumerate() {
         stream.write_all(format!("{index}\n").as_bytes()).unwrap();
         stream.shutdown(std::net::Shutdown::Write).unwrap();

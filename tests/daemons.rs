@@ -8,13 +8,19 @@ use std::process::Stdio;
 use util::*;
 
 fn first_command(candidates: &[&str]) -> Option<String> {
-    candidates.iter().find(|p| std::path::Path::new(p).is_file()).map(|p| p.to_string())
+    candidates
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .map(|p| p.to_string())
 }
 
 #[test]
 fn tftp_over_udp_with_tftpd_hpa() {
     require!(is_root(), "needs root for a network namespace and in.tftpd");
-    require!(has_command("tftp") && std::path::Path::new("/usr/sbin/in.tftpd").exists(), "tftpd-hpa and tftp-hpa are not installed");
+    require!(
+        has_command("tftp") && std::path::Path::new("/usr/sbin/in.tftpd").exists(),
+        "tftpd-hpa and tftp-hpa are not installed"
+    );
     let config = Config::new();
     let root = config.path().join("tftproot");
     std::fs::create_dir(&root).unwrap();
@@ -29,11 +35,21 @@ fn tftp_over_udp_with_tftpd_hpa() {
             root.display()
         ),
     );
-    let Some(spawnd) = start_in_netns(&config) else { return };
+    let Some(spawnd) = start_in_netns(&config) else {
+        return;
+    };
     for round in 0..2 {
         let dest = config.path().join(format!("fetched-{round}.bin"));
         let status = netns_command(&spawnd, "tftp")
-            .args(["-m", "binary", "127.0.0.1", "6969", "-c", "get", "hello.bin"])
+            .args([
+                "-m",
+                "binary",
+                "127.0.0.1",
+                "6969",
+                "-c",
+                "get",
+                "hello.bin",
+            ])
             .arg(&dest)
             .stdout(Stdio::null())
             .status()
@@ -41,7 +57,9 @@ fn tftp_over_udp_with_tftpd_hpa() {
         assert!(status.success());
         assert_eq!(std::fs::read(&dest).unwrap(), payload, "round {round}");
     }
-    spawnd.log.expect(&["accept service=tftp", "peer=127.0.0.1:"]);
+    spawnd
+        .log
+        .expect(&["accept service=tftp", "peer=127.0.0.1:"]);
     spawnd.log.expect(&["exit service=tftp", "status=0"]);
 }
 
@@ -65,11 +83,22 @@ fn rsync_daemon_in_inetd_mode() {
     .unwrap();
     config.service(
         "rsync",
-        &format!("listen: 127.0.0.1:8873\nexec: [/usr/bin/rsync, --daemon, '--config={}']\n", conf.display()),
+        &format!(
+            "listen: 127.0.0.1:8873\nexec: [/usr/bin/rsync, --daemon, '--config={}']\n",
+            conf.display()
+        ),
     );
-    let Some(spawnd) = start_in_netns(&config) else { return };
-    let listing = netns_command(&spawnd, "rsync").arg("rsync://127.0.0.1:8873/").output().unwrap();
-    assert!(String::from_utf8_lossy(&listing.stdout).contains("files"), "{listing:?}");
+    let Some(spawnd) = start_in_netns(&config) else {
+        return;
+    };
+    let listing = netns_command(&spawnd, "rsync")
+        .arg("rsync://127.0.0.1:8873/")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("files"),
+        "{listing:?}"
+    );
     let dest = config.path().join("copy");
     let status = netns_command(&spawnd, "rsync")
         .arg("-a")
@@ -78,9 +107,19 @@ fn rsync_daemon_in_inetd_mode() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "alpha\n");
-    assert_eq!(std::fs::read(dest.join("b.txt")).unwrap(), std::fs::read(data.join("b.txt")).unwrap());
-    assert!(spawnd.log.wait_for_n(&["exit service=rsync"], 2), "{}", spawnd.log.text());
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("b.txt")).unwrap(),
+        std::fs::read(data.join("b.txt")).unwrap()
+    );
+    assert!(
+        spawnd.log.wait_for_n(&["exit service=rsync"], 2),
+        "{}",
+        spawnd.log.text()
+    );
     // rsyncd exits 255 after a bare module listing (the client hangs up);
     // the transfer itself must end cleanly.
     assert!(spawnd.log.count("status=0") >= 1, "{}", spawnd.log.text());
@@ -114,7 +153,16 @@ fn git_daemon_in_inetd_mode() {
     run(&["add", "README"], &work);
     run(&["commit", "-q", "-m", "first"], &work);
     std::fs::create_dir_all(repo.parent().unwrap()).unwrap();
-    run(&["clone", "-q", "--bare", work.to_str().unwrap(), repo.to_str().unwrap()], config.path());
+    run(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            repo.to_str().unwrap(),
+        ],
+        config.path(),
+    );
     let base = config.path().join("repos");
     config.service(
         "git",
@@ -124,7 +172,9 @@ fn git_daemon_in_inetd_mode() {
             base.display()
         ),
     );
-    let Some(spawnd) = start_in_netns(&config) else { return };
+    let Some(spawnd) = start_in_netns(&config) else {
+        return;
+    };
     let clone = config.path().join("clone");
     let status = netns_command(&spawnd, &git)
         .args(["clone", "-q", "git://127.0.0.1:9418/project.git"])
@@ -132,6 +182,9 @@ fn git_daemon_in_inetd_mode() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(std::fs::read_to_string(clone.join("README")).unwrap(), "served by spawnd\n");
+    assert_eq!(
+        std::fs::read_to_string(clone.join("README")).unwrap(),
+        "served by spawnd\n"
+    );
     spawnd.log.expect(&["exit service=git", "status=0"]);
 }

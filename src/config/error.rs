@@ -89,7 +89,9 @@ pub fn locate_key(text: &str, path: &[&str]) -> Option<(usize, usize)> {
 /// value starts there (`key: value`, also inside a flow mapping).
 pub fn key_at(text: &str, line: usize, column: usize) -> Option<&str> {
     let is_key = |k: &str| {
-        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     let line = text.lines().nth(line.checked_sub(1)?)?;
     let split = column.checked_sub(1)?;
@@ -157,7 +159,8 @@ pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> ConfigEr
 mod tests {
     use super::*;
 
-    const TEXT: &str = "name: x\n# limits below\nlimits:\n  instances: 3\n  timeout: 5x\naccess:\n  allow: []\n";
+    const TEXT: &str =
+        "name: x\n# limits below\nlimits:\n  instances: 3\n  timeout: 5x\naccess:\n  allow: []\n";
 
     #[test]
     fn locates_nested_keys() {
@@ -198,7 +201,13 @@ mod tests {
         let error = from_yaml(Path::new("s.yaml"), text, &error);
         assert_eq!(error.position, Some((2, 12)));
         assert_eq!(error.key.as_deref(), Some("limits.timeout"));
-        assert!(error.message.starts_with("invalid duration \"5x\""), "{}", error.message);
-        assert!(error.to_string().starts_with("s.yaml:2:12: limits.timeout: invalid duration"));
+        assert!(
+            error.message.starts_with("invalid duration \"5x\""),
+            "{}",
+            error.message
+        );
+        assert!(error
+            .to_string()
+            .starts_with("s.yaml:2:12: limits.timeout: invalid duration"));
     }
 }

@@ -75,7 +75,9 @@ fn check_ownership(path: &Path, meta: &Metadata) -> Result<(), ConfigError> {
 /// non-blocking so a FIFO swapped in after the check cannot hang spawnd.
 pub fn read_config_file(path: &Path, strict: bool) -> Result<String, ConfigError> {
     let describe = |e: std::io::Error| match e.raw_os_error() {
-        Some(libc::ELOOP) => ConfigError::new(path, "too many levels of symbolic links (a symlink loop?)"),
+        Some(libc::ELOOP) => {
+            ConfigError::new(path, "too many levels of symbolic links (a symlink loop?)")
+        }
         _ => ConfigError::new(path, format!("cannot read: {e}")),
     };
     let meta = std::fs::metadata(path).map_err(describe)?;
@@ -107,7 +109,10 @@ fn check_regular(path: &Path, meta: &Metadata) -> Result<(), ConfigError> {
     let kind = meta.file_type();
     if kind.is_file() {
         if meta.len() > MAX_FILE_SIZE {
-            return Err(ConfigError::new(path, format!("larger than 1 MiB ({} bytes); not read", meta.len())));
+            return Err(ConfigError::new(
+                path,
+                format!("larger than 1 MiB ({} bytes); not read", meta.len()),
+            ));
         }
         return Ok(());
     }
@@ -125,24 +130,34 @@ fn check_regular(path: &Path, meta: &Metadata) -> Result<(), ConfigError> {
             "not a regular file"
         }
     };
-    Err(ConfigError::new(path, format!("{what}, not a regular file; not read")))
+    Err(ConfigError::new(
+        path,
+        format!("{what}, not a regular file; not read"),
+    ))
 }
 
 fn parse_global(path: &Path, strict: bool) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Global::default(), RawDefaults::default())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Global::default(), RawDefaults::default()))
+        }
         _ => {}
     }
     let text = read_config_file(path, strict).map_err(|e| vec![e])?;
     if text.trim().is_empty() {
         return Ok((Global::default(), RawDefaults::default()));
     }
-    let raw: RawGlobal = serde_yaml::from_str(&text).map_err(|e| vec![from_yaml(path, &text, &e)])?;
+    let raw: RawGlobal =
+        serde_yaml::from_str(&text).map_err(|e| vec![from_yaml(path, &text, &e)])?;
     validate::global(path, &text, raw)
 }
 
 /// Parses and validates one service file.
-pub fn parse_service(path: &Path, text: &str, defaults: &RawDefaults) -> Result<Service, Vec<ConfigError>> {
+pub fn parse_service(
+    path: &Path,
+    text: &str,
+    defaults: &RawDefaults,
+) -> Result<Service, Vec<ConfigError>> {
     let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default();
     let raw: RawService = if text.trim().is_empty() {
         RawService::default()
@@ -157,7 +172,10 @@ fn service_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            log::warn!("config_missing path={} detail=\"no services.d directory; no services\"", dir.display());
+            log::warn!(
+                "config_missing path={} detail=\"no services.d directory; no services\"",
+                dir.display()
+            );
             return Vec::new();
         }
         Err(e) => {
@@ -178,7 +196,10 @@ fn service_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
         match name.to_str() {
             Some(name) if is_ignored(name) => continue,
             Some(_) => files.push(entry.path()),
-            None => errors.push(ConfigError::new(&entry.path(), "file name is not valid UTF-8; skipped")),
+            None => errors.push(ConfigError::new(
+                &entry.path(),
+                "file name is not valid UTF-8; skipped",
+            )),
         }
     }
     files.sort();
@@ -189,8 +210,12 @@ fn service_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
 /// unusable: those stop `run` from starting and reject a reload.
 pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
     let strict = options.strict && nix::unistd::geteuid().is_root();
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| vec![ConfigError::new(dir, format!("cannot read configuration directory: {e}"))])?;
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        vec![ConfigError::new(
+            dir,
+            format!("cannot read configuration directory: {e}"),
+        )]
+    })?;
     if !meta.is_dir() {
         return Err(vec![ConfigError::new(dir, "not a directory")]);
     }
@@ -203,7 +228,11 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
     if strict {
         if let Ok(meta) = std::fs::metadata(&services_dir) {
             if let Err(e) = check_ownership(&services_dir, &meta) {
-                return Ok(Loaded { global, services: Vec::new(), errors: vec![e] });
+                return Ok(Loaded {
+                    global,
+                    services: Vec::new(),
+                    errors: vec![e],
+                });
             }
         }
     }
@@ -242,7 +271,11 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
         .filter(|(index, _)| !rejected.contains(index))
         .map(|(_, service)| service)
         .collect();
-    Ok(Loaded { global, services, errors })
+    Ok(Loaded {
+        global,
+        services,
+        errors,
+    })
 }
 
 #[cfg(test)]
@@ -251,7 +284,17 @@ mod tests {
 
     #[test]
     fn ignored_names() {
-        for name in [".hidden.yaml", "x.yaml~", "x.yaml.swp", "x.yaml.dpkg-old", "x.yaml.rpmnew", "x.yaml.bak", "x.yaml.disabled", "README", "x.conf"] {
+        for name in [
+            ".hidden.yaml",
+            "x.yaml~",
+            "x.yaml.swp",
+            "x.yaml.dpkg-old",
+            "x.yaml.rpmnew",
+            "x.yaml.bak",
+            "x.yaml.disabled",
+            "README",
+            "x.conf",
+        ] {
             assert!(is_ignored(name), "{name}");
         }
         for name in ["daytime.yaml", "echo.yml", "a.b.yaml"] {

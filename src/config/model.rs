@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::raw::{InternalKind, LogTarget, OnLimit, PassMode, Principal, SocketKind, StderrMode};
+pub use super::raw::{
+    InternalKind, LogTarget, OnLimit, PassMode, Principal, SocketKind, StderrMode,
+};
 pub use super::resolve::Credentials;
 use super::units::{Cidr, ListenAddr, Rate};
 
@@ -42,7 +44,10 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start a program: `program` is exec'd with `argv` (argv[0] included).
-    Exec { program: PathBuf, argv: Vec<String> },
+    Exec {
+        program: PathBuf,
+        argv: Vec<String>,
+    },
     Internal(InternalKind),
     Redirect(SocketAddr),
 }
@@ -69,12 +74,6 @@ pub struct Rlimits {
     pub files: Option<u64>,
     pub processes: Option<u64>,
     pub core: Option<u64>,
-}
-
-impl Rlimits {
-    pub fn is_empty(&self) -> bool {
-        *self == Rlimits::default()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

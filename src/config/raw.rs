@@ -63,10 +63,12 @@ pub struct Argv(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for Argv {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Argv(match OneOrMany::<String>::deserialize(deserializer)? {
-            OneOrMany::One(line) => line.split_whitespace().map(str::to_string).collect(),
-            OneOrMany::Many(words) => words,
-        }))
+        Ok(Argv(
+            match OneOrMany::<String>::deserialize(deserializer)? {
+                OneOrMany::One(line) => line.split_whitespace().map(str::to_string).collect(),
+                OneOrMany::Many(words) => words,
+            },
+        ))
     }
 }
 

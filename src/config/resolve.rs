@@ -64,7 +64,9 @@ pub fn credentials(service: &Service) -> Result<Option<Credentials>, ConfigError
         (None, Some(user)) => user.gid.as_raw(),
         (None, None) => nix::unistd::getegid().as_raw(),
     };
-    let uid = user.as_ref().map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.uid.as_raw());
+    let uid = user
+        .as_ref()
+        .map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.uid.as_raw());
     let mut groups = match (&service.groups, &user) {
         (Some(list), _) => list
             .iter()
@@ -72,9 +74,16 @@ pub fn credentials(service: &Service) -> Result<Option<Credentials>, ConfigError
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| error(service, "groups", m))?,
         (None, Some(user)) => {
-            let name = CString::new(user.name.as_bytes()).map_err(|_| error(service, "user", "bad user name".into()))?;
+            let name = CString::new(user.name.as_bytes())
+                .map_err(|_| error(service, "user", "bad user name".into()))?;
             nix::unistd::getgrouplist(&name, Gid::from_raw(gid))
-                .map_err(|e| error(service, "user", format!("cannot list groups of {}: {e}", user.name)))?
+                .map_err(|e| {
+                    error(
+                        service,
+                        "user",
+                        format!("cannot list groups of {}: {e}", user.name),
+                    )
+                })?
                 .into_iter()
                 .map(Gid::as_raw)
                 .collect()
@@ -88,7 +97,13 @@ pub fn credentials(service: &Service) -> Result<Option<Credentials>, ConfigError
     if !nix::unistd::geteuid().is_root() {
         let same = uid == nix::unistd::geteuid().as_raw() && gid == nix::unistd::getegid().as_raw();
         if !same || service.groups.is_some() {
-            let key = if service.user.is_some() { "user" } else if service.group.is_some() { "group" } else { "groups" };
+            let key = if service.user.is_some() {
+                "user"
+            } else if service.group.is_some() {
+                "group"
+            } else {
+                "groups"
+            };
             return Err(error(
                 service,
                 key,
@@ -109,12 +124,18 @@ fn program_on_disk(service: &Service, program: &Path) -> PathBuf {
 }
 
 fn check_program(service: &Service) -> Result<(), ConfigError> {
-    let Action::Exec { program, .. } = &service.action else { return Ok(()) };
+    let Action::Exec { program, .. } = &service.action else {
+        return Ok(());
+    };
     let path = program_on_disk(service, program);
     let meta = std::fs::metadata(&path)
         .map_err(|e| error(service, "exec", format!("program {}: {e}", path.display())))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(error(service, "exec", format!("program {} is not an executable file", path.display())));
+        return Err(error(
+            service,
+            "exec",
+            format!("program {} is not an executable file", path.display()),
+        ));
     }
     Ok(())
 }
@@ -149,7 +170,11 @@ pub fn resolve(service: &mut Service) -> Result<(), Vec<ConfigError>> {
     }
     if let Some(root) = &service.chroot {
         if !root.is_dir() {
-            problems.push(error(service, "chroot", format!("{} is not a directory", root.display())));
+            problems.push(error(
+                service,
+                "chroot",
+                format!("{} is not a directory", root.display()),
+            ));
         }
     }
     if problems.is_empty() {

@@ -127,7 +127,8 @@ impl FromStr for Size {
         if text.trim().eq_ignore_ascii_case("unlimited") {
             return Ok(Size(Limit::Unlimited));
         }
-        let invalid = || format!("invalid size {text:?} (expected e.g. 4096, 64K, 256M, 1G or unlimited)");
+        let invalid =
+            || format!("invalid size {text:?} (expected e.g. 4096, 64K, 256M, 1G or unlimited)");
         let (number, unit) = split_number(text).ok_or_else(invalid)?;
         let scale: u64 = match unit {
             "" | "B" => 1,
@@ -200,7 +201,9 @@ impl FromStr for Rate {
             other => other.parse::<Span>().map_err(|_| invalid())?.0,
         };
         if count == 0 || per.is_zero() {
-            return Err(format!("rate {text:?} must allow at least one connection per non-zero period"));
+            return Err(format!(
+                "rate {text:?} must allow at least one connection per non-zero period"
+            ));
         }
         Ok(Rate { count, per })
     }
@@ -267,13 +270,16 @@ impl FromStr for ListenAddr {
         }
         let (host, port) = text.rsplit_once(':').ok_or_else(|| invalid("no port"))?;
         let port = parse_port(port)?;
-        let ip: IpAddr = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            IpAddr::V6(v6.parse::<Ipv6Addr>().map_err(|_| invalid("bad IPv6 address"))?)
-        } else {
-            IpAddr::V4(
-                host.parse::<Ipv4Addr>()
-                    .map_err(|_| invalid("bad IPv4 address (host names are not resolved; put IPv6 in brackets)"))?,
+        let ip: IpAddr = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        {
+            IpAddr::V6(
+                v6.parse::<Ipv6Addr>()
+                    .map_err(|_| invalid("bad IPv6 address"))?,
             )
+        } else {
+            IpAddr::V4(host.parse::<Ipv4Addr>().map_err(|_| {
+                invalid("bad IPv4 address (host names are not resolved; put IPv6 in brackets)")
+            })?)
         };
         Ok(ListenAddr::Inet(SocketAddr::new(ip, port)))
     }
@@ -301,7 +307,8 @@ impl ListenAddr {
             (ListenAddr::Inet(a), ListenAddr::Inet(b)) => {
                 a.port() == b.port()
                     && (a.ip() == b.ip()
-                        || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+                        || (a.is_ipv4() == b.is_ipv4()
+                            && (a.ip().is_unspecified() || b.ip().is_unspecified())))
             }
             (a, b) => a == b,
         }
@@ -326,7 +333,8 @@ pub struct Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || format!("invalid address or CIDR prefix {text:?} (expected e.g. 10.0.0.0/8 or ::1)");
+        let invalid =
+            || format!("invalid address or CIDR prefix {text:?} (expected e.g. 10.0.0.0/8 or ::1)");
         let text = text.trim();
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
@@ -340,7 +348,11 @@ impl FromStr for Cidr {
             Some(p) => {
                 let p: u8 = p.parse().map_err(|_| invalid())?;
                 // A v4-mapped prefix (::ffff:10.0.0.0/104) becomes its IPv4 form.
-                let p = if addr.is_ipv4() && text.contains(':') { p.checked_sub(96).ok_or_else(invalid)? } else { p };
+                let p = if addr.is_ipv4() && text.contains(':') {
+                    p.checked_sub(96).ok_or_else(invalid)?
+                } else {
+                    p
+                };
                 if p > max {
                     return Err(invalid());
                 }
@@ -355,8 +367,12 @@ scalar_deserialize!(Cidr, "an address or CIDR prefix");
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical_ip(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_match(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_match(u128::from(net), u128::from(ip), self.prefix, 128),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_match(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_match(u128::from(net), u128::from(ip), self.prefix, 128)
+            }
             _ => false,
         }
     }
@@ -384,9 +400,15 @@ mod tests {
     fn durations() {
         assert_eq!("10s".parse::<Span>().unwrap().0, Duration::from_secs(10));
         assert_eq!("5m".parse::<Span>().unwrap().0, Duration::from_secs(300));
-        assert_eq!("250ms".parse::<Span>().unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            "250ms".parse::<Span>().unwrap().0,
+            Duration::from_millis(250)
+        );
         assert_eq!("7".parse::<Span>().unwrap().0, Duration::from_secs(7));
-        assert_eq!("1.5s".parse::<Span>().unwrap().0, Duration::from_millis(1500));
+        assert_eq!(
+            "1.5s".parse::<Span>().unwrap().0,
+            Duration::from_millis(1500)
+        );
         for bad in ["", "5x", "s", "-1s", "1e99h", "ten"] {
             assert!(bad.parse::<Span>().is_err(), "{bad:?} should be rejected");
         }
@@ -397,7 +419,10 @@ mod tests {
     #[test]
     fn sizes_and_counts() {
         assert_eq!("64K".parse::<Size>().unwrap(), Size(Limit::Value(65_536)));
-        assert_eq!("256M".parse::<Size>().unwrap(), Size(Limit::Value(256 << 20)));
+        assert_eq!(
+            "256M".parse::<Size>().unwrap(),
+            Size(Limit::Value(256 << 20))
+        );
         assert_eq!("1G".parse::<Size>().unwrap(), Size(Limit::Value(1 << 30)));
         assert_eq!("100".parse::<Size>().unwrap(), Size(Limit::Value(100)));
         assert_eq!("unlimited".parse::<Size>().unwrap(), Size(Limit::Unlimited));
@@ -405,7 +430,10 @@ mod tests {
         assert!("0.5".parse::<Size>().is_err());
         assert_eq!("1024".parse::<Count>().unwrap(), Count(Limit::Value(1024)));
         assert!("-3".parse::<Count>().is_err());
-        assert_eq!("1500ms".parse::<CpuTime>().unwrap(), CpuTime(Limit::Value(2)));
+        assert_eq!(
+            "1500ms".parse::<CpuTime>().unwrap(),
+            CpuTime(Limit::Value(2))
+        );
     }
 
     #[test]
@@ -413,7 +441,10 @@ mod tests {
         let rate: Rate = "50/s".parse().unwrap();
         assert_eq!((rate.count, rate.per), (50, Duration::from_secs(1)));
         assert_eq!("10/m".parse::<Rate>().unwrap().per, Duration::from_secs(60));
-        assert_eq!("3/10s".parse::<Rate>().unwrap().per, Duration::from_secs(10));
+        assert_eq!(
+            "3/10s".parse::<Rate>().unwrap().per,
+            Duration::from_secs(10)
+        );
         for bad in ["50", "0/s", "x/s", "5/fortnight", "5/0s"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?} should be rejected");
         }
@@ -429,12 +460,33 @@ mod tests {
             "[::1]:13".parse::<ListenAddr>().unwrap(),
             ListenAddr::Inet("[::1]:13".parse().unwrap())
         );
-        assert_eq!("*:13".parse::<ListenAddr>().unwrap(), ListenAddr::AnyInet(13));
+        assert_eq!(
+            "*:13".parse::<ListenAddr>().unwrap(),
+            ListenAddr::AnyInet(13)
+        );
         assert_eq!("13".parse::<ListenAddr>().unwrap(), ListenAddr::AnyInet(13));
-        assert_eq!("/run/x.sock".parse::<ListenAddr>().unwrap(), ListenAddr::Unix("/run/x.sock".into()));
-        assert_eq!("@x".parse::<ListenAddr>().unwrap(), ListenAddr::Abstract("x".into()));
-        for bad in ["localhost:13", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:13", "@", "relative/path", "[::1:13"] {
-            assert!(bad.parse::<ListenAddr>().is_err(), "{bad:?} should be rejected");
+        assert_eq!(
+            "/run/x.sock".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Unix("/run/x.sock".into())
+        );
+        assert_eq!(
+            "@x".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Abstract("x".into())
+        );
+        for bad in [
+            "localhost:13",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:70000",
+            "::1:13",
+            "@",
+            "relative/path",
+            "[::1:13",
+        ] {
+            assert!(
+                bad.parse::<ListenAddr>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -454,7 +506,10 @@ mod tests {
         let net: Cidr = "10.1.2.0/24".parse().unwrap();
         assert!(net.contains("10.1.2.77".parse().unwrap()));
         assert!(!net.contains("10.1.3.1".parse().unwrap()));
-        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()), "v4-mapped peers match as IPv4");
+        assert!(
+            net.contains("::ffff:10.1.2.3".parse().unwrap()),
+            "v4-mapped peers match as IPv4"
+        );
         let single: Cidr = "::1".parse().unwrap();
         assert!(single.contains("::1".parse().unwrap()));
         assert!(!single.contains("::2".parse().unwrap()));

@@ -40,8 +40,21 @@ fn merge_limits(service: Option<RawLimits>, defaults: Option<&RawLimits>) -> Raw
         ($($field:ident),*) => { $( if merged.$field.is_none() { merged.$field = d.$field.clone(); } )* };
     }
     inherit!(
-        instances, on_limit, per_source, rate, rate_pause, per_source_rate, per_source_pause,
-        timeout, kill_after, cpu, memory, files, processes, core, max_load
+        instances,
+        on_limit,
+        per_source,
+        rate,
+        rate_pause,
+        per_source_rate,
+        per_source_pause,
+        timeout,
+        kill_after,
+        cpu,
+        memory,
+        files,
+        processes,
+        core,
+        max_load
     );
     merged
 }
@@ -99,13 +112,20 @@ pub fn service(
     raw: RawService,
     defaults: &RawDefaults,
 ) -> Result<Service, Vec<ConfigError>> {
-    let mut errors = Errors { file, text, list: Vec::new() };
+    let mut errors = Errors {
+        file,
+        text,
+        list: Vec::new(),
+    };
     let name = raw.name.clone().unwrap_or_else(|| stem.to_string());
     if !is_valid_name(&name) {
         let key = if raw.name.is_some() { "name" } else { "" };
         let message = format!("invalid service name {name:?} (letters, digits, '_', '.', '-')");
         if key.is_empty() {
-            errors.list.push(ConfigError::new(file, message + "; rename the file or set name:"));
+            errors.list.push(ConfigError::new(
+                file,
+                message + "; rename the file or set name:",
+            ));
         } else {
             errors.push(key, message);
         }
@@ -117,11 +137,18 @@ pub fn service(
     }
     for (index, addr) in listen.iter().enumerate() {
         if listen[..index].iter().any(|earlier| earlier.overlaps(addr)) {
-            errors.push("listen", format!("{addr} is listed twice or overlaps another entry"));
+            errors.push(
+                "listen",
+                format!("{addr} is listed twice or overlaps another entry"),
+            );
         }
     }
 
-    let actions = [raw.exec.is_some(), raw.internal.is_some(), raw.redirect.is_some()];
+    let actions = [
+        raw.exec.is_some(),
+        raw.internal.is_some(),
+        raw.redirect.is_some(),
+    ];
     let action = match actions.iter().filter(|a| **a).count() {
         0 => {
             errors.push("exec", "a service needs one of exec, internal or redirect");
@@ -136,14 +163,20 @@ pub fn service(
                         None
                     }
                     Some(program) if !program.starts_with('/') => {
-                        errors.push("exec", format!("the program {program:?} must be an absolute path"));
+                        errors.push(
+                            "exec",
+                            format!("the program {program:?} must be an absolute path"),
+                        );
                         None
                     }
                     Some(_) if argv.iter().any(|a| a.contains('\0')) => {
                         errors.push("exec", "arguments may not contain NUL bytes");
                         None
                     }
-                    Some(program) => Some(Action::Exec { program: PathBuf::from(program), argv }),
+                    Some(program) => Some(Action::Exec {
+                        program: PathBuf::from(program),
+                        argv,
+                    }),
                 }
             } else if let Some(kind) = raw.internal {
                 Some(Action::Internal(kind))
@@ -162,14 +195,20 @@ pub fn service(
             }
         }
         _ => {
-            errors.push("exec", "exec, internal and redirect exclude each other; give exactly one");
+            errors.push(
+                "exec",
+                "exec, internal and redirect exclude each other; give exactly one",
+            );
             None
         }
     };
 
     let wait = match (&action, raw.wait) {
         (Some(Action::Internal(_)), Some(_)) => {
-            errors.push("wait", "internal services take no wait: they are served inside spawnd");
+            errors.push(
+                "wait",
+                "internal services take no wait: they are served inside spawnd",
+            );
             false
         }
         (Some(Action::Redirect(_)), Some(true)) => {
@@ -187,18 +226,28 @@ pub fn service(
         );
     }
     if socket == SocketKind::Dgram && matches!(action, Some(Action::Redirect(_))) {
-        errors.push("redirect", "redirect forwards TCP connections; it needs socket: stream");
+        errors.push(
+            "redirect",
+            "redirect forwards TCP connections; it needs socket: stream",
+        );
     }
 
     let pass = raw.pass.unwrap_or(PassMode::Stdio);
-    let default_stderr = if pass == PassMode::ListenFds { StderrMode::Null } else { StderrMode::Socket };
+    let default_stderr = if pass == PassMode::ListenFds {
+        StderrMode::Null
+    } else {
+        StderrMode::Socket
+    };
     let stderr = raw.stderr.or(defaults.stderr).unwrap_or(default_stderr);
     if pass == PassMode::ListenFds {
         if !wait || !matches!(action, Some(Action::Exec { .. })) {
             errors.push("pass", "pass: listen_fds needs a program with wait: true");
         }
         if stderr == StderrMode::Socket {
-            errors.push("stderr", "stderr: socket is not allowed with pass: listen_fds (use null or log)");
+            errors.push(
+                "stderr",
+                "stderr: socket is not allowed with pass: listen_fds (use null or log)",
+            );
         }
     }
 
@@ -220,15 +269,24 @@ pub fn service(
             errors.push("env", format!("the value of {name} contains a NUL byte"));
         }
     }
-    let pass_env = raw.pass_env.or_else(|| defaults.pass_env.clone()).unwrap_or_default();
+    let pass_env = raw
+        .pass_env
+        .or_else(|| defaults.pass_env.clone())
+        .unwrap_or_default();
     for name in &pass_env {
         check_env_name(&mut errors, "pass_env", name);
     }
 
     let raw_limits = merge_limits(raw.limits, defaults.limits.as_ref());
-    for (key, value) in [("limits.instances", raw_limits.instances), ("limits.per_source", raw_limits.per_source)] {
+    for (key, value) in [
+        ("limits.instances", raw_limits.instances),
+        ("limits.per_source", raw_limits.per_source),
+    ] {
         if value == Some(0) {
-            errors.push(key, "must be at least 1 (to stop a service, use disabled: true)");
+            errors.push(
+                key,
+                "must be at least 1 (to stop a service, use disabled: true)",
+            );
         }
     }
     if let Some(load) = raw_limits.max_load {
@@ -243,7 +301,9 @@ pub fn service(
         rate: raw_limits.rate,
         rate_pause: raw_limits.rate_pause.map_or(DEFAULT_RATE_PAUSE, |s| s.0),
         per_source_rate: raw_limits.per_source_rate,
-        per_source_pause: raw_limits.per_source_pause.map_or(DEFAULT_PER_SOURCE_PAUSE, |s| s.0),
+        per_source_pause: raw_limits
+            .per_source_pause
+            .map_or(DEFAULT_PER_SOURCE_PAUSE, |s| s.0),
         timeout: raw_limits.timeout.map(|s| s.0).filter(|d| !d.is_zero()),
         kill_after: raw_limits.kill_after.map_or(DEFAULT_KILL_AFTER, |s| s.0),
         max_load: raw_limits.max_load,
@@ -270,11 +330,14 @@ pub fn service(
         times,
     };
 
-    let has_unix = listen
-        .iter()
-        .any(|a| matches!(a, ListenAddr::Unix(_)));
-    if !has_unix && (raw.unix_mode.is_some() || raw.unix_owner.is_some() || raw.unix_group.is_some()) {
-        errors.push("unix_mode", "unix_mode, unix_owner and unix_group apply only to a Unix socket path");
+    let has_unix = listen.iter().any(|a| matches!(a, ListenAddr::Unix(_)));
+    if !has_unix
+        && (raw.unix_mode.is_some() || raw.unix_owner.is_some() || raw.unix_group.is_some())
+    {
+        errors.push(
+            "unix_mode",
+            "unix_mode, unix_owner and unix_group apply only to a Unix socket path",
+        );
     }
     let is_exec = matches!(action, Some(Action::Exec { .. }));
     if !is_exec {
@@ -290,7 +353,10 @@ pub fn service(
             ("pass", raw.pass.is_some()),
         ] {
             if set {
-                errors.push(key, "applies only to services with exec (nothing is started otherwise)");
+                errors.push(
+                    key,
+                    "applies only to services with exec (nothing is started otherwise)",
+                );
             }
         }
     }
@@ -303,7 +369,10 @@ pub fn service(
     };
 
     let (user, group) = if is_exec {
-        (raw.user.or_else(|| defaults.user.clone()), raw.group.or_else(|| defaults.group.clone()))
+        (
+            raw.user.or_else(|| defaults.user.clone()),
+            raw.group.or_else(|| defaults.group.clone()),
+        )
     } else {
         (None, None)
     };
@@ -346,8 +415,16 @@ pub fn service(
     })
 }
 
-pub fn global(file: &Path, text: &str, raw: RawGlobal) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
-    let mut errors = Errors { file, text, list: Vec::new() };
+pub fn global(
+    file: &Path,
+    text: &str,
+    raw: RawGlobal,
+) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
+    let mut errors = Errors {
+        file,
+        text,
+        list: Vec::new(),
+    };
     if raw.max_children == Some(0) {
         errors.push("max_children", "must be at least 1");
     }
@@ -356,7 +433,10 @@ pub fn global(file: &Path, text: &str, raw: RawGlobal) -> Result<(Global, RawDef
         Some(level) => match level.parse::<log::LevelFilter>() {
             Ok(level) => Some(level),
             Err(_) => {
-                errors.push("log.level", format!("invalid level {level:?} (off, error, warn, info, debug, trace)"));
+                errors.push(
+                    "log.level",
+                    format!("invalid level {level:?} (off, error, warn, info, debug, trace)"),
+                );
                 None
             }
         },
@@ -366,7 +446,11 @@ pub fn global(file: &Path, text: &str, raw: RawGlobal) -> Result<(Global, RawDef
     for (name, _) in defaults.env.iter().flatten() {
         check_env_name(&mut errors, "defaults.env", name);
     }
-    for window in defaults.access.iter().flat_map(|a| a.times.iter().flatten()) {
+    for window in defaults
+        .access
+        .iter()
+        .flat_map(|a| a.times.iter().flatten())
+    {
         if let Err(message) = parse_time_window(window) {
             errors.push("defaults.access.times", message);
         }
@@ -394,7 +478,11 @@ pub fn across(services: &[Service]) -> Vec<(usize, ConfigError)> {
             if earlier.name == service.name {
                 let error = ConfigError::new(
                     &service.file,
-                    format!("duplicate service name {:?} (also in {})", service.name, earlier.file.display()),
+                    format!(
+                        "duplicate service name {:?} (also in {})",
+                        service.name,
+                        earlier.file.display()
+                    ),
                 )
                 .key("name");
                 errors.push((index, error));
@@ -403,7 +491,8 @@ pub fn across(services: &[Service]) -> Vec<(usize, ConfigError)> {
             if service.disabled || earlier.disabled {
                 continue;
             }
-            let same_family = |a: &ListenAddr| matches!(a, ListenAddr::Unix(_) | ListenAddr::Abstract(_));
+            let same_family =
+                |a: &ListenAddr| matches!(a, ListenAddr::Unix(_) | ListenAddr::Abstract(_));
             let clash = service.listen.iter().find(|addr| {
                 earlier.listen.iter().any(|other| {
                     other.overlaps(addr) && (earlier.socket == service.socket || same_family(addr))
@@ -454,52 +543,91 @@ mod tests {
         assert_eq!(s.stderr, StderrMode::Socket);
         assert_eq!(
             s.action,
-            Action::Exec { program: "/bin/date".into(), argv: vec!["/bin/date".into(), "-u".into()] }
+            Action::Exec {
+                program: "/bin/date".into(),
+                argv: vec!["/bin/date".into(), "-u".into()]
+            }
         );
         assert_eq!(s.backlog, DEFAULT_BACKLOG);
     }
 
     #[test]
     fn dgram_defaults_to_wait() {
-        let s = check("socket: dgram\nlisten: 127.0.0.1:8069\nexec: /usr/sbin/in.tftpd -s /srv\n").unwrap();
+        let s = check("socket: dgram\nlisten: 127.0.0.1:8069\nexec: /usr/sbin/in.tftpd -s /srv\n")
+            .unwrap();
         assert!(s.wait);
-        let e = first_error("socket: dgram\nwait: false\nlisten: 127.0.0.1:8069\nexec: [/bin/cat]\n");
+        let e =
+            first_error("socket: dgram\nwait: false\nlisten: 127.0.0.1:8069\nexec: [/bin/cat]\n");
         assert_eq!(e.key.as_deref(), Some("wait"));
         assert_eq!(e.position, Some((2, 1)));
     }
 
     #[test]
     fn exec_rules() {
-        assert_eq!(first_error("listen: 127.0.0.1:1\n").key.as_deref(), Some("exec"));
+        assert_eq!(
+            first_error("listen: 127.0.0.1:1\n").key.as_deref(),
+            Some("exec")
+        );
         let e = first_error("listen: 127.0.0.1:1\nexec: [bin/date]\n");
         assert!(e.message.contains("absolute"), "{e}");
         assert_eq!(e.position, Some((2, 1)));
         let e = first_error("listen: 127.0.0.1:1\nexec: [/bin/date]\ninternal: echo\n");
         assert!(e.message.contains("exactly one"), "{e}");
-        assert_eq!(first_error("listen: 127.0.0.1:1\nexec: []\n").key.as_deref(), Some("exec"));
+        assert_eq!(
+            first_error("listen: 127.0.0.1:1\nexec: []\n")
+                .key
+                .as_deref(),
+            Some("exec")
+        );
     }
 
     #[test]
     fn internal_takes_no_wait_or_user() {
         assert!(check("listen: 127.0.0.1:7\ninternal: echo\n").is_ok());
-        assert_eq!(first_error("listen: 127.0.0.1:7\ninternal: echo\nwait: true\n").key.as_deref(), Some("wait"));
-        assert_eq!(first_error("listen: 127.0.0.1:7\ninternal: echo\nuser: nobody\n").key.as_deref(), Some("user"));
+        assert_eq!(
+            first_error("listen: 127.0.0.1:7\ninternal: echo\nwait: true\n")
+                .key
+                .as_deref(),
+            Some("wait")
+        );
+        assert_eq!(
+            first_error("listen: 127.0.0.1:7\ninternal: echo\nuser: nobody\n")
+                .key
+                .as_deref(),
+            Some("user")
+        );
     }
 
     #[test]
     fn listen_is_required_and_unique() {
-        assert_eq!(first_error("exec: [/bin/date]\n").key.as_deref(), Some("listen"));
-        assert_eq!(first_error("listen: []\nexec: [/bin/date]\n").key.as_deref(), Some("listen"));
+        assert_eq!(
+            first_error("exec: [/bin/date]\n").key.as_deref(),
+            Some("listen")
+        );
+        assert_eq!(
+            first_error("listen: []\nexec: [/bin/date]\n")
+                .key
+                .as_deref(),
+            Some("listen")
+        );
         let e = first_error("listen: ['*:9', 127.0.0.1:9]\nexec: [/bin/date]\n");
         assert!(e.message.contains("overlaps"), "{e}");
     }
 
     #[test]
     fn listen_fds_rules() {
-        let ok = check("listen: 127.0.0.1:9\nwait: true\npass: listen_fds\nexec: [/bin/x]\n").unwrap();
+        let ok =
+            check("listen: 127.0.0.1:9\nwait: true\npass: listen_fds\nexec: [/bin/x]\n").unwrap();
         assert_eq!(ok.stderr, StderrMode::Null);
-        assert_eq!(first_error("listen: 127.0.0.1:9\npass: listen_fds\nexec: [/bin/x]\n").key.as_deref(), Some("pass"));
-        let e = first_error("listen: 127.0.0.1:9\nwait: true\npass: listen_fds\nstderr: socket\nexec: [/bin/x]\n");
+        assert_eq!(
+            first_error("listen: 127.0.0.1:9\npass: listen_fds\nexec: [/bin/x]\n")
+                .key
+                .as_deref(),
+            Some("pass")
+        );
+        let e = first_error(
+            "listen: 127.0.0.1:9\nwait: true\npass: listen_fds\nstderr: socket\nexec: [/bin/x]\n",
+        );
         assert_eq!(e.key.as_deref(), Some("stderr"));
     }
 

@@ -5,10 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::{Child, ListenerState, Server, Source, TimerKey, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE, FORK_FAILED_PAUSE};
+use super::{
+    Child, ListenerState, Server, Source, TimerKey, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE,
+    FORK_FAILED_PAUSE,
+};
 use crate::childenv::{write_connection_env, Peer, Transport};
 use crate::config::SocketKind;
-use crate::limits::{check_access, Decision, PauseStarted, Refusal};
+use crate::limits::{check_access, Decision, PauseStarted, Refusal, SourceKey};
 use crate::spawn::SpawnError;
 
 /// `ip:port`, or `-` when the client has no IP address.
@@ -21,7 +24,11 @@ impl std::fmt::Display for PeerLabel<'_> {
                 let ip = crate::config::units::canonical_ip(remote.ip());
                 write!(f, "{}", SocketAddr::new(ip, remote.port()))
             }
-            Peer::Unix { uid: Some(uid), pid, .. } => match pid {
+            Peer::Unix {
+                uid: Some(uid),
+                pid,
+                ..
+            } => match pid {
                 Some(pid) => write!(f, "unix:uid={uid},pid={pid}"),
                 None => write!(f, "unix:uid={uid}"),
             },
@@ -33,6 +40,15 @@ impl std::fmt::Display for PeerLabel<'_> {
 pub(super) fn peer_ip(peer: &Peer) -> Option<IpAddr> {
     match peer {
         Peer::Inet { remote, .. } => Some(crate::config::units::canonical_ip(remote.ip())),
+        _ => None,
+    }
+}
+
+/// The key per-source limits count by: the address, or a Unix peer's uid.
+pub(super) fn peer_source(peer: &Peer) -> Option<SourceKey> {
+    match peer {
+        Peer::Inet { remote, .. } => Some(SourceKey::ip(remote.ip())),
+        Peer::Unix { uid: Some(uid), .. } => Some(SourceKey::Uid(*uid)),
         _ => None,
     }
 }
@@ -58,7 +74,9 @@ enum Outcome {
 
 impl Server {
     pub(super) fn on_listener(&mut self, source: usize) {
-        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        let Some(Source::Listener(listener)) = self.sources.get(source) else {
+            return;
+        };
         let service = &self.services[listener.service];
         if service.spec.wait {
             self.hand_off(source);
@@ -75,10 +93,14 @@ impl Server {
 
     fn accept_batch(&mut self, source: usize) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+            let Some(Source::Listener(listener)) = self.sources.get(source) else {
+                return;
+            };
             let fd = listener.bound.fd.as_raw_fd();
             let service = &self.services[listener.service];
-            if service.admission.queues() && (service.admission.at_instance_limit() || self.global_full()) {
+            if service.admission.queues()
+                && (service.admission.at_instance_limit() || self.global_full())
+            {
                 // Leave clients in the kernel backlog until a child exits.
                 self.disarm(source, ListenerState::Paused);
                 self.queued.push(source);
@@ -99,7 +121,10 @@ impl Server {
                             self.pause_exhausted(source, &e);
                         }
                         _ => {
-                            log::error!("accept_error service={} error=\"{e}\"", self.services[self.listener_service(source)].spec.name);
+                            log::error!(
+                                "accept_error service={} error=\"{e}\"",
+                                self.services[self.listener_service(source)].spec.name
+                            );
                             self.pause_listener(source, FORK_FAILED_PAUSE);
                         }
                     }
@@ -120,11 +145,14 @@ impl Server {
 
     pub(super) fn pause_listener(&mut self, source: usize, pause: std::time::Duration) {
         self.disarm(source, ListenerState::Paused);
-        self.timers.schedule(Instant::now() + pause, TimerKey::ResumeListener { source });
+        self.timers
+            .schedule(Instant::now() + pause, TimerKey::ResumeListener { source });
     }
 
     fn pause_exhausted(&mut self, source: usize, error: &std::io::Error) {
-        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else { return };
+        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
+            return;
+        };
         if !listener.exhaustion_logged {
             listener.exhaustion_logged = true;
             let name = &self.services[listener.service].spec.name;
@@ -138,16 +166,27 @@ impl Server {
     }
 
     fn connection_peer(&self, source: usize, conn: &OwnedFd, remote: Option<SocketAddr>) -> Peer {
-        let Some(Source::Listener(listener)) = self.sources.get(source) else { return Peer::Unknown };
+        let Some(Source::Listener(listener)) = self.sources.get(source) else {
+            return Peer::Unknown;
+        };
         match remote {
             Some(remote) => Peer::Inet {
-                local: listener.fixed_local.or_else(|| crate::sys::local_addr(conn.as_raw_fd())),
+                local: listener
+                    .fixed_local
+                    .or_else(|| crate::sys::local_addr(conn.as_raw_fd())),
                 remote,
             },
-            None => match nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials) {
-                Ok(cred) => Peer::Unix { pid: Some(cred.pid()), uid: Some(cred.uid()), gid: Some(cred.gid()) },
-                Err(_) => Peer::Unknown,
-            },
+            None => {
+                match nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+                {
+                    Ok(cred) => Peer::Unix {
+                        pid: Some(cred.pid()),
+                        uid: Some(cred.uid()),
+                        gid: Some(cred.gid()),
+                    },
+                    Err(_) => Peer::Unknown,
+                }
+            }
         }
     }
 
@@ -157,10 +196,16 @@ impl Server {
         let global_full = self.global_full();
         let service = &mut self.services[service_id];
         let ip = peer_ip(peer);
-        let minute = if service.spec.access.times.is_empty() { None } else { Some(crate::sys::local_minute_of_day()) };
+        let minute = if service.spec.access.times.is_empty() {
+            None
+        } else {
+            Some(crate::sys::local_minute_of_day())
+        };
         let decision = match check_access(&service.spec.access, ip, minute) {
             Err(refusal) => Decision::Refuse(refusal, None),
-            Ok(()) => service.admission.decide(ip, now, global_full, crate::sys::load_average),
+            Ok(()) => service
+                .admission
+                .decide(peer_source(peer), now, global_full, crate::sys::load_average),
         };
         let refusal = match decision {
             Decision::Admit => return Ok(()),
@@ -195,7 +240,12 @@ impl Server {
                     "rate_pause service={name} seconds={:.1}",
                     until.saturating_duration_since(now).as_secs_f64()
                 );
-                self.timers.schedule(until, TimerKey::ResumeService { service: service_id });
+                self.timers.schedule(
+                    until,
+                    TimerKey::ResumeService {
+                        service: service_id,
+                    },
+                );
             }
             PauseStarted::Source { ip, until } => {
                 log::warn!(
@@ -229,13 +279,28 @@ impl Server {
     }
 
     /// Starts the service's program on `primary`; records and logs the child.
-    fn start_child(&mut self, service_id: usize, primary: RawFd, peer: &Peer, transport: Transport, handed_off: Option<usize>) -> Outcome {
+    fn start_child(
+        &mut self,
+        service_id: usize,
+        primary: RawFd,
+        peer: &Peer,
+        transport: Transport,
+        handed_off: Option<usize>,
+    ) -> Outcome {
         let now = Instant::now();
-        let pipe = match self.services[service_id].plan.as_ref().map(|p| p.wants_stderr_pipe()) {
+        let pipe = match self.services[service_id]
+            .plan
+            .as_ref()
+            .map(|p| p.wants_stderr_pipe())
+        {
             Some(true) => match super::stderr_log::pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => {
-                    log::error!("spawn_failed service={} peer={} error=\"stderr pipe: {e}\"", self.services[service_id].spec.name, PeerLabel(peer));
+                    log::error!(
+                        "spawn_failed service={} peer={} error=\"stderr pipe: {e}\"",
+                        self.services[service_id].spec.name,
+                        PeerLabel(peer)
+                    );
                     self.services[service_id].counters.spawn_failures += 1;
                     return Outcome::Failed;
                 }
@@ -244,20 +309,36 @@ impl Server {
         };
         write_connection_env(&mut self.spawner.conn_env, transport, peer);
         let service = &mut self.services[service_id];
-        let Some(plan) = service.plan.as_ref() else { return Outcome::Refused };
-        let result = self.spawner.spawn(plan, primary, pipe.as_ref().map(|(_, w)| w.as_raw_fd()));
+        let Some(plan) = service.plan.as_ref() else {
+            return Outcome::Refused;
+        };
+        let result = self
+            .spawner
+            .spawn(plan, primary, pipe.as_ref().map(|(_, w)| w.as_raw_fd()));
         match result {
             Ok(pid) => {
                 service.counters.accepted += 1;
-                service.admission.started(peer_ip(peer));
-                log::info!("accept service={} peer={} pid={pid}", service.spec.name, PeerLabel(peer));
+                service.admission.started(peer_source(peer));
+                log::info!(
+                    "accept service={} peer={} pid={pid}",
+                    service.spec.name,
+                    PeerLabel(peer)
+                );
                 if let Some(timeout) = service.spec.limits.timeout {
-                    self.timers.schedule(now + timeout, TimerKey::ChildTimeout { pid, started: now });
+                    self.timers
+                        .schedule(now + timeout, TimerKey::ChildTimeout { pid, started: now });
                 }
                 let name = service.spec.name.clone();
                 self.children.insert(
                     pid,
-                    Child { service: service_id, peer: *peer, started: now, handed_off, counted: true, signalled: 0 },
+                    Child {
+                        service: service_id,
+                        peer: *peer,
+                        started: now,
+                        handed_off,
+                        counted: true,
+                        signalled: 0,
+                    },
                 );
                 if let Some((read, _write)) = pipe {
                     self.watch_stderr(read, name, pid);
@@ -266,7 +347,11 @@ impl Server {
             }
             Err(SpawnError::Fork(e)) => {
                 service.counters.spawn_failures += 1;
-                log::error!("spawn_failed service={} peer={} error=\"{e}\"", service.spec.name, PeerLabel(peer));
+                log::error!(
+                    "spawn_failed service={} peer={} error=\"{e}\"",
+                    service.spec.name,
+                    PeerLabel(peer)
+                );
                 Outcome::Failed
             }
             Err(SpawnError::Exec { pid, stage, error }) => {
@@ -280,7 +365,14 @@ impl Server {
                 // Reaped quietly; the slot it would have taken is not counted.
                 self.children.insert(
                     pid,
-                    Child { service: service_id, peer: *peer, started: now, handed_off, counted: false, signalled: 0 },
+                    Child {
+                        service: service_id,
+                        peer: *peer,
+                        started: now,
+                        handed_off,
+                        counted: false,
+                        signalled: 0,
+                    },
                 );
                 Outcome::Failed
             }
@@ -289,7 +381,9 @@ impl Server {
 
     /// Wait mode: give the socket itself to one child.
     fn hand_off(&mut self, source: usize) {
-        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        let Some(Source::Listener(listener)) = self.sources.get(source) else {
+            return;
+        };
         let fd = listener.bound.fd.as_raw_fd();
         let kind = listener.kind;
         let fixed_local = listener.fixed_local;
@@ -298,13 +392,19 @@ impl Server {
             // Refused datagrams are read and dropped; continue with the next.
             loop {
                 let peer = match crate::sys::peek_sender(fd) {
-                    Ok(Some(remote)) => Peer::Inet { local: fixed_local, remote },
+                    Ok(Some(remote)) => Peer::Inet {
+                        local: fixed_local,
+                        remote,
+                    },
                     Ok(None) => Peer::Unknown,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // e.g. an ICMP error queued on the socket: reading it clears it.
-                        log::debug!("datagram_error service={} error=\"{e}\"", self.services[service_id].spec.name);
+                        log::debug!(
+                            "datagram_error service={} error=\"{e}\"",
+                            self.services[service_id].spec.name
+                        );
                         let _ = crate::sys::discard_datagram(fd);
                         continue;
                     }
@@ -319,7 +419,10 @@ impl Server {
         };
         self.disarm(source, ListenerState::Paused);
         if let Err(e) = crate::sys::set_nonblocking(fd, false) {
-            log::error!("handoff_error service={} error=\"{e}\"", self.services[service_id].spec.name);
+            log::error!(
+                "handoff_error service={} error=\"{e}\"",
+                self.services[service_id].spec.name
+            );
             self.pause_listener(source, FORK_FAILED_PAUSE);
             return;
         }
@@ -349,7 +452,9 @@ impl Server {
 
     /// A wait-mode child was reaped: take the socket back.
     pub(super) fn take_back(&mut self, source: usize) {
-        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else { return };
+        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
+            return;
+        };
         let fd = listener.bound.fd.as_raw_fd();
         listener.state = ListenerState::Paused;
         if let Err(e) = crate::sys::set_nonblocking(fd, true) {

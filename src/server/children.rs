@@ -20,7 +20,11 @@ fn describe(status: &WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("status={code}"),
         WaitStatus::Signaled(_, signal, core) => {
-            format!("signal={}{}", signal.as_str().trim_start_matches("SIG"), if *core { " core=yes" } else { "" })
+            format!(
+                "signal={}{}",
+                signal.as_str().trim_start_matches("SIG"),
+                if *core { " core=yes" } else { "" }
+            )
         }
         other => format!("state=\"{other:?}\""),
     }
@@ -45,11 +49,15 @@ impl Server {
     }
 
     fn child_exited(&mut self, pid: i32, status: &WaitStatus) {
-        let Some(child) = self.children.remove(&pid) else { return };
+        let Some(child) = self.children.remove(&pid) else {
+            return;
+        };
         let abnormal = !matches!(status, WaitStatus::Exited(_, 0));
         if let Some(service) = self.services.get_mut(child.service) {
             if child.counted {
-                service.admission.finished(super::accept::peer_ip(&child.peer));
+                service
+                    .admission
+                    .finished(super::accept::peer_source(&child.peer));
                 if abnormal {
                     service.counters.abnormal_exits += 1;
                 }
@@ -66,7 +74,11 @@ impl Server {
             self.take_back(source);
         }
         self.release_queued();
-        if self.services.get(child.service).is_some_and(|s| s.retired && s.admission.active() == 0) {
+        if self
+            .services
+            .get(child.service)
+            .is_some_and(|s| s.retired && s.admission.active() == 0)
+        {
             let has_children = self.children.values().any(|c| c.service == child.service);
             if !has_children {
                 self.services.remove(child.service);
@@ -91,12 +103,20 @@ impl Server {
 
     /// `limits.timeout` expired (`kill` false) or `kill_after` did too.
     pub(super) fn child_timeout(&mut self, pid: i32, started: Instant, kill: bool) {
-        let Some(child) = self.children.get_mut(&pid) else { return };
+        let Some(child) = self.children.get_mut(&pid) else {
+            return;
+        };
         if child.started != started {
             return; // the pid was reused by a newer child
         }
-        let name = self.services.get(child.service).map_or("-", |s| s.spec.name.as_str());
-        let kill_after = self.services.get(child.service).map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
+        let name = self
+            .services
+            .get(child.service)
+            .map_or("-", |s| s.spec.name.as_str());
+        let kill_after = self
+            .services
+            .get(child.service)
+            .map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
         if kill {
             if child.signalled < 2 {
                 child.signalled = 2;
@@ -105,9 +125,15 @@ impl Server {
             }
         } else if child.signalled == 0 {
             child.signalled = 1;
-            log::warn!("timeout service={name} pid={pid} action=SIGTERM kill_after={:.1}s", kill_after.as_secs_f64());
+            log::warn!(
+                "timeout service={name} pid={pid} action=SIGTERM kill_after={:.1}s",
+                kill_after.as_secs_f64()
+            );
             let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-            self.timers.schedule(Instant::now() + kill_after, TimerKey::ChildKill { pid, started });
+            self.timers.schedule(
+                Instant::now() + kill_after,
+                TimerKey::ChildKill { pid, started },
+            );
         }
     }
 
@@ -130,11 +156,16 @@ impl Server {
             self.close_listener(source);
         }
         let grace = self.global.shutdown_grace;
-        log::info!("stopping children={} grace={:.1}s", self.children.len(), grace.as_secs_f64());
+        log::info!(
+            "stopping children={} grace={:.1}s",
+            self.children.len(),
+            grace.as_secs_f64()
+        );
         crate::notify::send("STOPPING=1");
         self.stopping = Some(Stopping { terminating: false });
         if !self.children.is_empty() {
-            self.timers.schedule(Instant::now() + grace, TimerKey::ShutdownDeadline);
+            self.timers
+                .schedule(Instant::now() + grace, TimerKey::ShutdownDeadline);
         }
     }
 
@@ -156,9 +187,18 @@ impl Server {
                 child.signalled = 1;
                 let _ = killpg(Pid::from_raw(*pid), Signal::SIGTERM);
             }
-            let kill_after = self.services.get(child.service).map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
+            let kill_after = self
+                .services
+                .get(child.service)
+                .map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
             longest = longest.max(kill_after);
-            self.timers.schedule(now + kill_after, TimerKey::ChildKill { pid: *pid, started: child.started });
+            self.timers.schedule(
+                now + kill_after,
+                TimerKey::ChildKill {
+                    pid: *pid,
+                    started: child.started,
+                },
+            );
         }
         let _ = longest;
     }

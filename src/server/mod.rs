@@ -108,7 +108,11 @@ impl Banners {
                 f.take(MAX_BANNER).read_to_end(&mut data)
             });
             if let Err(e) = result {
-                log::warn!("banner_error service={} file={} error=\"{e}\"", spec.name, path.display());
+                log::warn!(
+                    "banner_error service={} file={} error=\"{e}\"",
+                    spec.name,
+                    path.display()
+                );
             }
             data
         };
@@ -171,7 +175,13 @@ pub struct Server {
 /// Signals spawnd takes through its signalfd (blocked for normal delivery).
 fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for signal in [Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1] {
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+    ] {
         set.add(signal);
     }
     set
@@ -186,15 +196,21 @@ impl Server {
     pub fn new(config: crate::cli::ConfigDir, global: Global) -> Result<Server, StartError> {
         crate::sys::ensure_stdio_open();
         crate::sys::reset_ignored_signals();
-        let spawner = Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
+        let spawner =
+            Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
         crate::sys::cloexec_from(crate::spawn::SLOT_NULL + 1);
         let mask = handled_signals();
-        mask.thread_block().map_err(|e| StartError(format!("cannot block signals: {e}")))?;
+        mask.thread_block()
+            .map_err(|e| StartError(format!("cannot block signals: {e}")))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| StartError(format!("cannot create signalfd: {e}")))?;
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poller: {e}")))?;
         poll.registry()
-            .register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
             .map_err(|e| StartError(format!("cannot watch signals: {e}")))?;
         Ok(Server {
             poll,
@@ -213,7 +229,9 @@ impl Server {
     }
 
     fn register(&self, fd: RawFd, source: usize, interest: Interest) -> io::Result<()> {
-        self.poll.registry().register(&mut SourceFd(&fd), token_of(source), interest)
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), token_of(source), interest)
     }
 
     fn deregister(&self, fd: RawFd) {
@@ -223,7 +241,8 @@ impl Server {
     /// Opens every socket of `spec` and adds the service; on any bind error
     /// nothing of it is kept.
     fn add_service(&mut self, spec: Service, now: Instant) -> Result<usize, String> {
-        let plan = ExecPlan::for_service(&spec).map_err(|e| format!("cannot prepare program: {e}"))?;
+        let plan =
+            ExecPlan::for_service(&spec).map_err(|e| format!("cannot prepare program: {e}"))?;
         let mut bound = Vec::new();
         for addr in &spec.listen {
             let socket = crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
@@ -233,7 +252,13 @@ impl Server {
         Ok(self.add_service_with(spec, plan, bound, now))
     }
 
-    fn add_service_with(&mut self, spec: Service, plan: Option<ExecPlan>, bound: Vec<(ListenAddr, Bound)>, now: Instant) -> usize {
+    fn add_service_with(
+        &mut self,
+        spec: Service,
+        plan: Option<ExecPlan>,
+        bound: Vec<(ListenAddr, Bound)>,
+        now: Instant,
+    ) -> usize {
         let admission = Admission::new(&spec.limits, now);
         let kind = spec.socket;
         let id = self.services.insert(ServiceRt {
@@ -251,7 +276,13 @@ impl Server {
         id
     }
 
-    fn attach_listener(&mut self, service: usize, addr: ListenAddr, kind: SocketKind, bound: Bound) {
+    fn attach_listener(
+        &mut self,
+        service: usize,
+        addr: ListenAddr,
+        kind: SocketKind,
+        bound: Bound,
+    ) {
         let fixed_local = match &addr {
             ListenAddr::Inet(_) => crate::sys::local_addr(bound.fd.as_raw_fd()),
             _ => None,
@@ -273,7 +304,9 @@ impl Server {
 
     /// Registers a listener that is paused; logs if that fails.
     fn arm(&mut self, source: usize) {
-        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        let Some(Source::Listener(listener)) = self.sources.get(source) else {
+            return;
+        };
         if listener.state == ListenerState::Armed {
             return;
         }
@@ -290,7 +323,9 @@ impl Server {
 
     /// Takes a listener out of the poller.
     fn disarm(&mut self, source: usize, state: ListenerState) {
-        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else { return };
+        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
+            return;
+        };
         if listener.state == ListenerState::Armed {
             let fd = listener.bound.fd.as_raw_fd();
             listener.state = state;
@@ -307,7 +342,11 @@ impl Server {
         let (mut started, mut failed) = (0, 0);
         for spec in services {
             if spec.disabled {
-                log::info!("disabled service={} file={}", spec.name, spec.file.display());
+                log::info!(
+                    "disabled service={} file={}",
+                    spec.name,
+                    spec.file.display()
+                );
                 continue;
             }
             let name = spec.name.clone();
@@ -349,7 +388,11 @@ impl Server {
                 self.on_source(source);
             }
             self.fire_timers();
-            if self.stopping.as_ref().is_some_and(|_| self.children.is_empty()) {
+            if self
+                .stopping
+                .as_ref()
+                .is_some_and(|_| self.children.is_empty())
+            {
                 log::info!("stopped");
                 return 0;
             }
@@ -430,7 +473,11 @@ impl Server {
         if service.retired {
             return "retired";
         }
-        if service.admission.rate_paused_until(Instant::now()).is_some() {
+        if service
+            .admission
+            .rate_paused_until(Instant::now())
+            .is_some()
+        {
             return "paused_rate";
         }
         let states: Vec<ListenerState> = service
@@ -441,7 +488,10 @@ impl Server {
                 _ => None,
             })
             .collect();
-        if states.iter().any(|s| matches!(s, ListenerState::HandedOff(_))) {
+        if states
+            .iter()
+            .any(|s| matches!(s, ListenerState::HandedOff(_)))
+        {
             "handed_off"
         } else if states.contains(&ListenerState::Paused) {
             "paused"

@@ -25,7 +25,9 @@ struct Placement {
 impl Server {
     /// Closes one listener (and removes a Unix socket file spawnd made).
     pub(super) fn close_listener(&mut self, source: usize) {
-        let Some(Source::Listener(listener)) = self.sources.get(source) else { return };
+        let Some(Source::Listener(listener)) = self.sources.get(source) else {
+            return;
+        };
         let fd = listener.bound.fd.as_raw_fd();
         let service = listener.service;
         if listener.state == super::ListenerState::Armed {
@@ -55,14 +57,24 @@ impl Server {
             .collect()
     }
 
-    fn place(&self, spec: &Service, existing: &HashMap<Identity, usize>) -> Result<Placement, String> {
-        let mut placement = Placement { reuse: Vec::new(), fresh: Vec::new() };
+    fn place(
+        &self,
+        spec: &Service,
+        existing: &HashMap<Identity, usize>,
+    ) -> Result<Placement, String> {
+        let mut placement = Placement {
+            reuse: Vec::new(),
+            fresh: Vec::new(),
+        };
         for addr in &spec.listen {
             match existing.get(&(spec.socket, addr.clone())) {
                 Some(source) => placement.reuse.push(*source),
                 None => {
-                    let bound = crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
-                        .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?;
+                    let bound =
+                        crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
+                            .map_err(|e| {
+                            format!("cannot listen on {} {addr}: {e}", spec.socket_label())
+                        })?;
                     placement.fresh.push((addr.clone(), bound));
                 }
             }
@@ -74,7 +86,10 @@ impl Server {
         if self.stopping.is_some() {
             return;
         }
-        crate::notify::send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::notify::monotonic_usec()));
+        crate::notify::send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            crate::notify::monotonic_usec()
+        ));
         log::info!("reload_start dir={}", self.config.dir.display());
         let loaded = match crate::report::load(&self.config) {
             Ok(loaded) => loaded,
@@ -91,10 +106,17 @@ impl Server {
             log::error!("config_error {error}");
         }
         let failed_files: HashSet<PathBuf> = loaded.errors.iter().map(|e| e.file.clone()).collect();
-        let mut wanted: Vec<Service> = loaded.services.into_iter().filter(|s| !s.disabled).collect();
+        let mut wanted: Vec<Service> = loaded
+            .services
+            .into_iter()
+            .filter(|s| !s.disabled)
+            .collect();
         // A file that does not check keeps its service's previous definition.
         for (_, rt) in self.services.iter() {
-            if !rt.retired && failed_files.contains(&rt.spec.file) && !wanted.iter().any(|s| s.name == rt.spec.name) {
+            if !rt.retired
+                && failed_files.contains(&rt.spec.file)
+                && !wanted.iter().any(|s| s.name == rt.spec.name)
+            {
                 log::warn!("reload_kept service={} detail=\"its file has errors; the previous definition stays\"", rt.spec.name);
                 wanted.push(rt.spec.clone());
             }
@@ -111,9 +133,17 @@ impl Server {
         // changed address (127.0.0.1:9 -> *:9) can be bound afterwards.
         let claimed: HashSet<usize> = wanted
             .iter()
-            .flat_map(|spec| spec.listen.iter().filter_map(|a| existing.get(&(spec.socket, a.clone())).copied()))
+            .flat_map(|spec| {
+                spec.listen
+                    .iter()
+                    .filter_map(|a| existing.get(&(spec.socket, a.clone())).copied())
+            })
             .collect();
-        let unclaimed: Vec<usize> = existing.values().copied().filter(|s| !claimed.contains(s)).collect();
+        let unclaimed: Vec<usize> = existing
+            .values()
+            .copied()
+            .filter(|s| !claimed.contains(s))
+            .collect();
         for source in unclaimed {
             self.close_listener(source);
         }
@@ -139,7 +169,9 @@ impl Server {
                     failed += 1;
                     log::error!("service_error service={name} error=\"{message}\"");
                     if let Some(id) = by_name.get(&name) {
-                        log::warn!("reload_kept service={name} detail=\"the previous definition stays\"");
+                        log::warn!(
+                            "reload_kept service={name} detail=\"the previous definition stays\""
+                        );
                         kept_services.insert(*id);
                     }
                     continue;

@@ -25,7 +25,11 @@ pub(super) struct Relay {
 
 impl Relay {
     fn new() -> Self {
-        Relay { window_start: Instant::now(), in_window: 0, dropped: 0 }
+        Relay {
+            window_start: Instant::now(),
+            in_window: 0,
+            dropped: 0,
+        }
     }
 
     /// Whether one more line may be logged now.
@@ -59,7 +63,12 @@ fn emit(pipe: &mut StderrPipe, line: &[u8]) {
     }
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\r', '\n']);
-    log::info!("stderr service={} pid={} line={:?}", pipe.service, pipe.pid, text);
+    log::info!(
+        "stderr service={} pid={} line={:?}",
+        pipe.service,
+        pipe.pid,
+        text
+    );
 }
 
 impl Server {
@@ -79,7 +88,9 @@ impl Server {
     }
 
     pub(super) fn on_stderr(&mut self, source: usize) {
-        let Some(Source::Stderr(pipe)) = self.sources.get_mut(source) else { return };
+        let Some(Source::Stderr(pipe)) = self.sources.get_mut(source) else {
+            return;
+        };
         let mut chunk = [0u8; 4096];
         let mut closed = false;
         // Bounded per turn so one chatty child cannot starve the loop.

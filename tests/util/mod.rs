@@ -24,7 +24,8 @@ pub fn free_port() -> u16 {
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("::1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("::1", port)).is_ok()
+        {
             return port;
         }
     }
@@ -37,7 +38,10 @@ pub struct Config {
 
 impl Config {
     pub fn new() -> Config {
-        let dir = tempfile::Builder::new().prefix("spawnd-test").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("spawnd-test")
+            .tempdir()
+            .expect("temp dir");
         std::fs::create_dir(dir.path().join("services.d")).expect("services.d");
         Config { dir }
     }
@@ -47,13 +51,23 @@ impl Config {
     }
 
     pub fn service(&self, name: &str, yaml: &str) -> PathBuf {
-        let path = self.dir.path().join("services.d").join(format!("{name}.yaml"));
+        let path = self
+            .dir
+            .path()
+            .join("services.d")
+            .join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).expect("write service file");
         path
     }
 
     pub fn remove_service(&self, name: &str) {
-        std::fs::remove_file(self.dir.path().join("services.d").join(format!("{name}.yaml"))).expect("remove");
+        std::fs::remove_file(
+            self.dir
+                .path()
+                .join("services.d")
+                .join(format!("{name}.yaml")),
+        )
+        .expect("remove");
     }
 
     pub fn global(&self, yaml: &str) {
@@ -106,11 +120,19 @@ impl Log {
     }
 
     pub fn text(&self) -> String {
-        self.0 .0.lock().map(|s| s.lines.join("\n")).unwrap_or_default()
+        self.0
+             .0
+            .lock()
+            .map(|s| s.lines.join("\n"))
+            .unwrap_or_default()
     }
 
     pub fn count(&self, needle: &str) -> usize {
-        self.0 .0.lock().map(|s| s.lines.iter().filter(|l| l.contains(needle)).count()).unwrap_or(0)
+        self.0
+             .0
+            .lock()
+            .map(|s| s.lines.iter().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
     }
 
     /// Waits until at least `n` lines contain every one of `needles`.
@@ -119,7 +141,11 @@ impl Log {
         let deadline = Instant::now() + WAIT;
         let mut guard = state.lock().expect("log lock");
         loop {
-            let found = guard.lines.iter().filter(|l| needles.iter().all(|n| l.contains(n))).count();
+            let found = guard
+                .lines
+                .iter()
+                .filter(|l| needles.iter().all(|n| l.contains(n)))
+                .count();
             if found >= n {
                 return true;
             }
@@ -127,7 +153,10 @@ impl Log {
             if now >= deadline || guard.closed {
                 return false;
             }
-            guard = cond.wait_timeout(guard, deadline - now).expect("log wait").0;
+            guard = cond
+                .wait_timeout(guard, deadline - now)
+                .expect("log wait")
+                .0;
         }
     }
 
@@ -137,7 +166,11 @@ impl Log {
 
     #[track_caller]
     pub fn expect(&self, needles: &[&str]) {
-        assert!(self.wait_for(needles), "log never had a line with {needles:?}; log:\n{}", self.text());
+        assert!(
+            self.wait_for(needles),
+            "log never had a line with {needles:?}; log:\n{}",
+            self.text()
+        );
     }
 }
 
@@ -153,7 +186,11 @@ impl Spawnd {
     }
 
     /// Starts `spawnd run -c DIR ARGS`, after `customize` adjusts the command.
-    pub fn start_with(config: &Config, args: &[&str], customize: impl FnOnce(&mut Command)) -> Spawnd {
+    pub fn start_with(
+        config: &Config,
+        args: &[&str],
+        customize: impl FnOnce(&mut Command),
+    ) -> Spawnd {
         let mut command = Command::new(BIN);
         command.arg("run").arg("-c").arg(config.path()).args(args);
         let spawnd = Self::spawn(command, customize);
@@ -163,7 +200,10 @@ impl Spawnd {
 
     /// Starts the command without waiting for readiness.
     pub fn spawn(mut command: Command, customize: impl FnOnce(&mut Command)) -> Spawnd {
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         command.env("RUST_LOG", "debug").env_remove("NOTIFY_SOCKET");
         customize(&mut command);
         let mut child = command.spawn().expect("start spawnd");
@@ -187,7 +227,8 @@ impl Spawnd {
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal spawnd");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
+            .expect("signal spawnd");
     }
 
     /// Sends SIGHUP and waits for the reload to finish (the n-th one).
@@ -196,7 +237,11 @@ impl Spawnd {
         self.signal(nix::sys::signal::Signal::SIGHUP);
         let deadline = Instant::now() + WAIT;
         while self.log.count("reload_done") + self.log.count("reload_rejected") <= before {
-            assert!(Instant::now() < deadline, "reload did not finish; log:\n{}", self.log.text());
+            assert!(
+                Instant::now() < deadline,
+                "reload did not finish; log:\n{}",
+                self.log.text()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -217,7 +262,10 @@ impl Spawnd {
 
     /// Zombie children of spawnd right now.
     pub fn zombies(&self) -> usize {
-        children_of(self.pid()).iter().filter(|(_, state)| *state == 'Z').count()
+        children_of(self.pid())
+            .iter()
+            .filter(|(_, state)| *state == 'Z')
+            .count()
     }
 
     /// Waits until spawnd has reaped every exited child.
@@ -226,14 +274,19 @@ impl Spawnd {
     }
 
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
 impl Drop for Spawnd {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
@@ -261,13 +314,25 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
 
 /// (pid, state) of every process whose parent is `parent`.
 pub fn children_of(parent: i32) -> Vec<(i32, char)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // The command may contain spaces and parentheses: parse after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -299,7 +364,11 @@ pub fn tcp_read(port: u16) -> String {
 
 /// Sends one datagram and waits for one reply.
 pub fn udp_exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bind: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0".parse().unwrap() } else { "[::1]:0".parse().unwrap() };
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
     let socket = UdpSocket::bind(bind)?;
     socket.set_read_timeout(Some(Duration::from_secs(5)))?;
     socket.send_to(data, addr)?;
@@ -313,7 +382,10 @@ pub fn udp_exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
 pub fn refused_at_once(port: u16) -> bool {
     match tcp_exchange(SocketAddr::from(([127, 0, 0, 1], port)), b"") {
         Ok(data) => data.is_empty(),
-        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused),
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
+        ),
     }
 }
 
@@ -343,7 +415,17 @@ pub fn start_in_netns(config: &Config) -> Option<Spawnd> {
     }
     let mut command = Command::new("unshare");
     command
-        .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh", BIN, "run", "-c"])
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+            BIN,
+            "run",
+            "-c",
+        ])
         .arg(config.path());
     let spawnd = Spawnd::spawn(command, |_| {});
     spawnd.log.expect(&["ready services="]);
@@ -353,12 +435,18 @@ pub fn start_in_netns(config: &Config) -> Option<Spawnd> {
 /// Runs a client command inside spawnd's network namespace.
 pub fn netns_command(spawnd: &Spawnd, program: &str) -> Command {
     let mut command = Command::new("nsenter");
-    command.arg(format!("--net=/proc/{}/ns/net", spawnd.pid())).arg("--").arg(program);
+    command
+        .arg(format!("--net=/proc/{}/ns/net", spawnd.pid()))
+        .arg("--")
+        .arg(program);
     command
 }
 
 /// Runs `work` on a thread that has joined spawnd's network namespace.
-pub fn in_netns<T: Send + 'static>(spawnd: &Spawnd, work: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn in_netns<T: Send + 'static>(
+    spawnd: &Spawnd,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let ns = std::fs::File::open(format!("/proc/{}/ns/net", spawnd.pid())).expect("open netns");
     std::thread::spawn(move || {
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
