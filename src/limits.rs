@@ -142,7 +142,6 @@ impl TokenBucket {
         self.tokens = self.capacity;
         self.last = now;
     }
-
 }
 
 #[derive(Debug, Clone)]
@@ -376,7 +375,6 @@ impl Admission {
         }
         false
     }
-
 }
 
 /// Minutes since local midnight, for `access.times`.
@@ -514,10 +512,22 @@ mod tests {
     #[test]
     fn unix_peers_count_by_uid() {
         let now = Instant::now();
-        let mut a = Admission::new(&Limits { per_source: Some(1), ..limits() }, now);
+        let mut a = Admission::new(
+            &Limits {
+                per_source: Some(1),
+                ..limits()
+            },
+            now,
+        );
         a.started(Some(SourceKey::Uid(1000)));
-        assert_eq!(a.decide(Some(SourceKey::Uid(1000)), now, false, no_load), Decision::Refuse(Refusal::PerSource, None));
-        assert_eq!(a.decide(Some(SourceKey::Uid(0)), now, false, no_load), Decision::Admit);
+        assert_eq!(
+            a.decide(Some(SourceKey::Uid(1000)), now, false, no_load),
+            Decision::Refuse(Refusal::PerSource, None)
+        );
+        assert_eq!(
+            a.decide(Some(SourceKey::Uid(0)), now, false, no_load),
+            Decision::Admit
+        );
     }
 
     #[test]

@@ -224,7 +224,10 @@ fn step(stage: c_int, result: libc::c_long) -> Result<(), c_int> {
 unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
     let plan = &*(*args).plan;
     if plan.listen_fds {
-        write_listen_pid(&mut (*args).listen_pid, libc::syscall(libc::SYS_getpid) as u32);
+        write_listen_pid(
+            &mut (*args).listen_pid,
+            libc::syscall(libc::SYS_getpid) as u32,
+        );
     }
     let args = &*args;
     if args.use_close_range {

@@ -203,9 +203,12 @@ impl Server {
         };
         let decision = match check_access(&service.spec.access, ip, minute) {
             Err(refusal) => Decision::Refuse(refusal, None),
-            Ok(()) => service
-                .admission
-                .decide(peer_source(peer), now, global_full, crate::sys::load_average),
+            Ok(()) => service.admission.decide(
+                peer_source(peer),
+                now,
+                global_full,
+                crate::sys::load_average,
+            ),
         };
         let refusal = match decision {
             Decision::Admit => return Ok(()),
