@@ -67,6 +67,6 @@ fn run(args: &RunArgs) -> ExitCode {
         loaded.errors.len(),
         server.config_dir().display()
     );
-    notify::send("READY=1");
+    server.notify_ready();
     ExitCode::from(server.run())
 }

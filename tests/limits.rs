@@ -54,13 +54,29 @@ fn access_allow_and_deny_on_ipv4_and_ipv6() {
     .unwrap();
     let spawnd = Spawnd::start(&config);
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "ran\n");
-    assert_eq!(read_from("127.0.0.2", port).unwrap(), "go away\n", "deny wins over allow");
-    spawnd.log.expect(&["refuse service=guarded", "peer=127.0.0.2:", "reason=access_deny"]);
+    assert_eq!(
+        read_from("127.0.0.2", port).unwrap(),
+        "go away\n",
+        "deny wins over allow"
+    );
+    spawnd.log.expect(&[
+        "refuse service=guarded",
+        "peer=127.0.0.2:",
+        "reason=access_deny",
+    ]);
     // ::1 is not in the allow list.
     let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     assert_eq!(tcp_exchange(v6, b"").unwrap(), b"go away\n");
-    spawnd.log.expect(&["refuse service=guarded", "peer=[::1]:", "reason=access_allow"]);
-    assert_eq!(marker_lines(&marker), ["127.0.0.1"], "denied clients never start the program");
+    spawnd.log.expect(&[
+        "refuse service=guarded",
+        "peer=[::1]:",
+        "reason=access_allow",
+    ]);
+    assert_eq!(
+        marker_lines(&marker),
+        ["127.0.0.1"],
+        "denied clients never start the program"
+    );
 }
 
 #[test]
@@ -79,8 +95,16 @@ fn v4_mapped_clients_match_ipv4_rules() {
     // On a dual-stack socket these arrive as ::ffff:127.0.0.x.
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "ran\n");
     assert_eq!(read_from("127.0.0.2", port).unwrap(), "");
-    spawnd.log.expect(&["refuse service=dual", "peer=127.0.0.2:", "reason=access_deny"]);
-    assert_eq!(marker_lines(&marker), ["127.0.0.1"], "REMOTE_ADDR is the IPv4 form");
+    spawnd.log.expect(&[
+        "refuse service=dual",
+        "peer=127.0.0.2:",
+        "reason=access_deny",
+    ]);
+    assert_eq!(
+        marker_lines(&marker),
+        ["127.0.0.1"],
+        "REMOTE_ADDR is the IPv4 form"
+    );
 }
 
 #[test]
@@ -88,13 +112,22 @@ fn access_times_outside_the_window_refuse() {
     let config = Config::new();
     let port = free_port();
     // A one-minute window twelve hours from now can never be open now.
-    let now = std::process::Command::new("date").arg("+%H").output().unwrap();
+    let now = std::process::Command::new("date")
+        .arg("+%H")
+        .output()
+        .unwrap();
     let hour: u32 = String::from_utf8_lossy(&now.stdout).trim().parse().unwrap();
     let closed = (hour + 12) % 24;
-    let marker = marker_service(&config, port, &format!("access: {{times: [\"{closed:02}:00-{closed:02}:01\"]}}\n"));
+    let marker = marker_service(
+        &config,
+        port,
+        &format!("access: {{times: [\"{closed:02}:00-{closed:02}:01\"]}}\n"),
+    );
     let spawnd = Spawnd::start(&config);
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "");
-    spawnd.log.expect(&["refuse service=guarded", "reason=access_times"]);
+    spawnd
+        .log
+        .expect(&["refuse service=guarded", "reason=access_times"]);
     assert!(marker_lines(&marker).is_empty());
 }
 
@@ -111,9 +144,16 @@ fn datagram_access_rules_drop_refused_senders() {
     let spawnd = Spawnd::start(&config);
     let denied = UdpSocket::bind("127.0.0.2:0").unwrap();
     denied.send_to(b"from-denied", local(port)).unwrap();
-    spawnd.log.expect(&["refuse service=udp", "peer=127.0.0.2:", "reason=access_deny"]);
+    spawnd.log.expect(&[
+        "refuse service=udp",
+        "peer=127.0.0.2:",
+        "reason=access_deny",
+    ]);
     let reply = udp_exchange(local(port), b"allowed").unwrap();
-    assert_eq!(reply, b"ok allowed", "the denied datagram was dropped, not handed over");
+    assert_eq!(
+        reply, b"ok allowed",
+        "the denied datagram was dropped, not handed over"
+    );
     assert_eq!(spawnd.log.count("accept service=udp"), 1);
 }
 
@@ -127,7 +167,9 @@ fn holding_service(config: &Config, port: u16, limits: &str) {
 
 fn hello(stream: &mut TcpStream) -> String {
     let mut line = [0u8; 6];
-    stream.read_exact(&mut line).expect("hello from the program");
+    stream
+        .read_exact(&mut line)
+        .expect("hello from the program");
     String::from_utf8_lossy(&line).into_owned()
 }
 
@@ -143,11 +185,17 @@ fn instances_refuse_over_the_limit() {
     assert_eq!(hello(&mut second), "hello\n");
     let third = connect_from("127.0.0.1", local(port)).unwrap();
     assert_eq!(read_all(third), "", "the third client is closed at once");
-    spawnd.log.expect(&["refuse service=hold", "reason=instances"]);
+    spawnd
+        .log
+        .expect(&["refuse service=hold", "reason=instances"]);
     drop(first);
     spawnd.log.expect(&["exit service=hold"]);
     let mut fourth = connect_from("127.0.0.1", local(port)).unwrap();
-    assert_eq!(hello(&mut fourth), "hello\n", "a slot is free again once a child is reaped");
+    assert_eq!(
+        hello(&mut fourth),
+        "hello\n",
+        "a slot is free again once a child is reaped"
+    );
 }
 
 #[test]
@@ -159,7 +207,9 @@ fn instances_queue_until_a_child_exits() {
     let mut first = connect_from("127.0.0.1", local(port)).unwrap();
     assert_eq!(hello(&mut first), "hello\n");
     let mut waiting = connect_from("127.0.0.1", local(port)).unwrap();
-    waiting.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut byte = [0u8; 1];
     let early = waiting.read(&mut byte);
     assert!(
@@ -168,7 +218,11 @@ fn instances_queue_until_a_child_exits() {
     );
     drop(first);
     waiting.set_read_timeout(Some(WAIT)).unwrap();
-    assert_eq!(hello(&mut waiting), "hello\n", "served once the first child exits");
+    assert_eq!(
+        hello(&mut waiting),
+        "hello\n",
+        "served once the first child exits"
+    );
     assert_eq!(spawnd.log.count("reason=instances"), 0);
 }
 
@@ -182,9 +236,17 @@ fn per_source_limits_each_client_address() {
     assert_eq!(hello(&mut one), "hello\n");
     let again = connect_from("127.0.0.1", local(port)).unwrap();
     assert_eq!(read_all(again), "");
-    spawnd.log.expect(&["refuse service=hold", "peer=127.0.0.1:", "reason=per_source"]);
+    spawnd.log.expect(&[
+        "refuse service=hold",
+        "peer=127.0.0.1:",
+        "reason=per_source",
+    ]);
     let mut other = connect_from("127.0.0.2", local(port)).unwrap();
-    assert_eq!(hello(&mut other), "hello\n", "another address is not affected");
+    assert_eq!(
+        hello(&mut other),
+        "hello\n",
+        "another address is not affected"
+    );
 }
 
 #[test]
@@ -204,7 +266,9 @@ fn per_source_on_unix_sockets_counts_by_uid() {
     second.set_read_timeout(Some(WAIT)).unwrap();
     let _ = second.read_to_end(&mut out);
     assert!(out.is_empty());
-    spawnd.log.expect(&["refuse service=unix", "peer=unix:uid=", "reason=per_source"]);
+    spawnd
+        .log
+        .expect(&["refuse service=unix", "peer=unix:uid=", "reason=per_source"]);
 }
 
 #[test]
@@ -220,13 +284,29 @@ fn rate_trips_a_pause_then_resumes() {
         assert_eq!(read_from("127.0.0.1", port).unwrap(), "ok\n");
     }
     let tripped = Instant::now();
-    assert_eq!(read_from("127.0.0.1", port).unwrap(), "", "the bucket is empty");
-    assert_eq!(read_from("127.0.0.2", port).unwrap(), "", "the pause applies to everyone");
+    assert_eq!(
+        read_from("127.0.0.1", port).unwrap(),
+        "",
+        "the bucket is empty"
+    );
+    assert_eq!(
+        read_from("127.0.0.2", port).unwrap(),
+        "",
+        "the pause applies to everyone"
+    );
     spawnd.log.expect(&["rate_pause service=rated"]);
-    assert_eq!(spawnd.log.count("rate_pause service=rated"), 1, "logged once per pause");
+    assert_eq!(
+        spawnd.log.count("rate_pause service=rated"),
+        1,
+        "logged once per pause"
+    );
     spawnd.log.expect(&["rate_resume service=rated"]);
     assert!(tripped.elapsed() >= Duration::from_millis(900));
-    assert_eq!(read_from("127.0.0.1", port).unwrap(), "ok\n", "served again after the pause");
+    assert_eq!(
+        read_from("127.0.0.1", port).unwrap(),
+        "ok\n",
+        "served again after the pause"
+    );
     // The listener was never closed: connections during the pause were accepted and closed.
     assert_eq!(spawnd.log.count("reason=rate"), 2);
 }
@@ -243,9 +323,15 @@ fn per_source_rate_blocks_one_client_only() {
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "ok\n");
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "ok\n");
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "");
-    spawnd.log.expect(&["source_pause service=rated", "source=127.0.0.1"]);
+    spawnd
+        .log
+        .expect(&["source_pause service=rated", "source=127.0.0.1"]);
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "", "still blocked");
-    assert_eq!(read_from("127.0.0.2", port).unwrap(), "ok\n", "others are served");
+    assert_eq!(
+        read_from("127.0.0.2", port).unwrap(),
+        "ok\n",
+        "others are served"
+    );
     assert_eq!(read_from("127.0.0.2", port).unwrap(), "ok\n");
 }
 
@@ -255,12 +341,17 @@ fn max_children_caps_all_services() {
     let (a, b) = (free_port(), free_port());
     config.global("max_children: 1\n");
     holding_service(&config, a, "{}");
-    config.service("other", &format!("listen: 127.0.0.1:{b}\nexec: [/bin/echo, ok]\n"));
+    config.service(
+        "other",
+        &format!("listen: 127.0.0.1:{b}\nexec: [/bin/echo, ok]\n"),
+    );
     let spawnd = Spawnd::start(&config);
     let mut held = connect_from("127.0.0.1", local(a)).unwrap();
     assert_eq!(hello(&mut held), "hello\n");
     assert_eq!(read_from("127.0.0.1", b).unwrap(), "");
-    spawnd.log.expect(&["refuse service=other", "reason=max_children"]);
+    spawnd
+        .log
+        .expect(&["refuse service=other", "reason=max_children"]);
     drop(held);
     spawnd.log.expect(&["exit service=hold"]);
     assert_eq!(read_from("127.0.0.1", b).unwrap(), "ok\n");
@@ -272,12 +363,26 @@ fn max_load_refuses_when_the_load_is_high() {
     let port = free_port();
     // No machine has a load average below zero... but max_load must be
     // positive, so use the smallest value: any load above it refuses.
-    let load: f64 = std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    require!(load > 0.02, "the load average is too low to exceed any max_load");
-    config.service("loaded", &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, ok]\nlimits: {{max_load: 0.01}}\n"));
+    let load: f64 = std::fs::read_to_string("/proc/loadavg")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    require!(
+        load > 0.02,
+        "the load average is too low to exceed any max_load"
+    );
+    config.service(
+        "loaded",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, ok]\nlimits: {{max_load: 0.01}}\n"),
+    );
     let spawnd = Spawnd::start(&config);
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "");
-    spawnd.log.expect(&["refuse service=loaded", "reason=max_load"]);
+    spawnd
+        .log
+        .expect(&["refuse service=loaded", "reason=max_load"]);
 }
 
 #[test]
@@ -295,7 +400,9 @@ fn timeout_kills_a_program_that_ignores_sigterm() {
     let out = read_from("127.0.0.1", port).unwrap();
     assert_eq!(out, "started\n", "the whole process group was killed");
     assert!(started.elapsed() < Duration::from_secs(20));
-    spawnd.log.expect(&["timeout service=stubborn", "action=SIGTERM"]);
+    spawnd
+        .log
+        .expect(&["timeout service=stubborn", "action=SIGTERM"]);
     spawnd.log.expect(&["timeout_kill service=stubborn"]);
     spawnd.log.expect(&["exit service=stubborn", "signal=KILL"]);
 }
@@ -313,8 +420,14 @@ fn resource_limits_are_visible_in_the_child() {
     let _spawnd = Spawnd::start(&config);
     let out = read_from("127.0.0.1", port).unwrap();
     let row = |name: &str| -> Vec<String> {
-        let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {out}"));
-        line[name.len()..].split_whitespace().map(str::to_string).collect()
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"));
+        line[name.len()..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     };
     assert_eq!(row("Max cpu time")[..2], ["7", "7"]);
     assert_eq!(row("Max address space")[..2], ["536870912", "536870912"]);
@@ -352,9 +465,17 @@ fn stderr_lines_go_to_the_log() {
         ),
     );
     let spawnd = Spawnd::start(&config);
-    assert_eq!(read_from("127.0.0.1", port).unwrap(), "to-stdout\n", "stderr is not the socket");
-    spawnd.log.expect(&["stderr service=noisy", "pid=", "line=\"first line\""]);
-    spawnd.log.expect(&["stderr service=noisy", "line=\"no newline\""]);
+    assert_eq!(
+        read_from("127.0.0.1", port).unwrap(),
+        "to-stdout\n",
+        "stderr is not the socket"
+    );
+    spawnd
+        .log
+        .expect(&["stderr service=noisy", "pid=", "line=\"first line\""]);
+    spawnd
+        .log
+        .expect(&["stderr service=noisy", "line=\"no newline\""]);
 }
 
 #[test]
@@ -376,7 +497,11 @@ fn stderr_floods_are_rate_limited_and_counted() {
 fn banners_before_and_after_admission() {
     let config = Config::new();
     let port = free_port();
-    for (name, text) in [("b", "welcome\n"), ("ok", "admitted\n"), ("no", "refused\n")] {
+    for (name, text) in [
+        ("b", "welcome\n"),
+        ("ok", "admitted\n"),
+        ("no", "refused\n"),
+    ] {
         std::fs::write(config.path().join(name), text).unwrap();
     }
     let dir = config.path().display().to_string();
@@ -387,7 +512,10 @@ fn banners_before_and_after_admission() {
         ),
     );
     let _spawnd = Spawnd::start(&config);
-    assert_eq!(read_from("127.0.0.1", port).unwrap(), "welcome\nadmitted\nprogram\n");
+    assert_eq!(
+        read_from("127.0.0.1", port).unwrap(),
+        "welcome\nadmitted\nprogram\n"
+    );
     assert_eq!(read_from("127.0.0.2", port).unwrap(), "welcome\nrefused\n");
 }
 
@@ -399,7 +527,8 @@ fn limits_never_close_the_listening_socket() {
     let spawnd = Spawnd::start(&config);
     let mut refused = 0;
     for _ in 0..50 {
-        let mut stream = TcpStream::connect(local(port)).expect("the listener stays open during a pause");
+        let mut stream =
+            TcpStream::connect(local(port)).expect("the listener stays open during a pause");
         let _ = stream.write_all(b"x");
         if read_all(stream).is_empty() {
             refused += 1;
@@ -411,19 +540,37 @@ fn limits_never_close_the_listening_socket() {
 
 #[test]
 fn changing_user_without_root_is_a_check_error() {
-    require!(is_root() && has_command("setpriv"), "needs root and setpriv to run check as another user");
+    require!(
+        is_root() && has_command("setpriv"),
+        "needs root and setpriv to run check as another user"
+    );
     let config = Config::new();
-    config.service("as-root", "listen: 127.0.0.1:1\nuser: root\nexec: [/bin/true]\n");
+    config.service(
+        "as-root",
+        "listen: 127.0.0.1:1\nuser: root\nexec: [/bin/true]\n",
+    );
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "check", "-c"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "check",
+            "-c",
+        ])
         .arg(config.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("as-root.yaml:2:1: user: changing user or groups needs spawnd to run as root"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "as-root.yaml:2:1: user: changing user or groups needs spawnd to run as root"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -453,11 +600,17 @@ fn chroot_confines_the_program() {
     let port = free_port();
     config.service(
         "jailed",
-        &format!("listen: 127.0.0.1:{port}\nchroot: {}\nexec: [/bin/sh, -c, 'echo $(pwd) /*']\n", root.display()),
+        &format!(
+            "listen: 127.0.0.1:{port}\nchroot: {}\nexec: [/bin/sh, -c, 'echo $(pwd) /*']\n",
+            root.display()
+        ),
     );
     let _spawnd = Spawnd::start(&config);
     let out = read_from("127.0.0.1", port).unwrap();
     assert!(out.starts_with("/ "), "{out}");
-    assert!(out.contains("/inside.txt"), "the program sees the jail as /: {out}");
+    assert!(
+        out.contains("/inside.txt"),
+        "the program sees the jail as /: {out}"
+    );
     assert!(!out.contains("/proc"), "{out}");
 }

@@ -500,6 +500,15 @@ impl Server {
         }
     }
 
+    /// `READY=1` with a `STATUS=` line for systemd.
+    pub fn notify_ready(&self) {
+        let services = self.services.iter().filter(|(_, s)| !s.retired).count();
+        crate::notify::send(&format!(
+            "READY=1\nSTATUS={services} services, {} children",
+            self.children.len()
+        ));
+    }
+
     pub fn config_dir(&self) -> &PathBuf {
         &self.config.dir
     }

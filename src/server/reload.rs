@@ -98,7 +98,7 @@ impl Server {
                     log::error!("config_error {error}");
                 }
                 log::error!("reload_rejected detail=\"the running configuration is kept\"");
-                crate::notify::send("READY=1");
+                self.notify_ready();
                 return;
             }
         };
@@ -123,7 +123,7 @@ impl Server {
         }
         self.global = loaded.global;
         self.apply(wanted);
-        crate::notify::send("READY=1");
+        self.notify_ready();
     }
 
     fn apply(&mut self, wanted: Vec<Service>) {

@@ -459,13 +459,19 @@ pub fn in_netns<T: Send + 'static>(
 /// A TCP connection from a chosen loopback source address (127.0.0.2 plays
 /// a second client).
 pub fn connect_from(source: &str, target: SocketAddr) -> std::io::Result<TcpStream> {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use nix::sys::socket::{
+        bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    };
     use std::os::fd::AsRawFd;
     let source: SocketAddr = format!("{source}:0")
         .parse()
         .or_else(|_| format!("[{source}]:0").parse())
         .expect("source address");
-    let family = if source.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let family = if source.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     bind(fd.as_raw_fd(), &SockaddrStorage::from(source))?;
     connect(fd.as_raw_fd(), &SockaddrStorage::from(target))?;
@@ -488,7 +494,9 @@ pub fn read_all(mut stream: TcpStream) -> String {
     let mut out = Vec::new();
     match stream.read_to_end(&mut out) {
         Ok(_) => String::from_utf8_lossy(&out).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            String::from_utf8_lossy(&out).into_owned()
+        }
         Err(e) => panic!("read failed: {e}"),
     }
 }

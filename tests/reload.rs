@@ -1,0 +1,375 @@
+//! SIGHUP reloads without dropping a connection, graceful stop, and the
+//! systemd protocols (readiness notification, `pass: listen_fds`).
+
+mod util;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use util::*;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn continuous_clients_see_no_failure_across_twenty_reloads() {
+    let config = Config::new();
+    let port = free_port();
+    let other = free_port();
+    config.service(
+        "steady",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, steady]\nbacklog: 1024\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match tcp_exchange(local(port), b"") {
+                        Ok(reply) if reply == b"steady\n" => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for round in 0..20 {
+        // Alternate between touching this service, adding one and removing it.
+        if round % 2 == 0 {
+            config.service(
+                "other",
+                &format!("listen: 127.0.0.1:{other}\nexec: [/bin/echo, other]\n"),
+            );
+        } else {
+            config.remove_service("other");
+        }
+        config.service(
+            "steady",
+            &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, steady]\nbacklog: 1024\nenv: {{ROUND: '{round}'}}\n"),
+        );
+        spawnd.reload();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} ok",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    assert_eq!(spawnd.log.count("reload_done"), 20);
+    assert!(spawnd.no_zombies());
+}
+
+#[test]
+fn add_remove_change_program_address_and_limits() {
+    let config = Config::new();
+    let (a, b, c) = (free_port(), free_port(), free_port());
+    config.service(
+        "first",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, one]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    assert_eq!(tcp_read(a), "one\n");
+
+    // Change the program: same socket, new behaviour.
+    config.service(
+        "first",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, two]\n"),
+    );
+    config.service(
+        "added",
+        &format!("listen: 127.0.0.1:{b}\nexec: [/bin/echo, added]\n"),
+    );
+    spawnd.reload();
+    assert_eq!(tcp_read(a), "two\n");
+    assert_eq!(tcp_read(b), "added\n");
+
+    // Change the address; limit the other one.
+    config.service(
+        "first",
+        &format!("listen: 127.0.0.1:{c}\nexec: [/bin/echo, moved]\n"),
+    );
+    config.service(
+        "added",
+        &format!(
+            "listen: 127.0.0.1:{b}\nexec: [/bin/echo, added]\naccess: {{deny: [127.0.0.1]}}\n"
+        ),
+    );
+    spawnd.reload();
+    assert!(
+        TcpStream::connect(local(a)).is_err(),
+        "the old address is closed"
+    );
+    assert_eq!(tcp_read(c), "moved\n");
+    assert!(refused_at_once(b), "the new access rule applies");
+
+    // Remove a service.
+    config.remove_service("added");
+    spawnd.reload();
+    assert!(TcpStream::connect(local(b)).is_err());
+    spawnd.log.expect(&["service_removed service=added"]);
+    assert_eq!(tcp_read(c), "moved\n");
+}
+
+#[test]
+fn a_broken_file_keeps_the_previous_definition_while_others_change() {
+    let config = Config::new();
+    let (a, b) = (free_port(), free_port());
+    config.service(
+        "kept",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, old]\n"),
+    );
+    config.service(
+        "changed",
+        &format!("listen: 127.0.0.1:{b}\nexec: [/bin/echo, before]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    config.service(
+        "kept",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, new]\nlimits: {{timeout: forever}}\n"),
+    );
+    config.service(
+        "changed",
+        &format!("listen: 127.0.0.1:{b}\nexec: [/bin/echo, after]\n"),
+    );
+    spawnd.reload();
+    spawnd
+        .log
+        .expect(&["config_error", "kept.yaml:3:", "limits.timeout"]);
+    spawnd.log.expect(&["reload_kept service=kept"]);
+    assert_eq!(tcp_read(a), "old\n", "the previous definition answers");
+    assert_eq!(tcp_read(b), "after\n", "the valid change applied");
+}
+
+#[test]
+fn a_broken_spawnd_yaml_rejects_the_whole_reload() {
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "svc",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, before]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    config.global("max_children: -1\n");
+    config.service(
+        "svc",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, after]\n"),
+    );
+    spawnd.reload();
+    spawnd.log.expect(&["reload_rejected"]);
+    assert_eq!(tcp_read(port), "before\n");
+}
+
+#[test]
+fn children_started_before_a_reload_are_reaped_after_it() {
+    let config = Config::new();
+    let (port, other) = (free_port(), free_port());
+    config.service("slow", &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo hi; exec cat >/dev/null']\nlimits: {{instances: 1}}\n"));
+    let spawnd = Spawnd::start(&config);
+    let mut held = TcpStream::connect(local(port)).unwrap();
+    let mut hi = [0u8; 3];
+    held.read_exact(&mut hi).unwrap();
+    // Remove it and add another; the running child is left alone.
+    config.remove_service("slow");
+    config.service(
+        "other",
+        &format!("listen: 127.0.0.1:{other}\nexec: [/bin/echo, other]\n"),
+    );
+    spawnd.reload();
+    assert_eq!(tcp_read(other), "other\n");
+    drop(held);
+    spawnd.log.expect(&["exit service=slow", "status=0"]);
+    assert!(spawnd.no_zombies());
+}
+
+#[test]
+fn a_kept_service_keeps_counting_its_running_children() {
+    let config = Config::new();
+    let port = free_port();
+    let yaml = format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo hi; exec cat >/dev/null']\nlimits: {{instances: 1}}\n");
+    config.service("one", &yaml);
+    let spawnd = Spawnd::start(&config);
+    let mut held = TcpStream::connect(local(port)).unwrap();
+    let mut hi = [0u8; 3];
+    held.read_exact(&mut hi).unwrap();
+    config.service("one", &(yaml + "env: {CHANGED: '1'}\n"));
+    spawnd.reload();
+    assert!(
+        refused_at_once(port),
+        "the child from before the reload still counts"
+    );
+    drop(held);
+}
+
+#[test]
+fn wait_service_keeps_its_socket_handed_off_across_a_reload() {
+    let config = Config::new();
+    let port = free_port();
+    let program = config.script(
+        "accept-two",
+        "#!/usr/bin/perl\nopen(my $l, '+<&=', 0) or die;\nfor (1..2) { accept(my $c, $l) or die; print $c \"pid $$\\n\"; close $c; }\n",
+    );
+    config.service(
+        "w",
+        &format!(
+            "listen: 127.0.0.1:{port}\nwait: true\nexec: [{}]\n",
+            program.display()
+        ),
+    );
+    let spawnd = Spawnd::start(&config);
+    let first = tcp_read(port);
+    spawnd.reload();
+    let second = tcp_read(port);
+    assert_eq!(
+        first, second,
+        "the same child still owns the socket after the reload"
+    );
+    spawnd.log.expect(&["exit service=w"]);
+    let third = tcp_read(port);
+    assert_ne!(third, first);
+}
+
+#[test]
+fn sigterm_waits_for_children_then_escalates() {
+    let config = Config::new();
+    let port = free_port();
+    config.global("shutdown_grace: 300ms\n");
+    config.service(
+        "stubborn",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'trap \"\" TERM; echo hi; sleep 60']\nlimits: {{kill_after: 300ms}}\n"),
+    );
+    let mut spawnd = Spawnd::start(&config);
+    let mut held = TcpStream::connect(local(port)).unwrap();
+    let mut hi = [0u8; 3];
+    held.read_exact(&mut hi).unwrap();
+    let started = Instant::now();
+    spawnd.signal(Signal::SIGTERM);
+    spawnd.log.expect(&["stopping children=1"]);
+    assert!(
+        TcpStream::connect(local(port)).is_err(),
+        "listeners close at once"
+    );
+    spawnd.log.expect(&["grace_over children=1"]);
+    spawnd.log.expect(&["exit service=stubborn", "signal=KILL"]);
+    assert_eq!(spawnd.wait_exit(), Some(0));
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "grace and kill_after were honoured"
+    );
+}
+
+#[test]
+fn a_second_sigterm_skips_the_grace_period() {
+    let config = Config::new();
+    let port = free_port();
+    config.global("shutdown_grace: 1h\n");
+    config.service(
+        "polite",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo hi; exec sleep 60']\n"),
+    );
+    let mut spawnd = Spawnd::start(&config);
+    let mut held = TcpStream::connect(local(port)).unwrap();
+    let mut hi = [0u8; 3];
+    held.read_exact(&mut hi).unwrap();
+    spawnd.signal(Signal::SIGTERM);
+    spawnd.log.expect(&["stopping children=1"]);
+    spawnd.signal(Signal::SIGTERM);
+    spawnd.log.expect(&["stop_now children=1"]);
+    spawnd.log.expect(&["exit service=polite", "signal=TERM"]);
+    assert_eq!(spawnd.wait_exit(), Some(0));
+}
+
+#[test]
+fn readiness_reload_and_stop_notifications() {
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "svc",
+        &format!(
+            "listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo ${{NOTIFY_SOCKET:-unset}}']\n"
+        ),
+    );
+    let socket_path = config.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut spawnd = Spawnd::start_with(&config, &[], |c| {
+        c.env("NOTIFY_SOCKET", &socket_path);
+    });
+    let mut next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(ready.lines().any(|l| l.starts_with("STATUS=")), "{ready:?}");
+    assert_eq!(
+        tcp_read(port),
+        "unset\n",
+        "NOTIFY_SOCKET is never passed on"
+    );
+    spawnd.signal(Signal::SIGHUP);
+    let reloading = next();
+    let lines: Vec<&str> = reloading.lines().collect();
+    assert_eq!(lines[0], "RELOADING=1", "{reloading:?}");
+    let usec: u64 = lines[1]
+        .strip_prefix("MONOTONIC_USEC=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    assert!(next().lines().any(|l| l == "READY=1"));
+    spawnd.signal(Signal::SIGTERM);
+    assert!(next().lines().any(|l| l == "STOPPING=1"));
+    assert_eq!(spawnd.wait_exit(), Some(0));
+}
+
+#[test]
+fn pass_listen_fds_starts_a_socket_activated_daemon_lazily() {
+    let config = Config::new();
+    let port = free_port();
+    // A daemon written for systemd's Accept=no: it checks LISTEN_PID and
+    // LISTEN_FDS, then serves two connections on fd 3.
+    let program = config.script(
+        "activated",
+        "#!/usr/bin/perl\n\
+         die \"LISTEN_PID $ENV{LISTEN_PID} != $$\" unless $ENV{LISTEN_PID} == $$;\n\
+         die 'LISTEN_FDS' unless $ENV{LISTEN_FDS} eq '1';\n\
+         open(my $l, '+<&=', 3) or die \"fd 3: $!\";\n\
+         my $in = -c STDIN ? 'null' : 'other';\n\
+         for (1..2) { accept(my $c, $l) or die; print $c \"$ENV{LISTEN_FDNAMES} stdin=$in pid=$$\\n\"; close $c; }\n",
+    );
+    config.service(
+        "lazy",
+        &format!(
+            "listen: 127.0.0.1:{port}\nwait: true\npass: listen_fds\nstderr: log\nexec: [{}]\n",
+            program.display()
+        ),
+    );
+    let spawnd = Spawnd::start(&config);
+    assert_eq!(
+        spawnd.log.count("accept service=lazy"),
+        0,
+        "nothing runs before the first client"
+    );
+    let first = tcp_read(port);
+    assert!(
+        first.starts_with("lazy stdin=null pid="),
+        "{first:?}; log:\n{}",
+        spawnd.log.text()
+    );
+    assert_eq!(tcp_read(port), first);
+}
