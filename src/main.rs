@@ -1,6 +1,7 @@
 //! spawnd: an inetd-style super-server. `main` only parses the command line,
 //! dispatches, and turns outcomes into exit codes.
 
+mod activation;
 mod childenv;
 mod cli;
 mod config;
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
+    // Before anything opens a descriptor or clears the environment.
+    let inherited = activation::take();
     notify::init();
     let loaded = match report::load(&args.config) {
         Ok(loaded) => loaded,
@@ -50,7 +53,7 @@ fn run(args: &RunArgs) -> ExitCode {
     for error in &loaded.errors {
         log::error!("config_error {error}");
     }
-    let mut server = match server::Server::new(args.config.clone(), loaded.global) {
+    let mut server = match server::Server::new(args.config.clone(), loaded.global, inherited) {
         Ok(server) => server,
         Err(server::StartError(message)) => {
             log::error!("start_failed error=\"{message}\"");

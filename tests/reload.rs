@@ -373,3 +373,58 @@ fn pass_listen_fds_starts_a_socket_activated_daemon_lazily() {
     );
     assert_eq!(tcp_read(port), first);
 }
+
+#[test]
+fn adopts_sockets_passed_by_socket_activation() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let config = Config::new();
+    let (port, unused_port) = (free_port(), free_port());
+    config.service(
+        "adopted",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, adopted]\n"),
+    );
+    // Bound and listening before spawnd starts: spawnd could not bind them.
+    let passed = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let unused = std::net::TcpListener::bind(("127.0.0.1", unused_port)).unwrap();
+    let (a, b) = (passed.as_raw_fd(), unused.as_raw_fd());
+    let mut command = std::process::Command::new("sh");
+    command
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=a:b exec \"$@\"",
+            "sh",
+            BIN,
+            "run",
+            "-c",
+        ])
+        .arg(config.path());
+    // SAFETY: only fcntl and dup2, which are async-signal-safe, between
+    // fork and exec. Moving through high numbers first keeps a listener that
+    // already sits at 3 or 4 from being overwritten, and F_SETFD clears the
+    // close-on-exec flag that dup2 onto the same number would keep.
+    unsafe {
+        command.pre_exec(move || {
+            let high_a = libc::fcntl(a, libc::F_DUPFD, 100);
+            let high_b = libc::fcntl(b, libc::F_DUPFD, 100);
+            if high_a < 0 || high_b < 0 || libc::dup2(high_a, 3) < 0 || libc::dup2(high_b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::fcntl(3, libc::F_SETFD, 0);
+            libc::fcntl(4, libc::F_SETFD, 0);
+            libc::close(high_a);
+            libc::close(high_b);
+            Ok(())
+        });
+    }
+    let spawnd = Spawnd::spawn(command, |_| {});
+    spawnd.log.expect(&["ready services=1"]);
+    spawnd.log.expect(&["adopted listen=127.0.0.1:"]);
+    spawnd
+        .log
+        .expect(&["activation_unused", &format!("127.0.0.1:{unused_port}")]);
+    drop(passed);
+    assert_eq!(tcp_read(port), "adopted\n");
+    // The passed variables do not reach children.
+    assert_eq!(spawnd.log.count("service_error"), 0);
+}

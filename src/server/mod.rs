@@ -169,6 +169,8 @@ pub struct Server {
     queued: Vec<usize>,
     global: Global,
     config: crate::cli::ConfigDir,
+    /// Sockets passed to spawnd by socket activation, until claimed.
+    inherited: crate::activation::Inherited,
     stopping: Option<children::Stopping>,
 }
 
@@ -193,7 +195,11 @@ pub struct StartError(pub String);
 
 impl Server {
     /// Sets up the process (descriptor slots, signals) and the poller.
-    pub fn new(config: crate::cli::ConfigDir, global: Global) -> Result<Server, StartError> {
+    pub fn new(
+        config: crate::cli::ConfigDir,
+        global: Global,
+        inherited: crate::activation::Inherited,
+    ) -> Result<Server, StartError> {
         crate::sys::ensure_stdio_open();
         crate::sys::reset_ignored_signals();
         let spawner =
@@ -224,6 +230,7 @@ impl Server {
             queued: Vec::new(),
             global,
             config,
+            inherited,
             stopping: None,
         })
     }
@@ -245,8 +252,16 @@ impl Server {
             ExecPlan::for_service(&spec).map_err(|e| format!("cannot prepare program: {e}"))?;
         let mut bound = Vec::new();
         for addr in &spec.listen {
-            let socket = crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
-                .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?;
+            let socket = match self.inherited.claim(addr, spec.socket) {
+                Some(fd) => Bound {
+                    fd,
+                    created_path: None,
+                },
+                None => crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
+                    .map_err(|e| {
+                    format!("cannot listen on {} {addr}: {e}", spec.socket_label())
+                })?,
+            };
             bound.push((addr.clone(), socket));
         }
         Ok(self.add_service_with(spec, plan, bound, now))
@@ -358,6 +373,7 @@ impl Server {
                 }
             }
         }
+        self.inherited.close_rest();
         (started, failed)
     }
 
