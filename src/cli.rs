@@ -58,6 +58,8 @@ pub enum Command {
     Check(ConfigDir),
     /// Print one row per service: name, socket, listen, wait, program.
     List(ConfigDir),
+    /// Show the running spawnd's services, states and counters.
+    Status(StatusArgs),
     /// Convert an xinetd or inetd configuration to services.d YAML.
     #[command(subcommand)]
     Convert(ConvertCommand),
@@ -75,6 +77,22 @@ pub struct RunArgs {
     /// Write spawnd's pid to FILE (removed at exit).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigDir,
+
+    /// Print the JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The control socket (default: control_socket in spawnd.yaml, else
+    /// /run/spawnd/control.sock as root, $XDG_RUNTIME_DIR/spawnd/control.sock
+    /// or /tmp/spawnd-UID/control.sock otherwise).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

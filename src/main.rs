@@ -13,6 +13,7 @@ mod notify;
 mod report;
 mod server;
 mod spawn;
+mod status;
 mod sys;
 mod timers;
 
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check(dir) => report::check(dir),
         Command::List(dir) => report::list(dir),
+        Command::Status(args) => status::run(args),
         Command::Convert(command) => convert::run(command),
     }
 }
@@ -61,6 +63,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     let (started, failed) = server.start(loaded.services);
+    server.open_control();
     if started == 0 && failed > 0 {
         log::error!("start_failed detail=\"no service could be started\"");
         return ExitCode::from(EXIT_RUNTIME);

@@ -9,6 +9,11 @@ use crate::config::{self, Loaded, Service};
 
 pub const EXIT_CONFIG: u8 = 1;
 
+/// Only `spawnd.yaml` (for commands that talk to a running spawnd).
+pub fn load_global(dir: &ConfigDir) -> Result<config::Global, Vec<config::ConfigError>> {
+    config::load::load_global(&dir.dir, !dir.insecure_config)
+}
+
 pub fn load(dir: &ConfigDir) -> Result<Loaded, Vec<config::ConfigError>> {
     config::load(
         &dir.dir,

@@ -152,6 +152,12 @@ fn parse_global(path: &Path, strict: bool) -> Result<(Global, RawDefaults), Vec<
     validate::global(path, &text, raw)
 }
 
+/// Reads only `DIR/spawnd.yaml`.
+pub fn load_global(dir: &Path, strict: bool) -> Result<Global, Vec<ConfigError>> {
+    let strict = strict && nix::unistd::geteuid().is_root();
+    parse_global(&dir.join("spawnd.yaml"), strict).map(|(global, _)| global)
+}
+
 /// Parses and validates one service file.
 pub fn parse_service(
     path: &Path,

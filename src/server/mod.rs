@@ -5,6 +5,7 @@
 
 mod accept;
 mod children;
+mod control;
 mod reload;
 mod stderr_log;
 
@@ -77,6 +78,8 @@ struct StderrPipe {
 enum Source {
     Listener(Listener),
     Stderr(StderrPipe),
+    Control(Bound),
+    ControlConn(control::ControlConn),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -421,6 +424,8 @@ impl Server {
                 self.on_listener(source);
             }
             Some(Source::Stderr(_)) => self.on_stderr(source),
+            Some(Source::Control(_)) => self.on_control(source),
+            Some(Source::ControlConn(_)) => self.on_control_conn(source),
             _ => {}
         }
     }
@@ -469,18 +474,10 @@ impl Server {
     }
 
     fn log_status(&self) {
-        for (_, service) in self.services.iter() {
-            let c = service.counters;
+        for s in self.report().services {
             log::info!(
                 "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={}",
-                service.spec.name,
-                self.service_state(service),
-                service.admission.active(),
-                c.accepted,
-                c.refused_access,
-                c.refused_limits,
-                c.spawn_failures,
-                c.abnormal_exits
+                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits
             );
         }
     }

@@ -1,0 +1,157 @@
+//! The control socket: each client gets the status report as one JSON
+//! document, written without blocking the loop, then the connection closes.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use mio::Interest;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+
+use super::{Server, Source};
+use crate::listener::Bound;
+use crate::status::{Report, ServiceReport};
+
+/// A status answer still being written.
+pub(super) struct ControlConn {
+    fd: OwnedFd,
+    data: Vec<u8>,
+    written: usize,
+}
+
+/// Binds the control socket (mode 0600), replacing a stale one. `Ok(None)`
+/// when another live spawnd holds it: this one runs without.
+pub(super) fn bind(path: &Path) -> io::Result<Option<Bound>> {
+    if let Some(parent) = path.parent() {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Ok(None);
+        }
+        std::fs::remove_file(path)?;
+    }
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    // Created 0600 from the start, not chmod'ed after a window.
+    let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?);
+    nix::sys::stat::umask(old_umask);
+    bound?;
+    let bound = Bound {
+        fd,
+        created_path: Some(path.to_path_buf()),
+    };
+    socket::listen(&bound.fd, socket::Backlog::new(16)?)?;
+    Ok(Some(bound))
+}
+
+impl Server {
+    /// Opens the control socket configured (or the default one).
+    pub fn open_control(&mut self) {
+        let path = self
+            .global
+            .control_socket
+            .clone()
+            .unwrap_or_else(crate::status::default_socket);
+        match bind(&path) {
+            Ok(Some(bound)) => {
+                let fd = bound.fd.as_raw_fd();
+                let source = self.sources.insert(Source::Control(bound));
+                if let Err(e) = self.register(fd, source, Interest::READABLE) {
+                    log::warn!("control_error path={} error=\"{e}\"", path.display());
+                    self.sources.remove(source);
+                } else {
+                    log::debug!("control path={}", path.display());
+                }
+            }
+            Ok(None) => log::warn!(
+                "control_busy path={} detail=\"another spawnd is running there; no status socket for this one\"",
+                path.display()
+            ),
+            Err(e) => log::warn!("control_error path={} error=\"{e}\"", path.display()),
+        }
+    }
+
+    pub(super) fn report(&self) -> Report {
+        let mut services: Vec<ServiceReport> = self
+            .services
+            .iter()
+            .map(|(_, s)| ServiceReport {
+                name: s.spec.name.clone(),
+                state: self.service_state(s).to_string(),
+                listen: s.spec.listen.iter().map(ToString::to_string).collect(),
+                children: s.admission.active(),
+                accepted: s.counters.accepted,
+                refused_access: s.counters.refused_access,
+                refused_limits: s.counters.refused_limits,
+                spawn_failures: s.counters.spawn_failures,
+                abnormal_exits: s.counters.abnormal_exits,
+            })
+            .collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        Report {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            children: self.children.len(),
+            services,
+        }
+    }
+
+    pub(super) fn on_control(&mut self, source: usize) {
+        let Some(Source::Control(bound)) = self.sources.get(source) else {
+            return;
+        };
+        let listener = bound.fd.as_raw_fd();
+        for _ in 0..16 {
+            let conn = match crate::sys::accept(listener) {
+                Ok((conn, _)) => conn,
+                Err(_) => return,
+            };
+            if crate::sys::set_nonblocking(conn.as_raw_fd(), true).is_err() {
+                continue;
+            }
+            let data = serde_json::to_vec(&self.report()).unwrap_or_default();
+            let fd = conn.as_raw_fd();
+            let key = self.sources.insert(Source::ControlConn(ControlConn {
+                fd: conn,
+                data,
+                written: 0,
+            }));
+            if self.register(fd, key, Interest::WRITABLE).is_err() {
+                self.sources.remove(key);
+            }
+        }
+        self.ready_again.push(source);
+    }
+
+    pub(super) fn on_control_conn(&mut self, source: usize) {
+        let Some(Source::ControlConn(conn)) = self.sources.get_mut(source) else {
+            return;
+        };
+        let done = loop {
+            if conn.written >= conn.data.len() {
+                break true;
+            }
+            match nix::unistd::write(&conn.fd, &conn.data[conn.written..]) {
+                Ok(n) => conn.written += n,
+                Err(nix::errno::Errno::EAGAIN) => break false,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break true,
+            }
+        };
+        if done {
+            let fd = conn.fd.as_raw_fd();
+            self.deregister(fd);
+            self.sources.remove(source);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `spawnd status`: the running spawnd's services, states and counters, read
+//! over its control socket (a Unix stream socket, mode 0600, so only
+//! spawnd's own user — and root — can ask). spawnd writes one JSON document
+//! to each client and closes; the client prints it as a table or as is.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::StatusArgs;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub pid: u32,
+    pub version: String,
+    pub children: usize,
+    pub services: Vec<ServiceReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub name: String,
+    /// listening, paused, paused_rate, handed_off, retired
+    pub state: String,
+    pub listen: Vec<String>,
+    pub children: u32,
+    pub accepted: u64,
+    pub refused_access: u64,
+    pub refused_limits: u64,
+    pub spawn_failures: u64,
+    pub abnormal_exits: u64,
+}
+
+/// Where the control socket lives when `spawnd.yaml` does not say.
+pub fn default_socket() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/spawnd/control.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("spawnd/control.sock"),
+        None => PathBuf::from(format!(
+            "/tmp/spawnd-{}/control.sock",
+            nix::unistd::geteuid()
+        )),
+    }
+}
+
+pub fn run(args: &StatusArgs) -> ExitCode {
+    let path = match &args.socket {
+        Some(path) => path.clone(),
+        None => match crate::report::load_global(&args.config) {
+            Ok(global) => global.control_socket.unwrap_or_else(default_socket),
+            Err(errors) => {
+                for error in errors {
+                    eprintln!("error: {error}");
+                }
+                return ExitCode::from(crate::report::EXIT_CONFIG);
+            }
+        },
+    };
+    let mut text = String::new();
+    let result = UnixStream::connect(&path).and_then(|mut stream| {
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.read_to_string(&mut text)
+    });
+    if let Err(e) = result {
+        eprintln!(
+            "spawnd status: cannot reach {}: {e} (is spawnd running?)",
+            path.display()
+        );
+        return ExitCode::from(3);
+    }
+    let report: Report = match serde_json::from_str(&text) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!(
+                "spawnd status: unexpected answer from {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(3);
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("spawnd status: {e}");
+                return ExitCode::from(3);
+            }
+        }
+    } else {
+        print!("{}", table(&report));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The human-readable form.
+pub fn table(report: &Report) -> String {
+    let mut rows = vec![[
+        "SERVICE", "STATE", "CHILDREN", "ACCEPTED", "REFUSED", "FAILED", "ABNORMAL", "LISTEN",
+    ]
+    .map(String::from)];
+    for s in &report.services {
+        rows.push([
+            s.name.clone(),
+            s.state.clone(),
+            s.children.to_string(),
+            s.accepted.to_string(),
+            (s.refused_access + s.refused_limits).to_string(),
+            s.spawn_failures.to_string(),
+            s.abnormal_exits.to_string(),
+            s.listen.join(","),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = format!(
+        "spawnd {} pid {}, {} children\n",
+        report.version, report.pid, report.children
+    );
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
