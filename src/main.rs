@@ -6,6 +6,7 @@ mod childenv;
 mod cli;
 mod config;
 mod convert;
+mod daemon;
 mod limits;
 mod listener;
 mod logging;
@@ -55,7 +56,18 @@ fn run(args: &RunArgs) -> ExitCode {
     for error in &loaded.errors {
         log::error!("config_error {error}");
     }
-    let mut server = match server::Server::new(args.config.clone(), loaded.global, inherited) {
+    if let Some(path) = &args.pid_file {
+        if let Err(message) = daemon::check_pid_file(path) {
+            log::error!("start_failed error=\"{message}\"");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    }
+    // Reloads read the same directory after a daemon's chdir("/").
+    let mut config_dir = args.config.clone();
+    if let Ok(absolute) = std::fs::canonicalize(&config_dir.dir) {
+        config_dir.dir = absolute;
+    }
+    let mut server = match server::Server::new(config_dir, loaded.global, inherited) {
         Ok(server) => server,
         Err(server::StartError(message)) => {
             log::error!("start_failed error=\"{message}\"");
@@ -68,6 +80,28 @@ fn run(args: &RunArgs) -> ExitCode {
         log::error!("start_failed detail=\"no service could be started\"");
         return ExitCode::from(EXIT_RUNTIME);
     }
+    if args.daemon {
+        if let Err(e) = daemon::detach() {
+            log::error!("start_failed error=\"cannot detach: {e}\"");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        if let Err(server::StartError(message)) = server.reopen_signals() {
+            log::error!("start_failed error=\"{message}\"");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    }
+    let _pid_file = match args
+        .pid_file
+        .as_deref()
+        .map(daemon::PidFile::write)
+        .transpose()
+    {
+        Ok(pid_file) => pid_file,
+        Err(e) => {
+            log::error!("start_failed error=\"cannot write pid file: {e}\"");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     log::info!(
         "ready services={started} failed={failed} config_errors={} dir={}",
         loaded.errors.len(),

@@ -261,3 +261,12 @@ pub fn reset_ignored_signals() {
         }
     }
 }
+
+/// `dup2(from, to)` without close-on-exec (for stdio).
+pub fn dup_plain(from: RawFd, to: RawFd) -> io::Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    // SAFETY: dup2 on integers; `to` is one of 0–2, which we keep open.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}

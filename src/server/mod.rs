@@ -238,6 +238,27 @@ impl Server {
         })
     }
 
+    /// After `--daemon` forks: a signalfd polled through epoll only wakes up
+    /// for the process that registered it, so make a new one here.
+    pub fn reopen_signals(&mut self) -> Result<(), StartError> {
+        let signals = SignalFd::with_flags(
+            &handled_signals(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(|e| StartError(format!("cannot create signalfd: {e}")))?;
+        self.deregister(self.signals.as_raw_fd());
+        self.poll
+            .registry()
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(|e| StartError(format!("cannot watch signals: {e}")))?;
+        self.signals = signals;
+        Ok(())
+    }
+
     fn register(&self, fd: RawFd, source: usize, interest: Interest) -> io::Result<()> {
         self.poll
             .registry()
