@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod convert;
 mod daemon;
+mod internal;
 mod limits;
 mod listener;
 mod logging;

@@ -167,6 +167,9 @@ impl ExecPlan {
 #[repr(C)]
 struct ChildArgs {
     plan: *const ExecPlan,
+    /// spawnd's own soft RLIMIT_NOFILE before it raised it, restored in
+    /// children whose service sets no `files` limit.
+    restore_nofile: Option<libc::rlimit>,
     envp: *const *const c_char,
     /// `LISTEN_PID=<pid>\0`, completed by the child (envp points here).
     listen_pid: [u8; 32],
@@ -270,6 +273,18 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
         libc::sigaction(libc::SIGPIPE, &default_action, ptr::null_mut()) as libc::c_long,
     )?;
     let setup = &plan.setup;
+    if let Some(limit) = &args.restore_nofile {
+        step(
+            5,
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE,
+                limit as *const libc::rlimit,
+                ptr::null_mut::<libc::rlimit>(),
+            ),
+        )?;
+    }
     for (resource, value) in &setup.rlimits {
         let limit = libc::rlimit {
             rlim_cur: *value,
@@ -420,6 +435,7 @@ fn fill_slot(fd: RawFd, slot: RawFd) -> io::Result<()> {
 /// spawn allocates nothing once warm.
 pub struct Spawner {
     stack: ChildStack,
+    original_nofile: Option<libc::rlimit>,
     use_close_range: bool,
     envp: Vec<*const c_char>,
     /// Per-connection environment entries, each NUL-terminated.
@@ -460,6 +476,7 @@ impl Spawner {
         }
         Ok(Spawner {
             stack: ChildStack::new(CHILD_STACK_SIZE)?,
+            original_nofile: crate::sys::raise_nofile(),
             use_close_range,
             envp: Vec::with_capacity(64),
             conn_env: Vec::with_capacity(512),
@@ -491,8 +508,18 @@ impl Spawner {
                 start = index + 1;
             }
         }
+        let sets_files = plan
+            .setup
+            .rlimits
+            .iter()
+            .any(|(r, _)| *r == libc::RLIMIT_NOFILE as c_int);
         let mut args = ChildArgs {
             plan,
+            restore_nofile: if sets_files {
+                None
+            } else {
+                self.original_nofile
+            },
             envp: ptr::null(),
             listen_pid: [0; 32],
             use_close_range: self.use_close_range,

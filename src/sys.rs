@@ -270,3 +270,45 @@ pub fn dup_plain(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup2 on integers; `to` is one of 0–2, which we keep open.
     check(unsafe { libc::dup2(from, to) }).map(drop)
 }
+
+/// Local time now: (year, month 1–12, day, weekday 0=Sunday, hour, minute, second).
+pub fn local_time() -> (i64, u32, u32, u32, u32, u32, u32) {
+    // SAFETY: time(NULL) only returns the time.
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    let mut tm = MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r writes into our struct; on failure it stays zeroed.
+    unsafe { libc::localtime_r(&now, tm.as_mut_ptr()) };
+    // SAFETY: zeroed, then possibly filled.
+    let tm = unsafe { tm.assume_init() };
+    (
+        i64::from(tm.tm_year) + 1900,
+        (tm.tm_mon + 1) as u32,
+        tm.tm_mday as u32,
+        tm.tm_wday as u32,
+        tm.tm_hour as u32,
+        tm.tm_min as u32,
+        tm.tm_sec as u32,
+    )
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (a server holds many
+/// sockets); returns the original limits when they changed, so children
+/// get them back (programs using select() expect 1024).
+pub fn raise_nofile() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct; the result is checked.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return None;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct; the result is checked.
+    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0).then_some(limit)
+}

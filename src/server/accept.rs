@@ -10,7 +10,7 @@ use super::{
     FORK_FAILED_PAUSE,
 };
 use crate::childenv::{write_connection_env, Peer, Transport};
-use crate::config::SocketKind;
+use crate::config::{Action, SocketKind};
 use crate::limits::{check_access, Decision, PauseStarted, Refusal, SourceKey};
 use crate::spawn::SpawnError;
 
@@ -82,6 +82,8 @@ impl Server {
             self.hand_off(source);
         } else if listener.kind == SocketKind::Stream {
             self.accept_batch(source);
+        } else {
+            self.serve_datagrams(source);
         }
     }
 
@@ -277,8 +279,14 @@ impl Server {
             return;
         }
         send_banner(fd, &self.services[service_id].banners.success);
-        let _ = self.start_child(service_id, fd, &peer, Transport::Tcp, None);
-        // `conn` closes here: the child holds its own copies.
+        match self.services[service_id].spec.action {
+            Action::Exec { .. } => {
+                let _ = self.start_child(service_id, fd, &peer, Transport::Tcp, None);
+                // `conn` closes here: the child holds its own copies.
+            }
+            Action::Internal(kind) => self.start_internal(service_id, kind, conn, peer),
+            Action::Redirect(target) => self.start_redirect(service_id, target, conn, peer),
+        }
     }
 
     /// Starts the service's program on `primary`; records and logs the child.

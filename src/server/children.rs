@@ -74,20 +74,11 @@ impl Server {
             self.take_back(source);
         }
         self.release_queued();
-        if self
-            .services
-            .get(child.service)
-            .is_some_and(|s| s.retired && s.admission.active() == 0)
-        {
-            let has_children = self.children.values().any(|c| c.service == child.service);
-            if !has_children {
-                self.services.remove(child.service);
-            }
-        }
+        self.drop_retired(child.service);
     }
 
     /// Listeners held back by `on_limit: queue` get another look.
-    fn release_queued(&mut self) {
+    pub(super) fn release_queued(&mut self) {
         if self.queued.is_empty() || self.stopping.is_some() {
             return;
         }

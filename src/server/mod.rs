@@ -6,6 +6,7 @@
 mod accept;
 mod children;
 mod control;
+mod inproc;
 mod reload;
 mod stderr_log;
 
@@ -80,6 +81,9 @@ enum Source {
     Stderr(StderrPipe),
     Control(Bound),
     ControlConn(control::ControlConn),
+    Internal(inproc::InternalConn),
+    /// Either side of a redirected connection (an index into `relays`).
+    Relay(usize),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -165,6 +169,7 @@ pub struct Server {
     spawner: Spawner,
     services: Slab<ServiceRt>,
     sources: Slab<Source>,
+    relays: Slab<inproc::Relay>,
     children: HashMap<i32, Child>,
     timers: Timers<TimerKey>,
     ready_again: Vec<usize>,
@@ -227,6 +232,7 @@ impl Server {
             spawner,
             services: Slab::new(),
             sources: Slab::new(),
+            relays: Slab::new(),
             children: HashMap::new(),
             timers: Timers::default(),
             ready_again: Vec::new(),
@@ -447,6 +453,8 @@ impl Server {
             Some(Source::Stderr(_)) => self.on_stderr(source),
             Some(Source::Control(_)) => self.on_control(source),
             Some(Source::ControlConn(_)) => self.on_control_conn(source),
+            Some(Source::Internal(_)) => self.on_internal(source),
+            Some(Source::Relay(_)) => self.on_relay(source),
             _ => {}
         }
     }
@@ -531,6 +539,24 @@ impl Server {
             "paused"
         } else {
             "listening"
+        }
+    }
+
+    /// Whether anything running (child, internal connection, relay) still
+    /// belongs to `service`.
+    fn service_in_use(&self, service: usize) -> bool {
+        self.children.values().any(|c| c.service == service)
+            || self.relays.iter().any(|(_, r)| r.service_id() == service)
+            || self
+                .sources
+                .iter()
+                .any(|(_, s)| matches!(s, Source::Internal(conn) if conn.service_id() == service))
+    }
+
+    /// Forgets a service removed by a reload once nothing of it runs.
+    fn drop_retired(&mut self, service: usize) {
+        if self.services.get(service).is_some_and(|s| s.retired) && !self.service_in_use(service) {
+            self.services.remove(service);
         }
     }
 

@@ -237,9 +237,7 @@ impl Server {
                 self.close_listener(source);
             }
             self.services[id].retired = true;
-            if !self.children.values().any(|c| c.service == id) {
-                self.services.remove(id);
-            }
+            self.drop_retired(id);
         }
         log::info!(
             "reload_done services={} added={added} updated={updated} removed={removed} failed={failed}",

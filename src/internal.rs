@@ -1,0 +1,132 @@
+//! The classic internal services' data, pure: RFC 862 echo and 863 discard
+//! need none; RFC 864 chargen's ring, RFC 867 daytime's text and RFC 868
+//! time's 32-bit seconds since 1900 are built here and unit-tested.
+
+/// Characters in the chargen ring: the 95 printable ASCII characters.
+const RING: &[u8; 95] = b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+const LINE: usize = 72;
+
+/// Seconds between 1900-01-01 and 1970-01-01 (RFC 868).
+const EPOCH_OFFSET: u64 = 2_208_988_800;
+
+/// Produces chargen lines: line `n` is 72 characters of the ring starting
+/// at offset `n mod 95`, then CRLF.
+#[derive(Debug, Default, Clone)]
+pub struct Chargen {
+    line: usize,
+}
+
+impl Chargen {
+    /// Appends whole lines to `out` until it holds at least `want` bytes.
+    pub fn fill(&mut self, out: &mut Vec<u8>, want: usize) {
+        while out.len() < want {
+            let start = self.line % RING.len();
+            for i in 0..LINE {
+                out.push(RING[(start + i) % RING.len()]);
+            }
+            out.extend_from_slice(b"\r\n");
+            self.line += 1;
+        }
+    }
+
+    /// One datagram's worth (RFC 864: at most 512 characters).
+    pub fn datagram(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        self.fill(out, 512);
+        out.truncate(512);
+    }
+}
+
+/// RFC 868: seconds since 1900 as 32 bits, big-endian (wraps in 2036).
+pub fn time_bytes(unix_seconds: u64) -> [u8; 4] {
+    ((unix_seconds + EPOCH_OFFSET) as u32).to_be_bytes()
+}
+
+/// RFC 867 leaves the format free; like inetd, use ctime's:
+/// `Tue Nov 24 21:00:45 2026\r\n`.
+pub fn daytime_text(
+    year: i64,
+    month: u32,
+    day: u32,
+    weekday: u32,
+    h: u32,
+    m: u32,
+    s: u32,
+) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {day:2} {h:02}:{m:02}:{s:02} {year}\r\n",
+        DAYS[(weekday % 7) as usize],
+        MONTHS[(month.clamp(1, 12) - 1) as usize]
+    )
+}
+
+/// UDP responders never answer the ports of other internal services or
+/// the privileged range: the classic guard against two servers echoing to
+/// each other forever (or being used to reflect traffic at one).
+pub fn udp_reply_allowed(source_port: u16) -> bool {
+    source_port >= 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chargen_lines_rotate_through_the_ring() {
+        let mut generator = Chargen::default();
+        let mut out = Vec::new();
+        generator.fill(&mut out, 1);
+        assert_eq!(out.len(), 74);
+        assert!(out.starts_with(
+            b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefg\r\n"
+        ));
+        out.clear();
+        generator.fill(&mut out, 1);
+        assert!(
+            out.starts_with(b"!\"#$"),
+            "the next line starts one character later"
+        );
+        // After 95 lines the ring starts over.
+        let mut generator = Chargen::default();
+        let mut all = Vec::new();
+        generator.fill(&mut all, 96 * 74);
+        assert_eq!(all[..74], all[95 * 74..96 * 74]);
+    }
+
+    #[test]
+    fn chargen_datagram_is_at_most_512() {
+        let mut generator = Chargen::default();
+        let mut out = Vec::new();
+        generator.datagram(&mut out);
+        assert_eq!(out.len(), 512);
+        assert!(out
+            .iter()
+            .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\r' || *b == b'\n'));
+    }
+
+    #[test]
+    fn time_is_seconds_since_1900() {
+        assert_eq!(time_bytes(0), 2_208_988_800u32.to_be_bytes());
+        assert_eq!(u32::from_be_bytes(time_bytes(1_000_000_000)), 3_208_988_800);
+    }
+
+    #[test]
+    fn daytime_looks_like_ctime() {
+        assert_eq!(
+            daytime_text(2026, 11, 4, 3, 9, 5, 7),
+            "Wed Nov  4 09:05:07 2026\r\n"
+        );
+    }
+
+    #[test]
+    fn reflection_guard() {
+        for port in [7, 13, 19, 37, 53, 1023] {
+            assert!(!udp_reply_allowed(port));
+        }
+        assert!(udp_reply_allowed(40000));
+    }
+}
