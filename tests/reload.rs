@@ -308,7 +308,7 @@ fn readiness_reload_and_stop_notifications() {
     let mut spawnd = Spawnd::start_with(&config, &[], |c| {
         c.env("NOTIFY_SOCKET", &socket_path);
     });
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 4096];
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
