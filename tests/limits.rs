@@ -370,8 +370,9 @@ fn max_load_refuses_when_the_load_is_high() {
         .unwrap()
         .parse()
         .unwrap();
+    let high_enough = load > 0.02;
     require!(
-        load > 0.02,
+        high_enough,
         "the load average is too low to exceed any max_load"
     );
     config.service(
