@@ -1,0 +1,476 @@
+//! Faults, floods and hostile input: spawnd keeps serving, does not spin,
+//! and leaks nothing.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use util::*;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+/// Ticks of CPU spawnd uses over `window` while nothing should happen: a
+/// measurement window, not a synchronisation.
+fn cpu_over(pid: i32, window: Duration) -> u64 {
+    let before = cpu_ticks(pid);
+    std::thread::sleep(window);
+    cpu_ticks(pid) - before
+}
+
+#[test]
+fn fd_exhaustion_pauses_the_listener_without_spinning() {
+    let config = Config::new();
+    let port = free_port();
+    config.global(&format!(
+        "control_socket: {}\n",
+        config.path().join("c.sock").display()
+    ));
+    config.service(
+        "echo",
+        &format!("listen: 127.0.0.1:{port}\ninternal: echo\nbacklog: 256\n"),
+    );
+    let spawnd = Spawnd::start_with(&config, &[], |command| {
+        // SAFETY: setrlimit is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 40,
+                    rlim_max: 40,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // Every echo connection holds a descriptor in spawnd.
+    let mut clients: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(local(port)).unwrap())
+        .collect();
+    spawnd
+        .log
+        .expect(&["accept_paused service=echo", "Too many open files"]);
+    let ticks = cpu_over(spawnd.pid(), Duration::from_secs(2));
+    assert!(
+        ticks <= 20,
+        "spawnd used {ticks} ticks of CPU while out of descriptors"
+    );
+    assert_eq!(
+        spawnd.log.count("accept_paused"),
+        1,
+        "logged once per episode"
+    );
+    // Free descriptors: the waiting clients are served.
+    let last = clients.pop().unwrap();
+    clients.truncate(10);
+    let mut last = last;
+    last.set_read_timeout(Some(WAIT)).unwrap();
+    last.write_all(b"late\n").unwrap();
+    let mut echoed = [0u8; 5];
+    last.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"late\n");
+}
+
+#[test]
+fn process_exhaustion_closes_the_client_and_recovers() {
+    require!(
+        is_root() && has_command("setpriv"),
+        "needs root and setpriv"
+    );
+    let config = Config::new();
+    let port = free_port();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    config.global(&format!(
+        "control_socket: /tmp/spawnd-faults-{}/c.sock\n",
+        std::process::id()
+    ));
+    config.service(
+        "hold",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo hi; exec cat >/dev/null']\n"),
+    );
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "run",
+            "-c",
+        ])
+        .arg(config.path());
+    // SAFETY: setrlimit is async-signal-safe. spawnd itself is the one
+    // process of uid 65534 allowed besides one child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2,
+                rlim_max: 2,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawnd = Spawnd::spawn(command, |_| {});
+    spawnd.log.expect(&["ready services=1"]);
+    let mut first = TcpStream::connect(local(port)).unwrap();
+    let mut hi = [0u8; 3];
+    first.read_exact(&mut hi).unwrap();
+    // The second child cannot be created: the client is closed.
+    assert!(refused_at_once(port));
+    spawnd.log.expect(&[
+        "spawn_failed service=hold",
+        "Resource temporarily unavailable",
+    ]);
+    let ticks = cpu_over(spawnd.pid(), Duration::from_secs(1));
+    assert!(ticks <= 10, "spawnd used {ticks} ticks after a failed fork");
+    // A process slot frees up when the first child exits.
+    drop(first);
+    spawnd.log.expect(&["exit service=hold"]);
+    let mut second = TcpStream::connect(local(port)).unwrap();
+    second.set_read_timeout(Some(WAIT)).unwrap();
+    second.read_exact(&mut hi).unwrap();
+    assert_eq!(&hi, b"hi\n", "service resumes");
+}
+
+#[test]
+fn twenty_thousand_connections_leak_nothing() {
+    let config = Config::new();
+    let port = free_port();
+    config.global(&format!(
+        "control_socket: {}\n",
+        config.path().join("c.sock").display()
+    ));
+    config.service(
+        "quick",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/true]\nbacklog: 1024\n"),
+    );
+    // Warnings only: 40,000 log lines would measure the test's log reader.
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["--log-level", "warn", "run", "-c"])
+        .arg(config.path());
+    let spawnd = Spawnd::spawn(command, |_| {});
+    assert!(
+        wait_until(|| tcp_exchange(local(port), b"").is_ok()),
+        "spawnd is listening"
+    );
+    // Warm up so the slab and tables reach their working size.
+    for _ in 0..200 {
+        let _ = tcp_exchange(local(port), b"");
+    }
+    assert!(wait_until(|| children_of(spawnd.pid()).is_empty()));
+    let (fds, rss) = (spawnd.open_fds(), rss_kib(spawnd.pid()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2_500 {
+                    if tcp_exchange(local(port), b"").is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert_eq!(done.load(Ordering::Relaxed), 20_000);
+    assert!(
+        wait_until(|| children_of(spawnd.pid()).is_empty()),
+        "children left: {:?}",
+        children_of(spawnd.pid())
+    );
+    assert!(
+        wait_until(|| spawnd.open_fds() == fds),
+        "{} descriptors, {fds} before",
+        spawnd.open_fds()
+    );
+    let grown = rss_kib(spawnd.pid()).saturating_sub(rss);
+    assert!(grown < 1024, "RSS grew by {grown} KiB");
+}
+
+#[test]
+fn a_child_that_closes_its_output_but_keeps_running() {
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "quiet",
+        &format!(
+            "listen: 127.0.0.1:{port}\nstderr: \"null\"\nexec: [/bin/sh, -c, 'echo bye; exec >&- <&-; sleep 30']\nlimits: {{instances: 1, timeout: 2s, kill_after: 100ms}}\n"
+        ),
+    );
+    let spawnd = Spawnd::start(&config);
+    assert_eq!(
+        tcp_read(port),
+        "bye\n",
+        "the client sees EOF while the child runs"
+    );
+    assert!(refused_at_once(port), "the running child still counts");
+    spawnd.log.expect(&["exit service=quiet", "signal=TERM"]);
+    assert_eq!(tcp_read(port), "bye\n");
+}
+
+#[test]
+fn grandchildren_are_not_spawnds_and_do_not_hold_the_listener() {
+    let config = Config::new();
+    let port = free_port();
+    let pid_file = config.path().join("grandchild.pid");
+    config.service(
+        "forker",
+        &format!(
+            "listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, '(sleep 30 </dev/null >/dev/null 2>&1 & echo $! > {}); echo done']\n",
+            pid_file.display()
+        ),
+    );
+    let mut spawnd = Spawnd::start(&config);
+    assert_eq!(tcp_read(port), "done\n");
+    spawnd.log.expect(&["exit service=forker", "status=0"]);
+    let grandchild: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!children_of(spawnd.pid())
+        .iter()
+        .any(|(pid, _)| *pid == grandchild));
+    assert!(spawnd.no_zombies());
+    let sockets = std::fs::read_dir(format!("/proc/{grandchild}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count();
+    assert_eq!(sockets, 0, "the grandchild holds no socket of spawnd's");
+    spawnd.signal(Signal::SIGTERM);
+    assert_eq!(spawnd.wait_exit(), Some(0));
+    // The port can be bound again at once: nobody else holds the listener.
+    assert!(std::net::TcpListener::bind(local(port)).is_ok());
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(grandchild), Signal::SIGKILL);
+}
+
+#[test]
+fn a_burst_of_signals_under_load() {
+    let config = Config::new();
+    let port = free_port();
+    config.global(&format!(
+        "control_socket: {}\n",
+        config.path().join("c.sock").display()
+    ));
+    config.service(
+        "steady",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, ok]\nbacklog: 1024\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match tcp_exchange(local(port), b"") {
+                        Ok(reply) if reply == b"ok\n" => served.fetch_add(1, Ordering::Relaxed),
+                        _ => failures.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(|| served.load(Ordering::Relaxed) >= 50),
+        "load is running"
+    );
+    let pid = nix::unistd::Pid::from_raw(spawnd.pid());
+    for round in 0..1_000 {
+        let signal = if round % 2 == 0 {
+            Signal::SIGHUP
+        } else {
+            Signal::SIGCHLD
+        };
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+    // Keep the load on while the coalesced reloads run, then stop.
+    let after_burst = served.load(Ordering::Relaxed);
+    assert!(wait_until(
+        || served.load(Ordering::Relaxed) >= after_burst + 200
+    ));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert!(spawnd.log.count("reload_done") >= 1);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "{} served",
+        served.load(Ordering::Relaxed)
+    );
+    assert!(served.load(Ordering::Relaxed) > 0);
+    assert_eq!(tcp_read(port), "ok\n");
+    assert!(spawnd.no_zombies());
+}
+
+#[test]
+fn udp_floods_keep_memory_flat() {
+    let config = Config::new();
+    let (waiting, echo) = (free_port(), free_port());
+    config.global(&format!(
+        "control_socket: {}\n",
+        config.path().join("c.sock").display()
+    ));
+    config.service(
+        "wait-udp",
+        &format!("socket: dgram\nlisten: 127.0.0.1:{waiting}\nexec: [/usr/bin/perl, -e, 'recv(STDIN, my $d, 65535, 0);']\n"),
+    );
+    config.service(
+        "echo-udp",
+        &format!("socket: dgram\nlisten: 127.0.0.1:{echo}\ninternal: echo\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    let before = rss_kib(spawnd.pid());
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let payload = [b'x'; 1200];
+    for _ in 0..30_000 {
+        let _ = sender.send_to(&payload, local(waiting));
+        let _ = sender.send_to(&payload, local(echo));
+    }
+    // Both services still answer afterwards.
+    assert!(wait_until(
+        || udp_exchange(local(echo), b"still here").is_ok_and(|r| r == b"still here")
+    ));
+    let grown = rss_kib(spawnd.pid()).saturating_sub(before);
+    assert!(grown < 2048, "RSS grew by {grown} KiB under a UDP flood");
+    assert!(spawnd.log.count("spawn_failed") == 0);
+}
+
+#[test]
+fn strict_configuration_refuses_files_others_can_write() {
+    require!(
+        is_root(),
+        "strict configuration applies when spawnd runs as root"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let config = Config::new();
+    let writable = config.service("writable", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
+    std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let foreign = config.service("foreign", "listen: 127.0.0.1:2\nexec: [/bin/true]\n");
+    std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+    config.service("fine", "listen: 127.0.0.1:3\nexec: [/bin/true]\n");
+    let out = config.check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("writable.yaml: refused: mode 0666 lets others write it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("foreign.yaml: refused: owned by uid 65534"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok fine"));
+    let insecure = std::process::Command::new(BIN)
+        .args(["check", "--insecure-config", "-c"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(insecure.status.code(), Some(0), "{insecure:?}");
+    // A world-writable services.d refuses every file in it.
+    std::fs::set_permissions(
+        config.path().join("services.d"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let out = config.check();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("services.d: refused: mode 0777"));
+}
+
+#[test]
+fn thousands_of_service_files_check_in_bounded_time() {
+    let config = Config::new();
+    for index in 0..3_000 {
+        config.service(
+            &format!("s{index:04}"),
+            &format!("listen: 127.0.0.1:{}\nexec: [/bin/true]\n", 20_000 + index),
+        );
+    }
+    let started = std::time::Instant::now();
+    let out = config.check();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3000 services, 0 errors"));
+    // Not a speed assertion: a guard against a quadratic blow-up going unnoticed.
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn an_unreadable_file_is_an_error_for_that_file() {
+    require!(
+        is_root() && has_command("setpriv"),
+        "needs root and setpriv to check as another user"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let config = Config::new();
+    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        config.path().join("services.d"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let secret = config.service("secret", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    config.service("open", "listen: 127.0.0.1:2\nexec: [/bin/true]\n");
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "check",
+            "-c",
+        ])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("secret.yaml: cannot read: Permission denied"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok open"));
+}
