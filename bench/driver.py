@@ -488,6 +488,7 @@ class Running:
 
 
 RUNNING = []
+LOAD_AT_START = "?"
 
 
 def stop_all(*_):
@@ -683,6 +684,14 @@ def main():
               file=sys.stderr)
         return 2
 
+    global LOAD_AT_START
+    LOAD_AT_START = loadavg()
+    try:
+        if float(LOAD_AT_START.split()[0]) > 0.7:
+            print(f"driver: warning: load average {LOAD_AT_START} before the run: something else is using the "
+                  "CPUs, the figures will be noisy", file=sys.stderr)
+    except ValueError:
+        pass
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
@@ -825,12 +834,91 @@ def main():
     return 0
 
 
+def targets(a, servers, results, info, conc, nservices, progs):
+    """Issue 6's targets, checked against this run (spawnd+checks where it ran,
+    else spawnd)."""
+    names = [s.name for s in servers]
+    who = next((w for w in ("spawnd+checks", "spawnd") if w in names and any(
+        results.get((n, p, w, c)) for n in nservices for p in progs for c in conc)), None)
+    if who is None or "bare vfork" not in names:
+        return []
+    L = [f"### Issue 6 targets, checked with `{who}` against `bare vfork` (medians of this run)\n",
+         "| target | measured | met |", "|---|---|---|"]
+
+    def m(n, prog, srv, c, key):
+        return med([x[key] for x in results.get((n, prog, srv, c), [])])
+
+    def row(what, val, ok):
+        L.append(f"| {what} | {val} | {'yes' if ok else '**no**'} |")
+
+    n0 = nservices[0]
+    for prog in progs:
+        for c in conc:
+            v, b = m(n0, prog, who, c, "conns_per_s"), m(n0, prog, "bare vfork", c, "conns_per_s")
+            if v is not None and b:
+                row(f"conns/s ≥ 0.95 × bare, {prog}, c={c}", f"{v / b:.2f} × ({v:,.0f} vs {b:,.0f})", v / b >= 0.95)
+    for prog in progs:
+        for c in conc:
+            v, b = m(n0, prog, who, c, "p99_us"), m(n0, prog, "bare vfork", c, "p99_us")
+            if v is not None and b:
+                row(f"p99 ≤ 1.1 × bare, {prog}, c={c}", f"{v / b:.2f} × ({v:,.0f} vs {b:,.0f} µs)", v / b <= 1.1)
+    cmid = 8 if 8 in conc else conc[len(conc) // 2]
+    for prog in progs:
+        def cpu(srv):
+            return med([x["server_cpu_ms"] / x["ok"] * 1000 for x in results.get((n0, prog, srv, cmid), []) if x["ok"]])
+        v, b = cpu(who), cpu("bare vfork")
+        if v is not None and b:
+            row(f"server CPU / 1,000 conns ≤ 1.5 × bare, {prog}, c={cmid}", f"{v / b:.2f} × ({v:.1f} vs {b:.1f} ms)",
+                v / b <= 1.5)
+    for n in nservices:
+        inf = info.get((n, who), {})
+        if inf.get("rss_kb") is not None:
+            lim = 3 * 1024 + max(0, n - 1)  # 3 MB, +1 KB per additional service
+            row(f"idle RSS ≤ 3 MB + 1 KB per extra service, {n:,} services", f"{inf['rss_kb'] / 1024:.1f} MB",
+                inf["rss_kb"] <= lim)
+        if "wakeups" in inf:
+            row(f"zero idle wake-ups in {a.idle_secs:g} s, {n:,} services", str(inf["wakeups"]), inf["wakeups"] == 0)
+    rs = [(n, info.get((n, who), {}).get("rss_kb")) for n in nservices]
+    rs = [(n, r) for n, r in rs if r is not None]
+    if len(rs) > 1 and rs[-1][0] > rs[0][0]:
+        per = (rs[-1][1] - rs[0][1]) / (rs[-1][0] - rs[0][0])
+        row(f"RSS per additional service ≤ 1 KB ({rs[0][0]:,} → {rs[-1][0]:,})", f"{per * 1024:,.0f} bytes", per <= 1.0)
+    for n in nservices:
+        if n >= 10000:
+            inf = info.get((n, who), {})
+            st = [x for x in inf.get("startup", []) if x is not None]
+            if st:
+                row(f"start-up < 1 s, {n:,} services", f"{med(st) * 1000:,.0f} ms", med(st) < 1.0)
+            rl = inf.get("reload")
+            if rl is not None:
+                row(f"reload of unchanged services < 0.5 s, {n:,} services",
+                    f"{rl * 1000:,.0f} ms" if isinstance(rl, float) else rl, isinstance(rl, float) and rl < 0.5)
+    for n in nservices[1:]:
+        for prog in progs:
+            v, v0 = m(n, prog, who, cmid, "conns_per_s"), m(n0, prog, who, cmid, "conns_per_s")
+            if v is not None and v0:
+                row(f"conns/s with {n:,} services ≥ 0.95 × with {n0:,}, {prog}, c={cmid}",
+                    f"{v / v0:.2f} × ({v:,.0f} vs {v0:,.0f})", v / v0 >= 0.95)
+    L.append("")
+    return L
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def report(a, servers, skipped, results, info, failures, conc, nservices, progs, prog_title):
     L = []
     L.append("# spawnd benchmark results\n")
     L.append(f"- Machine: {machine_desc()}")
     cmd = os.environ.get("BENCH_CMDLINE", "bash bench/run.sh")
     L.append(f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; command: `{cmd}`")
+    L.append(f"- Load average (1, 5, 15 min) before the run: {LOAD_AT_START}; after: {loadavg()}. Anything "
+             "else running on the machine shows up as wide min–max ranges: compare ratios, rerun if they are wide.")
     L.append(f"- {a.reps} repetition(s), {a.duration:g} s measured after {a.warmup:g} s warm-up per cell; servers "
              "alternate (each repetition starts with the next server); cells show the median and (min–max) of the "
              "repetitions; ratios are of medians against `bare vfork` in the same run.")
@@ -939,6 +1027,7 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
              "from SIGHUP to sd_notify `READY=1` (servers that speak sd_notify); **idle wake-ups** "
              "context switches of the server while idle; **server CPU** user+system time of the server process "
              "itself (not its children) per 1,000 connections.\n")
+    L += targets(a, servers, results, info, conc, nservices, progs)
     if failures:
         L.append("Problems during the run:\n")
         for f in failures:

@@ -127,6 +127,13 @@ fn lookup_gid(who: &Principal) -> io::Result<u32> {
     }
 }
 
+/// The mode a socket file gets when `unix_mode` is not set: stream sockets
+/// root creates under /run are 0660 (root:root), so a system service's
+/// socket is not open to every local user by accident.
+pub fn default_unix_mode(path: &Path, kind: SocketKind, root: bool) -> Option<u32> {
+    (root && kind == SocketKind::Stream && path.starts_with("/run")).then_some(0o660)
+}
+
 fn apply_perms(path: &Path, perms: &UnixSocketPerms) -> io::Result<()> {
     if perms.owner.is_some() || perms.group.is_some() {
         let uid = perms.owner.as_ref().map(lookup_uid).transpose()?;
@@ -168,7 +175,11 @@ pub fn bind(
                 fd,
                 created_path: Some(path.clone()),
             };
-            apply_perms(path, perms)?;
+            let mut perms = perms.clone();
+            if perms.mode.is_none() {
+                perms.mode = default_unix_mode(path, kind, nix::unistd::geteuid().is_root());
+            }
+            apply_perms(path, &perms)?;
             listen(&bound.fd, kind, backlog)?;
             return Ok(bound);
         }
@@ -180,4 +191,24 @@ pub fn bind(
     };
     listen(&fd, kind, backlog)?;
     Ok(Bound { fd, created_path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_modes() {
+        let run = Path::new("/run/x/s.sock");
+        assert_eq!(
+            default_unix_mode(run, SocketKind::Stream, true),
+            Some(0o660)
+        );
+        assert_eq!(default_unix_mode(run, SocketKind::Stream, false), None);
+        assert_eq!(default_unix_mode(run, SocketKind::Dgram, true), None);
+        assert_eq!(
+            default_unix_mode(Path::new("/tmp/s.sock"), SocketKind::Stream, true),
+            None
+        );
+    }
 }

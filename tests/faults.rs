@@ -474,3 +474,36 @@ fn an_unreadable_file_is_an_error_for_that_file() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok open"));
 }
+
+#[test]
+fn unix_sockets_under_run_default_to_0660_and_honour_unix_mode() {
+    require!(
+        is_root() && std::path::Path::new("/run").is_dir(),
+        "needs root and /run"
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let config = Config::new();
+    let dir = std::path::PathBuf::from(format!("/run/spawnd-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (default, custom) = (dir.join("default.sock"), dir.join("custom.sock"));
+    config.service(
+        "default",
+        &format!("listen: {}\nexec: [/bin/true]\n", default.display()),
+    );
+    config.service(
+        "custom",
+        &format!(
+            "listen: {}\nunix_mode: \"0640\"\nunix_group: 65534\nexec: [/bin/true]\n",
+            custom.display()
+        ),
+    );
+    let spawnd = Spawnd::start(&config);
+    let meta = std::fs::metadata(&default).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    let meta = std::fs::metadata(&custom).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(meta.gid(), 65534);
+    drop(spawnd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
