@@ -856,28 +856,28 @@ def targets(a, servers, results, info, conc, nservices, progs):
         for c in conc:
             v, b = m(n0, prog, who, c, "conns_per_s"), m(n0, prog, "bare vfork", c, "conns_per_s")
             if v is not None and b:
-                row(f"conns/s ≥ 0.95 × bare, {prog}, c={c}", f"{v / b:.2f} × ({v:,.0f} vs {b:,.0f})", v / b >= 0.95)
+                row(f"conns/s ≥ 0.95 × bare, {prog}, c={c}", f"{v / b:.3f} × ({v:,.0f} vs {b:,.0f})", v / b >= 0.95)
     for prog in progs:
         for c in conc:
             v, b = m(n0, prog, who, c, "p99_us"), m(n0, prog, "bare vfork", c, "p99_us")
             if v is not None and b:
-                row(f"p99 ≤ 1.1 × bare, {prog}, c={c}", f"{v / b:.2f} × ({v:,.0f} vs {b:,.0f} µs)", v / b <= 1.1)
+                row(f"p99 ≤ 1.1 × bare, {prog}, c={c}", f"{v / b:.3f} × ({v:,.0f} vs {b:,.0f} µs)", v / b <= 1.1)
     cmid = 8 if 8 in conc else conc[len(conc) // 2]
     for prog in progs:
         def cpu(srv):
             return med([x["server_cpu_ms"] / x["ok"] * 1000 for x in results.get((n0, prog, srv, cmid), []) if x["ok"]])
         v, b = cpu(who), cpu("bare vfork")
         if v is not None and b:
-            row(f"server CPU / 1,000 conns ≤ 1.5 × bare, {prog}, c={cmid}", f"{v / b:.2f} × ({v:.1f} vs {b:.1f} ms)",
+            row(f"server CPU / 1,000 conns ≤ 1.5 × bare, {prog}, c={cmid}", f"{v / b:.3f} × ({v:.1f} vs {b:.1f} ms)",
                 v / b <= 1.5)
     for n in nservices:
         inf = info.get((n, who), {})
         if inf.get("rss_kb") is not None:
             lim = 3 * 1024 + max(0, n - 1)  # 3 MB, +1 KB per additional service
-            row(f"idle RSS ≤ 3 MB + 1 KB per extra service, {n:,} services", f"{inf['rss_kb'] / 1024:.1f} MB",
+            row(f"idle RSS ≤ 3 MB + 1 KB per extra service, {plural(n)}", f"{inf['rss_kb'] / 1024:.1f} MB",
                 inf["rss_kb"] <= lim)
         if "wakeups" in inf:
-            row(f"zero idle wake-ups in {a.idle_secs:g} s, {n:,} services", str(inf["wakeups"]), inf["wakeups"] == 0)
+            row(f"zero idle wake-ups in {a.idle_secs:g} s, {plural(n)}", str(inf["wakeups"]), inf["wakeups"] == 0)
     rs = [(n, info.get((n, who), {}).get("rss_kb")) for n in nservices]
     rs = [(n, r) for n, r in rs if r is not None]
     if len(rs) > 1 and rs[-1][0] > rs[0][0]:
@@ -898,9 +898,13 @@ def targets(a, servers, results, info, conc, nservices, progs):
             v, v0 = m(n, prog, who, cmid, "conns_per_s"), m(n0, prog, who, cmid, "conns_per_s")
             if v is not None and v0:
                 row(f"conns/s with {n:,} services ≥ 0.95 × with {n0:,}, {prog}, c={cmid}",
-                    f"{v / v0:.2f} × ({v:,.0f} vs {v0:,.0f})", v / v0 >= 0.95)
+                    f"{v / v0:.3f} × ({v:,.0f} vs {v0:,.0f})", v / v0 >= 0.95)
     L.append("")
     return L
+
+
+def plural(n, what="service"):
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def loadavg():
