@@ -7,6 +7,8 @@ mod cli;
 mod config;
 mod convert;
 mod daemon;
+#[cfg(test)]
+mod fuzzing;
 mod internal;
 mod limits;
 mod listener;

@@ -3,6 +3,8 @@
 //! and `resolve` looks up users and programs once at load time.
 
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod load;
 pub mod model;
 pub mod raw;

@@ -15,6 +15,8 @@
 mod common;
 mod diag;
 mod emit;
+#[cfg(test)]
+mod fuzz;
 mod inetd;
 mod model;
 mod services_db;
