@@ -754,7 +754,7 @@ def main():
                     RUNNING.append(r)
                     inf = info.setdefault((n, srv.name), {})
                     if r.error:
-                        msg = f"{srv.name} ({n} services, {prog}): {r.error}"
+                        msg = f"{srv.name} ({plural(n)}, {prog}): {r.error}"
                         print("driver: " + msg, file=sys.stderr)
                         failures.append(msg)
                         inf.setdefault("error", r.error)
@@ -775,9 +775,9 @@ def main():
                             rt = r.reload_time()
                             inf["reload"] = rt
                             if isinstance(rt, str):
-                                failures.append(f"{srv.name} ({n} services): reload: {rt}")
+                                failures.append(f"{srv.name} ({plural(n)}): reload: {rt}")
                             elif not probe(ports[-1], 2.0):
-                                failures.append(f"{srv.name} ({n} services): no answer after reload")
+                                failures.append(f"{srv.name} ({plural(n)}): no answer after reload")
                     for c in conc:
                         cpu0 = r.cpu_ns()
                         label = f"{srv.name}|{prog}|n={n}|c={c}|rep={rep}"

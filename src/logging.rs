@@ -1,33 +1,257 @@
-//! A small `log` backend: one event per line, `key=value` fields, to stderr.
+//! A small `log` backend: one event per line, `key=value` fields, to one of
+//! three targets (`log.target` in `spawnd.yaml`):
 //!
-//! Messages are written with a single `write` so lines from spawnd never
-//! interleave mid-line with lines from children sharing the same stderr.
+//! - **stderr** (the default in the foreground): written with a single
+//!   `write` so lines from spawnd never interleave mid-line with lines from
+//!   children sharing the same stderr. Lines carry an RFC 3339 time stamp,
+//!   unless stderr is the systemd journal's stream (`JOURNAL_STREAM` names
+//!   our fd 2), which stamps lines itself; then each line starts with a
+//!   `<N>` syslog priority prefix that the journal turns into the entry's
+//!   priority (systemd's `SyslogLevelPrefix=`, on by default).
+//! - **syslog**: one datagram per line to `/dev/log`, RFC 3164 style
+//!   `<PRI>spawnd[PID]: message` with facility `daemon`. No time stamp and
+//!   no host name: glibc's `syslog(3)` omits the host name on the local
+//!   socket, and both rsyslog's imuxsock and journald stamp a message that
+//!   has no time stamp with the time of reception.
+//! - **journal**: the journal's native protocol, one datagram of
+//!   `KEY=value` fields per line to `/run/systemd/journal/socket`, with
+//!   `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER=spawnd`, `SYSLOG_FACILITY`,
+//!   `SYSLOG_PID`, and `SPAWND_SERVICE`/`SPAWND_EVENT` taken from the line.
+//!
+//! Logging never blocks the event loop: the datagram socket is non-blocking;
+//! a line that does not fit (the receiver's queue is full, the log daemon is
+//! gone) is dropped and counted, and the count is reported as
+//! `log_dropped count=N` ahead of the next line that gets through. Nothing
+//! here panics.
+//!
+//! For tests only, `SPAWND_SYSLOG_SOCKET` and `SPAWND_JOURNAL_SOCKET` replace
+//! the two socket paths.
+
+// `set_target`, `set_level` and `apply_config` are called from `main` once the
+// configuration is loaded; until that wiring lands they look unused.
+#![allow(dead_code)]
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
-struct StderrLogger {
-    timestamps: AtomicBool,
+use crate::config::LogTarget;
+
+/// `/dev/log`, or `SPAWND_SYSLOG_SOCKET` (tests).
+const SYSLOG_SOCKET: &str = "/dev/log";
+/// The journal's native socket, or `SPAWND_JOURNAL_SOCKET` (tests).
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+const SYSLOG_SOCKET_ENV: &str = "SPAWND_SYSLOG_SOCKET";
+const JOURNAL_SOCKET_ENV: &str = "SPAWND_JOURNAL_SOCKET";
+
+/// The identifier (syslog tag) of every message.
+const IDENTIFIER: &str = "spawnd";
+/// syslog facility `daemon` (3), shifted as it appears in `<PRI>`.
+const FACILITY_DAEMON: u8 = 3;
+/// Longest message text sent in one datagram, in bytes. rsyslog's default
+/// maximum message size is 8 KiB; spawnd's own lines are far shorter and
+/// relayed child output is already split into shorter lines.
+const MAX_MESSAGE: usize = 8 * 1024;
+
+struct Logger {
+    sink: Mutex<Sink>,
+    /// Lines lost since the last one that got through.
+    dropped: AtomicU64,
+    /// The level came from the command line or `RUST_LOG`, so `log.level`
+    /// in `spawnd.yaml` does not override it.
+    level_from_command_line: AtomicBool,
 }
 
-static LOGGER: StderrLogger = StderrLogger {
-    timestamps: AtomicBool::new(true),
+#[derive(Debug)]
+enum Sink {
+    Stderr(StderrStyle),
+    Datagram(Datagram),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StderrStyle {
+    timestamps: bool,
+    /// `<N>` priority prefixes for the journal's stream reader.
+    level_prefix: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Syslog,
+    Journal,
+}
+
+#[derive(Debug)]
+struct Datagram {
+    protocol: Protocol,
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+static LOGGER: Logger = Logger {
+    sink: Mutex::new(Sink::Stderr(StderrStyle {
+        timestamps: true,
+        level_prefix: false,
+    })),
+    dropped: AtomicU64::new(0),
+    level_from_command_line: AtomicBool::new(false),
 };
 
-/// Installs the logger. `explicit` wins over `RUST_LOG`; `-v`/`-q` shift the
-/// default level of `info`.
+/// Installs the logger, writing to stderr. `explicit` wins over `RUST_LOG`;
+/// `-v`/`-q` shift the default level of `info`.
 pub fn init(explicit: Option<LevelFilter>, verbose: u8, quiet: u8) {
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|v| parse_level(&v));
+    let given = explicit.is_some() || from_env.is_some() || verbose > 0 || quiet > 0;
     let level = explicit
-        .or_else(|| std::env::var("RUST_LOG").ok().and_then(|v| parse_level(&v)))
+        .or(from_env)
         .unwrap_or_else(|| shift_level(LevelFilter::Info, verbose, quiet));
-    // Under systemd the journal stamps every line itself.
-    let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    LOGGER.timestamps.store(!under_journal, Ordering::Relaxed);
+    LOGGER
+        .level_from_command_line
+        .store(given, Ordering::Relaxed);
+    *LOGGER.lock_sink() = Sink::Stderr(stderr_style());
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// Sends every following line to `target`. A `journal` target whose socket
+/// does not exist falls back to syslog, and a `syslog` target without
+/// `/dev/log` to stderr, with a warning through whatever is used instead.
+/// Calling it again (on reload, after `--daemon` detaches) re-opens the
+/// socket, which also picks up a changed process id.
+pub fn set_target(target: LogTarget) {
+    let mut fallback = None;
+    let sink = match target {
+        LogTarget::Stderr => Sink::Stderr(stderr_style()),
+        LogTarget::Journal => match open(Protocol::Journal) {
+            Ok(datagram) => Sink::Datagram(datagram),
+            Err(journal_error) => {
+                fallback = Some(("journal", journal_error));
+                match open(Protocol::Syslog) {
+                    Ok(datagram) => Sink::Datagram(datagram),
+                    Err(_) => Sink::Stderr(stderr_style()),
+                }
+            }
+        },
+        LogTarget::Syslog => match open(Protocol::Syslog) {
+            Ok(datagram) => Sink::Datagram(datagram),
+            Err(error) => {
+                fallback = Some(("syslog", error));
+                Sink::Stderr(stderr_style())
+            }
+        },
+    };
+    let using = sink.label();
+    *LOGGER.lock_sink() = sink;
+    if let Some((wanted, reason)) = fallback {
+        log::warn!("log_target_unavailable wanted={wanted} using={using} error=\"{reason}\"");
+    }
+}
+
+/// Sets the level, whatever the command line said.
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// Whether `--log-level`, `-v`, `-q` or `RUST_LOG` chose the level; then a
+/// `log.level` in `spawnd.yaml` should not override it.
+pub fn level_from_command_line() -> bool {
+    LOGGER.level_from_command_line.load(Ordering::Relaxed)
+}
+
+/// Applies the `log:` section of `spawnd.yaml` at start, on reload and after
+/// `--daemon` detaches: the configured target, else syslog when daemonized
+/// (stderr is gone then), else stderr; the configured level unless the
+/// command line chose one.
+pub fn apply_config(target: Option<LogTarget>, level: Option<LevelFilter>, daemonized: bool) {
+    let target = target.unwrap_or(if daemonized {
+        LogTarget::Syslog
+    } else {
+        LogTarget::Stderr
+    });
+    set_target(target);
+    if let Some(level) = level {
+        if !level_from_command_line() {
+            set_level(level);
+        }
+    }
+}
+
+fn open(protocol: Protocol) -> Result<Datagram, String> {
+    let (default, variable) = match protocol {
+        Protocol::Syslog => (SYSLOG_SOCKET, SYSLOG_SOCKET_ENV),
+        Protocol::Journal => (JOURNAL_SOCKET, JOURNAL_SOCKET_ENV),
+    };
+    let path = std::env::var_os(variable)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.file_type().is_socket() => {}
+        Ok(_) => return Err(format!("{} is not a socket", path.display())),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    // Created with SOCK_CLOEXEC by std; unbound and unconnected, so each
+    // send looks the path up again and a restarted log daemon is found.
+    let socket = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
+    let socket = out_of_the_way(socket).map_err(|e| format!("socket: {e}"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("socket: {e}"))?;
+    Ok(Datagram {
+        protocol,
+        socket,
+        path,
+    })
+}
+
+/// The lowest descriptor the log socket may use. The server claims fixed
+/// low slots (3-5) for the child's stdio with dup3, which would silently
+/// replace a log socket opened before it; keep clear of them.
+const FIRST_LOG_FD: RawFd = 10;
+
+/// Moves `socket` to a descriptor of at least `FIRST_LOG_FD` (close-on-exec).
+fn out_of_the_way(socket: UnixDatagram) -> std::io::Result<UnixDatagram> {
+    if socket.as_raw_fd() >= FIRST_LOG_FD {
+        return Ok(socket);
+    }
+    let raw = nix::fcntl::fcntl(&socket, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(FIRST_LOG_FD))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { UnixDatagram::from_raw_fd(raw) })
+}
+
+/// stderr's style: see the module documentation.
+fn stderr_style() -> StderrStyle {
+    let journal = std::env::var("JOURNAL_STREAM")
+        .ok()
+        .is_some_and(|value| stderr_is_journal_stream(&value));
+    StderrStyle {
+        timestamps: !journal,
+        level_prefix: journal,
+    }
+}
+
+/// `JOURNAL_STREAM` is `DEVICE:INODE` of the stream systemd connected; it
+/// counts only while fd 2 is still that stream (not redirected since).
+fn stderr_is_journal_stream(value: &str) -> bool {
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // dev_t and ino_t are not u64 on every architecture.
+    #[allow(clippy::unnecessary_cast)]
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(stat) => stat.st_dev as u64 == dev && stat.st_ino as u64 == ino,
+        Err(_) => false,
     }
 }
 
@@ -53,7 +277,24 @@ fn shift_level(base: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
     LEVELS[index.clamp(0, 5) as usize]
 }
 
-impl Log for StderrLogger {
+impl Sink {
+    fn label(&self) -> &'static str {
+        match self {
+            Sink::Stderr(_) => "stderr",
+            Sink::Datagram(d) if d.protocol == Protocol::Syslog => "syslog",
+            Sink::Datagram(_) => "journal",
+        }
+    }
+}
+
+impl Logger {
+    fn lock_sink(&self) -> MutexGuard<'_, Sink> {
+        // A panic elsewhere while holding the lock leaves a usable sink.
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.level() <= log::max_level()
     }
@@ -62,21 +303,154 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut line = Vec::with_capacity(160);
-        if self.timestamps.load(Ordering::Relaxed) {
-            write_utc_timestamp(&mut line);
-            line.push(b' ');
+        let sink = self.lock_sink();
+        match &*sink {
+            Sink::Stderr(style) => {
+                let line = stderr_line(*style, record.level(), &record.args().to_string());
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+            Sink::Datagram(datagram) => {
+                let message = record.args().to_string();
+                let pid = std::process::id();
+                let dropped = self.dropped.load(Ordering::Relaxed);
+                if dropped > 0 {
+                    let notice = format!("log_dropped count={dropped}");
+                    if datagram.send(Level::Warn, &notice, pid) {
+                        self.dropped.fetch_sub(dropped, Ordering::Relaxed);
+                    }
+                }
+                if !datagram.send(record.level(), &message, pid) {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
-        let _ = writeln!(
-            line,
-            "{} {}",
-            record.level().as_str().to_ascii_lowercase(),
-            record.args()
-        );
-        let _ = std::io::stderr().lock().write_all(&line);
     }
 
     fn flush(&self) {}
+}
+
+impl Datagram {
+    /// One non-blocking send; false if the line was dropped.
+    fn send(&self, level: Level, message: &str, pid: u32) -> bool {
+        let packet = match self.protocol {
+            Protocol::Syslog => syslog_packet(level, message, pid),
+            Protocol::Journal => journal_packet(level, message, pid),
+        };
+        matches!(self.socket.send_to(&packet, &self.path), Ok(n) if n == packet.len())
+    }
+}
+
+/// The syslog severity of a `log` level.
+fn severity(level: Level) -> u8 {
+    match level {
+        Level::Error => 3, // err
+        Level::Warn => 4,  // warning
+        Level::Info => 6,  // info
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+fn stderr_line(style: StderrStyle, level: Level, message: &str) -> Vec<u8> {
+    let mut line = Vec::with_capacity(message.len() + 40);
+    if style.level_prefix {
+        let _ = write!(line, "<{}>", severity(level));
+    }
+    if style.timestamps {
+        write_utc_timestamp(&mut line);
+        line.push(b' ');
+    }
+    let _ = writeln!(line, "{} {message}", level.as_str().to_ascii_lowercase());
+    line
+}
+
+/// `<PRI>spawnd[PID]: message`, one line, at most `MAX_MESSAGE` bytes of text.
+fn syslog_packet(level: Level, message: &str, pid: u32) -> Vec<u8> {
+    let pri = FACILITY_DAEMON * 8 + severity(level);
+    let text = truncate(message, MAX_MESSAGE);
+    let mut packet = Vec::with_capacity(text.len() + 32);
+    let _ = write!(packet, "<{pri}>{IDENTIFIER}[{pid}]: ");
+    // One datagram is one message; keep it one line for the readers of
+    // plain-text log files.
+    packet.extend(
+        text.bytes()
+            .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+    packet
+}
+
+/// The journal's native protocol: `KEY=value\n` fields; a value containing a
+/// newline is sent as `KEY\n`, its length as 64-bit little endian, the value
+/// and `\n`.
+fn journal_packet(level: Level, message: &str, pid: u32) -> Vec<u8> {
+    let text = truncate(message, MAX_MESSAGE);
+    let mut packet = Vec::with_capacity(text.len() + 160);
+    journal_field(&mut packet, "MESSAGE", text);
+    journal_field(&mut packet, "PRIORITY", &severity(level).to_string());
+    journal_field(&mut packet, "SYSLOG_IDENTIFIER", IDENTIFIER);
+    journal_field(&mut packet, "SYSLOG_FACILITY", &FACILITY_DAEMON.to_string());
+    journal_field(&mut packet, "SYSLOG_PID", &pid.to_string());
+    if let Some(service) = field_value(text, "service") {
+        journal_field(&mut packet, "SPAWND_SERVICE", service);
+    }
+    if let Some(event) = event_name(text) {
+        journal_field(&mut packet, "SPAWND_EVENT", event);
+    }
+    packet
+}
+
+fn journal_field(packet: &mut Vec<u8>, key: &str, value: &str) {
+    packet.extend_from_slice(key.as_bytes());
+    if value.contains('\n') {
+        packet.push(b'\n');
+        packet.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        packet.push(b'=');
+    }
+    packet.extend_from_slice(value.as_bytes());
+    packet.push(b'\n');
+}
+
+/// The value of `key=value` in a log line (a whole word; quotes stripped).
+fn field_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let mut rest = line;
+    loop {
+        let at = rest.find(key)?;
+        let before_ok = at == 0 || rest.as_bytes()[at - 1] == b' ';
+        let after = &rest[at + key.len()..];
+        if before_ok {
+            if let Some(value) = after.strip_prefix('=') {
+                let value = match value.strip_prefix('"') {
+                    Some(quoted) => quoted.split('"').next().unwrap_or(""),
+                    None => value.split(char::is_whitespace).next().unwrap_or(""),
+                };
+                return (!value.is_empty()).then_some(value);
+            }
+        }
+        rest = after;
+    }
+}
+
+/// The event: the line's first word when it is a bare name (`accept`,
+/// `exit`, `refuse`, ...).
+fn event_name(line: &str) -> Option<&str> {
+    let word = line.split(' ').next()?;
+    let bare = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    bare.then_some(word)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// RFC 3339 UTC with milliseconds, without pulling in a date crate.
@@ -115,6 +489,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn civil_dates() {
@@ -135,5 +510,209 @@ mod tests {
         assert_eq!(shift_level(LevelFilter::Info, 1, 0), LevelFilter::Debug);
         assert_eq!(shift_level(LevelFilter::Info, 9, 0), LevelFilter::Trace);
         assert_eq!(shift_level(LevelFilter::Info, 0, 9), LevelFilter::Off);
+    }
+
+    #[test]
+    fn syslog_priorities_are_facility_daemon() {
+        let line = "accept service=tftp peer=127.0.0.1:5000 pid=9";
+        assert_eq!(
+            syslog_packet(Level::Info, line, 42),
+            b"<30>spawnd[42]: accept service=tftp peer=127.0.0.1:5000 pid=9".to_vec()
+        );
+        assert!(syslog_packet(Level::Error, "x", 1).starts_with(b"<27>spawnd[1]: "));
+        assert!(syslog_packet(Level::Warn, "x", 1).starts_with(b"<28>"));
+        assert!(syslog_packet(Level::Debug, "x", 1).starts_with(b"<31>"));
+        assert!(syslog_packet(Level::Trace, "x", 1).starts_with(b"<31>"));
+    }
+
+    #[test]
+    fn syslog_is_one_line_and_bounded() {
+        assert_eq!(
+            syslog_packet(Level::Info, "a\nb\r\nc", 7),
+            b"<30>spawnd[7]: a b  c".to_vec()
+        );
+        let long = "é".repeat(MAX_MESSAGE); // two bytes each
+        let packet = syslog_packet(Level::Info, &long, 7);
+        let text = std::str::from_utf8(&packet[b"<30>spawnd[7]: ".len()..]).unwrap();
+        assert_eq!(text.len(), MAX_MESSAGE);
+        assert!(text.chars().all(|c| c == 'é'));
+    }
+
+    fn journal_fields(packet: &[u8]) -> Vec<(String, String)> {
+        let mut fields = Vec::new();
+        let mut rest = packet;
+        while !rest.is_empty() {
+            let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+            let line = &rest[..nl];
+            if let Some(eq) = line.iter().position(|&b| b == b'=') {
+                fields.push((
+                    String::from_utf8(line[..eq].to_vec()).unwrap(),
+                    String::from_utf8(line[eq + 1..].to_vec()).unwrap(),
+                ));
+                rest = &rest[nl + 1..];
+            } else {
+                let key = String::from_utf8(line.to_vec()).unwrap();
+                let len = u64::from_le_bytes(rest[nl + 1..nl + 9].try_into().unwrap()) as usize;
+                let value = &rest[nl + 9..nl + 9 + len];
+                assert_eq!(rest[nl + 9 + len], b'\n');
+                fields.push((key, String::from_utf8(value.to_vec()).unwrap()));
+                rest = &rest[nl + 10 + len..];
+            }
+        }
+        fields
+    }
+
+    #[test]
+    fn journal_native_fields() {
+        let packet = journal_packet(
+            Level::Warn,
+            "refuse service=ctf peer=10.0.0.1:4000 reason=per_source",
+            99,
+        );
+        let fields = journal_fields(&packet);
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("MESSAGE"),
+            Some("refuse service=ctf peer=10.0.0.1:4000 reason=per_source")
+        );
+        assert_eq!(get("PRIORITY"), Some("4"));
+        assert_eq!(get("SYSLOG_IDENTIFIER"), Some("spawnd"));
+        assert_eq!(get("SYSLOG_FACILITY"), Some("3"));
+        assert_eq!(get("SYSLOG_PID"), Some("99"));
+        assert_eq!(get("SPAWND_SERVICE"), Some("ctf"));
+        assert_eq!(get("SPAWND_EVENT"), Some("refuse"));
+    }
+
+    #[test]
+    fn journal_binary_field_for_newlines() {
+        let packet = journal_packet(Level::Info, "two\nlines", 1);
+        assert!(packet.starts_with(b"MESSAGE\n\x09\0\0\0\0\0\0\0two\nlines\n"));
+        let fields = journal_fields(&packet);
+        assert_eq!(fields[0], ("MESSAGE".into(), "two\nlines".into()));
+        // No service: no SPAWND_SERVICE field.
+        assert!(!fields.iter().any(|(k, _)| k == "SPAWND_SERVICE"));
+    }
+
+    #[test]
+    fn service_field_extraction() {
+        assert_eq!(
+            field_value("accept service=tftp pid=1", "service"),
+            Some("tftp")
+        );
+        assert_eq!(field_value("service=a.b-c_d", "service"), Some("a.b-c_d"));
+        assert_eq!(
+            field_value("x service=\"odd name\" y", "service"),
+            Some("odd name")
+        );
+        assert_eq!(field_value("ready services=3 failed=0", "service"), None);
+        assert_eq!(field_value("x myservice=a", "service"), None);
+        assert_eq!(field_value("x service= y", "service"), None);
+        assert_eq!(
+            field_value("ready services=3 then service=z", "service"),
+            Some("z")
+        );
+        assert_eq!(event_name("accept service=x"), Some("accept"));
+        assert_eq!(
+            event_name("config_error ./a.yaml:1:2: x"),
+            Some("config_error")
+        );
+        assert_eq!(event_name("Bad Thing"), None);
+        assert_eq!(event_name(""), None);
+    }
+
+    #[test]
+    fn stderr_lines() {
+        let plain = StderrStyle {
+            timestamps: false,
+            level_prefix: false,
+        };
+        assert_eq!(
+            stderr_line(plain, Level::Info, "ready services=1"),
+            b"info ready services=1\n"
+        );
+        let journal = StderrStyle {
+            timestamps: false,
+            level_prefix: true,
+        };
+        assert_eq!(
+            stderr_line(journal, Level::Error, "start_failed"),
+            b"<3>error start_failed\n"
+        );
+        let stamped = StderrStyle {
+            timestamps: true,
+            level_prefix: false,
+        };
+        let line = String::from_utf8(stderr_line(stamped, Level::Warn, "w")).unwrap();
+        assert!(line.ends_with("Z warn w\n"), "{line}");
+        assert_eq!(line.len(), "2026-11-24T20:46:46.040Z warn w\n".len());
+    }
+
+    #[test]
+    fn journal_stream_must_match_fd_2() {
+        assert!(!stderr_is_journal_stream("garbage"));
+        assert!(!stderr_is_journal_stream("1:x"));
+        let stat = nix::sys::stat::fstat(std::io::stderr()).unwrap();
+        let mine = format!("{}:{}", stat.st_dev, stat.st_ino);
+        assert!(stderr_is_journal_stream(&mine));
+        let other = format!("{}:{}", stat.st_dev, stat.st_ino + 1);
+        assert!(!stderr_is_journal_stream(&other));
+    }
+
+    fn test_socket(dir: &Path, protocol: Protocol) -> (UnixDatagram, Datagram) {
+        let path = dir.join("log.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        let socket = UnixDatagram::unbound().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        (
+            receiver,
+            Datagram {
+                protocol,
+                socket,
+                path,
+            },
+        )
+    }
+
+    #[test]
+    fn datagrams_arrive_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (receiver, datagram) = test_socket(dir.path(), Protocol::Syslog);
+        assert!(datagram.send(Level::Info, "accept service=a", 5));
+        let mut buf = [0u8; 256];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<30>spawnd[5]: accept service=a");
+    }
+
+    #[test]
+    fn a_full_socket_drops_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_receiver, datagram) = test_socket(dir.path(), Protocol::Journal);
+        let started = std::time::Instant::now();
+        let mut sent = 0;
+        let mut dropped = 0;
+        for i in 0..5000 {
+            if datagram.send(Level::Info, &format!("flood service=x n={i}"), 1) {
+                sent += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        assert!(sent > 0, "nothing was sent");
+        assert!(dropped > 0, "the receiver queue never filled ({sent} sent)");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_missing_socket_is_a_drop_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (receiver, datagram) = test_socket(dir.path(), Protocol::Syslog);
+        drop(receiver);
+        std::fs::remove_file(dir.path().join("log.sock")).unwrap();
+        assert!(!datagram.send(Level::Error, "gone", 1));
     }
 }

@@ -316,6 +316,12 @@ pub fn service(
         },
     };
 
+    if raw.access.is_some() && wait && socket == SocketKind::Stream {
+        errors.push(
+            "access",
+            "access rules cannot apply to a wait: true stream service: its program accepts the connections itself",
+        );
+    }
     let raw_access = merge_access(raw.access, defaults.access.as_ref());
     let mut times = Vec::new();
     for window in raw_access.times.unwrap_or_default() {
@@ -660,6 +666,15 @@ mod tests {
         // Internal services get no user from defaults.
         let internal = check_with("listen: 127.0.0.1:7\ninternal: echo\n", &defaults).unwrap();
         assert_eq!(internal.user, None);
+    }
+
+    #[test]
+    fn access_rules_on_a_wait_stream_service_are_an_error() {
+        let e = first_error("listen: 127.0.0.1:9\nwait: true\nexec: [/bin/x]\naccess: {allow: [127.0.0.1]}\n");
+        assert_eq!(e.key.as_deref(), Some("access"));
+        assert_eq!(e.position, Some((4, 1)));
+        // Datagram wait services check the sender of each datagram.
+        assert!(check("socket: dgram\nlisten: 127.0.0.1:9\nexec: [/bin/x]\naccess: {allow: [127.0.0.1]}\n").is_ok());
     }
 
     #[test]

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Packaging test (CI): builds the .deb, checks its contents, installs it with
+# dpkg, checks the installed configuration and unit, runs the installed
+# binary against a copied example on a loopback port and talks to it, stops
+# it, then removes and purges the package and checks that the admin's own
+# service files survive both. Needs root (dpkg -i); skipped otherwise.
+#
+# usage: packaging/test-deb.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "test-deb: SKIPPED: needs root for dpkg -i"
+    exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+step() { printf '\n== test-deb: %s\n' "$*"; }
+fail() {
+    echo "test-deb: FAILED: $*" >&2
+    exit 1
+}
+
+step "installing what the test needs"
+needs=(dpkg-dev man-db)
+missing=()
+for package in "${needs[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+        missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get install -y --no-install-recommends "${missing[@]}" ||
+        { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
+fi
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb
+if dpkg-query -W -f='${Status}' spawnd 2>/dev/null | grep -q 'installed'; then
+    fail "a spawnd package is already installed on this machine; not touching it"
+fi
+
+step "building the package"
+# cargo deb prints the path of the package it wrote, last, on stdout.
+deb=$(packaging/build-deb.sh | tail -n 1)
+[ -f "$deb" ] || fail "no .deb built (got '$deb')"
+echo "test-deb: $deb"
+
+step "checking the file list"
+contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
+for path in \
+    ./usr/sbin/spawnd \
+    ./etc/spawnd/spawnd.yaml \
+    ./etc/spawnd/services.d/ \
+    ./etc/spawnd/services.d/README \
+    ./usr/lib/systemd/system/spawnd.service \
+    ./usr/share/man/man8/spawnd.8.gz \
+    ./usr/share/man/man8/spawnd-run.8.gz \
+    ./usr/share/man/man8/spawnd-check.8.gz \
+    ./usr/share/man/man5/spawnd.yaml.5.gz \
+    ./usr/share/bash-completion/completions/spawnd \
+    ./usr/share/zsh/vendor-completions/_spawnd \
+    ./usr/share/fish/vendor_completions.d/spawnd.fish \
+    ./usr/share/doc/spawnd/copyright \
+    ./usr/share/doc/spawnd/examples/tftp.yaml \
+    ./usr/share/doc/spawnd/examples/rsync.yaml \
+    ./usr/share/doc/spawnd/examples/git-daemon.yaml \
+    ./usr/share/doc/spawnd/examples/ctf-challenge.yaml \
+    ./usr/share/doc/spawnd/examples/check-mk-agent.yaml \
+    ./usr/share/doc/spawnd/examples/node-exporter.yaml \
+    ./usr/share/doc/spawnd/examples/loopback/daytime.yaml; do
+    grep -qxF "$path" <<<"$contents" || fail "$path is not in the package"
+done
+if grep -v -e '^\./etc/spawnd/' -e '^\./usr/' <<<"$contents" | grep -v -e '^\./$' -e '^\./etc/$'; then
+    fail "files outside /usr and /etc/spawnd (listed above)"
+fi
+conffiles=$(dpkg-deb -I "$deb" conffiles)
+[ "$conffiles" = "$(printf '/etc/spawnd/services.d/README\n/etc/spawnd/spawnd.yaml')" ] ||
+    [ "$conffiles" = "$(printf '/etc/spawnd/spawnd.yaml\n/etc/spawnd/services.d/README')" ] ||
+    fail "unexpected conffiles: $conffiles"
+control=$(dpkg-deb -f "$deb")
+echo "$control"
+if grep -qiE '^(Provides|Conflicts|Replaces|Breaks):' <<<"$control"; then
+    fail "the package must not Provide/Conflict/Replace/Break anything"
+fi
+
+step "installing with dpkg -i"
+dpkg -i "$deb"
+[ -x /usr/sbin/spawnd ] || fail "/usr/sbin/spawnd missing after install"
+/usr/sbin/spawnd --version
+
+step "spawnd check -c /etc/spawnd"
+/usr/sbin/spawnd check -c /etc/spawnd
+
+step "systemd-analyze verify"
+if command -v systemd-analyze >/dev/null 2>&1; then
+    systemd-analyze verify /usr/lib/systemd/system/spawnd.service
+else
+    echo "test-deb: systemd-analyze not installed; unit not verified"
+fi
+
+step "manual pages"
+if command -v man >/dev/null 2>&1; then
+    for page in "8 spawnd" "5 spawnd.yaml" "8 spawnd-run"; do
+        # shellcheck disable=SC2086
+        MANWIDTH=80 man -P cat $page 2>&1 >/dev/null | tee /tmp/test-deb-man.err
+        [ ! -s /tmp/test-deb-man.err ] || fail "man $page printed warnings"
+    done
+    MANWIDTH=80 man -P cat 5 spawnd.yaml | grep -q 'per_source_pause' ||
+        fail "spawnd.yaml(5) does not render"
+fi
+
+if [ -d /run/systemd/system ]; then
+    step "the unit under systemd"
+    systemctl start spawnd
+    systemctl is-active spawnd
+    systemctl reload spawnd
+    systemctl is-active spawnd
+    systemctl stop spawnd
+fi
+
+step "serving a copied example on a loopback port"
+work=$(mktemp -d)
+spawnd_pid=""
+cleanup() {
+    [ -z "$spawnd_pid" ] || kill -9 "$spawnd_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/conf/services.d"
+port=""
+for candidate in $(shuf -i 20000-60000 -n 50); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+        port=$candidate
+        break
+    fi
+done
+[ -n "$port" ] || fail "no free loopback port"
+sed "s/^listen: .*/listen: 127.0.0.1:$port/" \
+    /usr/share/doc/spawnd/examples/loopback/daytime.yaml >"$work/conf/services.d/daytime.yaml"
+cp /etc/spawnd/spawnd.yaml "$work/conf/spawnd.yaml"
+/usr/sbin/spawnd check -c "$work/conf"
+/usr/sbin/spawnd run -c "$work/conf" 2>"$work/log" &
+spawnd_pid=$!
+for _ in $(seq 200); do
+    grep -q 'ready services=1' "$work/log" && break
+    kill -0 "$spawnd_pid" 2>/dev/null || { cat "$work/log"; fail "spawnd exited"; }
+    sleep 0.1
+done
+grep -q 'ready services=1' "$work/log" || { cat "$work/log"; fail "spawnd never got ready"; }
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+answer=$(timeout 10 cat <&3)
+exec 3<&-
+echo "test-deb: daytime answered: $answer"
+grep -qE '[0-9]{4}' <<<"$answer" || fail "no date from the daytime service"
+for _ in $(seq 100); do
+    grep -q 'exit service=daytime' "$work/log" && break
+    sleep 0.1
+done
+grep -q 'accept service=daytime' "$work/log" || { cat "$work/log"; fail "no accept line"; }
+
+step "stopping with SIGTERM"
+kill -TERM "$spawnd_pid"
+status=0
+wait "$spawnd_pid" || status=$?
+spawnd_pid=""
+cat "$work/log"
+[ "$status" = 0 ] || fail "spawnd exited with $status after SIGTERM"
+
+step "dpkg -r keeps conffiles and the admin's service files"
+admin=/etc/spawnd/services.d/zz-test-deb-$$.yaml
+printf 'listen: 127.0.0.1:%s\nexec: [/bin/true]\n' "$port" >"$admin"
+/usr/sbin/spawnd check -c /etc/spawnd
+dpkg -r spawnd
+[ ! -e /usr/sbin/spawnd ] || fail "/usr/sbin/spawnd left after dpkg -r"
+[ -f "$admin" ] || fail "dpkg -r deleted the admin's $admin"
+[ -f /etc/spawnd/spawnd.yaml ] || fail "dpkg -r deleted the conffile spawnd.yaml"
+dpkg-query -W -f='${Status}\n' spawnd | grep -q 'config-files' || fail "not in config-files state"
+
+step "dpkg --purge removes conffiles, not the admin's files"
+dpkg --purge spawnd
+[ -f "$admin" ] || fail "dpkg --purge deleted the admin's $admin"
+[ ! -e /etc/spawnd/spawnd.yaml ] || fail "dpkg --purge left the conffile spawnd.yaml"
+[ ! -e /etc/spawnd/services.d/README ] || fail "dpkg --purge left the conffile services.d/README"
+echo "test-deb: after purge, /etc/spawnd holds only the admin's file:"
+find /etc/spawnd
+rm -f "$admin"
+rmdir /etc/spawnd/services.d /etc/spawnd 2>/dev/null || true
+
+echo
+echo "test-deb: 1 passed, 0 failed"
