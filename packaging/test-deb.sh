@@ -88,6 +88,9 @@ dpkg -i "$deb"
 step "spawnd check -c /etc/spawnd"
 /usr/sbin/spawnd check -c /etc/spawnd
 
+step "the example service files check with the installed binary"
+packaging/check-examples.sh /usr/sbin/spawnd
+
 step "systemd-analyze verify"
 if command -v systemd-analyze >/dev/null 2>&1; then
     systemd-analyze verify /usr/lib/systemd/system/spawnd.service
