@@ -29,7 +29,6 @@
 
 // `set_target`, `set_level` and `apply_config` are called from `main` once the
 // configuration is loaded; until that wiring lands they look unused.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};

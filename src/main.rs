@@ -56,6 +56,8 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(report::EXIT_CONFIG);
         }
     };
+    let (log_target, log_level) = (loaded.global.log_target, loaded.global.log_level);
+    logging::apply_config(log_target, log_level, false);
     for error in &loaded.errors {
         log::error!("config_error {error}");
     }
@@ -88,6 +90,9 @@ fn run(args: &RunArgs) -> ExitCode {
             log::error!("start_failed error=\"cannot detach: {e}\"");
             return ExitCode::from(EXIT_RUNTIME);
         }
+        // Detached, stderr is /dev/null: syslog unless spawnd.yaml says otherwise.
+        logging::apply_config(log_target, log_level, true);
+        server.set_daemonized();
         if let Err(server::StartError(message)) = server.reopen_signals() {
             log::error!("start_failed error=\"{message}\"");
             return ExitCode::from(EXIT_RUNTIME);

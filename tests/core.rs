@@ -176,7 +176,7 @@ fn child_environment_and_descriptors() {
         "env",
         &format!(
             "listen: 127.0.0.1:{port}\nenv: {{GREETING: hello}}\npass_env: [SPAWND_TEST_PASSED]\n\
-             exec: [/bin/sh, -c, 'env | sort; ls -1 /proc/$$/fd | sed s/^/fd=/; grep -E \"^Sig(Blk|Ign)\" /proc/self/status; read -r a b c d e sid rest < /proc/$$/stat; echo sid=$sid pid=$$']\n"
+             exec: [/bin/sh, -c, 'env | sort; grep -E \"^Sig(Blk|Ign)\" /proc/self/status; read -r a b c d e sid rest < /proc/$$/stat; echo sid=$sid pid=$$; echo FDS; exec ls -1 /proc/self/fd']\n"
         ),
     );
     let spawnd = Spawnd::start_with(&config, &[], |c| {
@@ -185,11 +185,7 @@ fn child_environment_and_descriptors() {
     });
     let out = tcp_read(port);
     let lines: Vec<&str> = out.lines().collect();
-    let env: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.contains('=') && !l.starts_with("fd="))
-        .collect();
+    let env: Vec<&str> = lines.iter().copied().filter(|l| l.contains('=')).collect();
     for expected in [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "GREETING=hello",
@@ -215,9 +211,15 @@ fn child_environment_and_descriptors() {
         !out.contains("RUST_LOG"),
         "spawnd's own environment leaked: {out}"
     );
-    // The shell's descriptors, listed by a separate ls: 0, 1, 2 only.
-    let fds: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("fd=")).collect();
-    assert_eq!(fds, ["0", "1", "2"], "{out}");
+    // The program's descriptors, listed by ls exec'd in its place: 0, 1, 2
+    // and 3, the directory ls itself opened to list them.
+    let fds: Vec<&str> = lines
+        .iter()
+        .skip_while(|l| **l != "FDS")
+        .skip(1)
+        .copied()
+        .collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "{out}");
     assert!(
         out.contains("SigBlk:\t0000000000000000"),
         "signal mask must be empty: {out}"

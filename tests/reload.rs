@@ -592,13 +592,24 @@ fn daemon_mode_with_a_pid_file() {
 fn a_bind_failure_on_reload_fails_only_that_service() {
     let config = Config::new();
     let (a, taken, c) = (free_port(), free_port(), free_port());
-    config.service("stays", &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, old]\n"));
+    config.service(
+        "stays",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, old]\n"),
+    );
     let spawnd = Spawnd::start(&config);
     let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
-    config.service("stays", &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/echo, moved]\n"));
-    config.service("fresh", &format!("listen: 127.0.0.1:{c}\nexec: [/bin/echo, fresh]\n"));
+    config.service(
+        "stays",
+        &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/echo, moved]\n"),
+    );
+    config.service(
+        "fresh",
+        &format!("listen: 127.0.0.1:{c}\nexec: [/bin/echo, fresh]\n"),
+    );
     spawnd.reload();
-    spawnd.log.expect(&["service_error service=stays", "Address already in use"]);
+    spawnd
+        .log
+        .expect(&["service_error service=stays", "Address already in use"]);
     assert_eq!(tcp_read(c), "fresh\n", "the other change applied");
     spawnd.log.expect(&["reload_done", "failed=1"]);
 }

@@ -93,6 +93,16 @@ pub enum StderrMode {
     Log,
 }
 
+/// `stderr: null` written without quotes is YAML's null, which would read
+/// as "not set"; it means the `null` mode.
+fn stderr_mode<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<StderrMode>, D::Error> {
+    Ok(Some(
+        Option::<StderrMode>::deserialize(deserializer)?.unwrap_or(StderrMode::Null),
+    ))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PassMode {
@@ -222,6 +232,7 @@ pub struct RawService {
     pub groups: Option<Vec<Principal>>,
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "stderr_mode")]
     pub stderr: Option<StderrMode>,
     pub pass: Option<PassMode>,
     pub backlog: Option<u32>,
@@ -247,6 +258,7 @@ pub struct RawDefaults {
     pub group: Option<Principal>,
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "stderr_mode")]
     pub stderr: Option<StderrMode>,
     pub limits: Option<RawLimits>,
     pub access: Option<RawAccess>,

@@ -670,11 +670,28 @@ mod tests {
 
     #[test]
     fn access_rules_on_a_wait_stream_service_are_an_error() {
-        let e = first_error("listen: 127.0.0.1:9\nwait: true\nexec: [/bin/x]\naccess: {allow: [127.0.0.1]}\n");
+        let e = first_error(
+            "listen: 127.0.0.1:9\nwait: true\nexec: [/bin/x]\naccess: {allow: [127.0.0.1]}\n",
+        );
         assert_eq!(e.key.as_deref(), Some("access"));
         assert_eq!(e.position, Some((4, 1)));
         // Datagram wait services check the sender of each datagram.
-        assert!(check("socket: dgram\nlisten: 127.0.0.1:9\nexec: [/bin/x]\naccess: {allow: [127.0.0.1]}\n").is_ok());
+        assert!(check(
+            "socket: dgram\nlisten: 127.0.0.1:9\nexec: [/bin/x]\naccess: {allow: [127.0.0.1]}\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn stderr_null_without_quotes_is_the_null_mode() {
+        let s = check("listen: 127.0.0.1:9\nexec: [/bin/x]\nstderr: null\n").unwrap();
+        assert_eq!(s.stderr, StderrMode::Null);
+        let s = check("listen: 127.0.0.1:9\nexec: [/bin/x]\nstderr: \"null\"\n").unwrap();
+        assert_eq!(s.stderr, StderrMode::Null);
+        let s = check("listen: 127.0.0.1:9\nexec: [/bin/x]\n").unwrap();
+        assert_eq!(s.stderr, StderrMode::Socket);
+        let defaults: RawDefaults = serde_yaml::from_str("stderr: null\n").unwrap();
+        assert_eq!(defaults.stderr, Some(StderrMode::Null));
     }
 
     #[test]

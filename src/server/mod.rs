@@ -180,6 +180,8 @@ pub struct Server {
     /// Sockets passed to spawnd by socket activation, until claimed.
     inherited: crate::activation::Inherited,
     stopping: Option<children::Stopping>,
+    /// Detached by `--daemon` (the default log target is then syslog).
+    daemonized: bool,
 }
 
 /// Signals spawnd takes through its signalfd (blocked for normal delivery).
@@ -241,7 +243,12 @@ impl Server {
             config,
             inherited,
             stopping: None,
+            daemonized: false,
         })
+    }
+
+    pub fn set_daemonized(&mut self) {
+        self.daemonized = true;
     }
 
     /// After `--daemon` forks: a signalfd polled through epoll only wakes up
@@ -460,10 +467,13 @@ impl Server {
     }
 
     fn on_signals(&mut self) {
+        let mut reap = false;
         loop {
             match self.signals.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => self.reap(),
+                    // Reaped once below: one waitpid loop serves any number
+                    // of (possibly merged) SIGCHLDs.
+                    Ok(Signal::SIGCHLD) => reap = true,
                     Ok(Signal::SIGHUP) => self.reload(),
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_stop(),
                     Ok(Signal::SIGUSR1) => self.log_status(),
@@ -473,12 +483,14 @@ impl Server {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     log::error!("signal_error error=\"{e}\"");
+                    reap = true;
                     break;
                 }
             }
         }
-        // A SIGCHLD may be merged with others or arrive between reads.
-        self.reap();
+        if reap {
+            self.reap();
+        }
     }
 
     fn fire_timers(&mut self) {

@@ -122,6 +122,11 @@ impl Server {
             }
         }
         self.global = loaded.global;
+        crate::logging::apply_config(
+            self.global.log_target,
+            self.global.log_level,
+            self.daemonized,
+        );
         self.apply(wanted);
         self.notify_ready();
     }
