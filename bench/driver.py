@@ -971,8 +971,9 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
         # resources
         cmid = 8 if 8 in conc else conc[len(conc) // 2]
         L.append(f"### Resources, {nl}\n")
-        hdr = ["server", "idle RSS MB", "processes", "start-up ms", "reload ms",
-               f"idle wake-ups in {a.idle_secs:g} s"]
+        hdr = ["server", "idle RSS MB", "processes", "start-up ms", "reload ms"]
+        if a.idle_secs > 0:
+            hdr.append(f"idle wake-ups in {a.idle_secs:g} s")
         for prog in progs:
             hdr += [f"server CPU ms / 1,000 conns ({prog}, c={cmid})", "vs bare"]
         L.append("| " + " | ".join(hdr) + " |")
@@ -993,7 +994,8 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
             row.append(fmt_cell([s * 1000 for s in st if s is not None]) if st else "–")
             rl = inf.get("reload")
             row.append("–" if rl is None else (f"{rl * 1000:,.0f}" if isinstance(rl, float) else rl))
-            row.append(str(inf["wakeups"]) if "wakeups" in inf else "–")
+            if a.idle_secs > 0:
+                row.append(str(inf["wakeups"]) if "wakeups" in inf else "–")
             for prog in progs:
                 v = cpu_per_k(srv.name, prog)
                 row.append(fmt_cell(v, lambda x: f"{x:.1f}"))
