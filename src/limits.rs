@@ -377,6 +377,38 @@ impl Admission {
     }
 }
 
+/// Caps how many refusals a service logs, so a flood of refused clients or
+/// datagrams cannot flood the log: up to 20 a second (burst 20), and the
+/// number left out is reported with the next line that is logged.
+#[derive(Debug, Clone)]
+pub struct LogBudget {
+    bucket: TokenBucket,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub fn new(now: Instant) -> Self {
+        let rate = Rate {
+            count: 20,
+            per: std::time::Duration::from_secs(1),
+        };
+        LogBudget {
+            bucket: TokenBucket::new(rate, now),
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)`: log this one, mentioning `n` left out before it.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.bucket.take(now) {
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 /// Minutes since local midnight, for `access.times`.
 pub fn minute_of_day(unix_seconds: i64, utc_offset_seconds: i64) -> u16 {
     ((unix_seconds + utc_offset_seconds).rem_euclid(86_400) / 60) as u16
@@ -678,6 +710,22 @@ mod tests {
             table.entry(SourceKey::ip(IpAddr::from(n.to_be_bytes())), rate, t0);
         }
         assert_eq!(table.len(), 100);
+    }
+
+    #[test]
+    fn refusal_logging_is_budgeted() {
+        let t0 = Instant::now();
+        let mut budget = LogBudget::new(t0);
+        let logged = (0..1000).filter(|_| budget.allow(t0).is_some()).count();
+        assert_eq!(logged, 20);
+        assert_eq!(
+            budget.allow(t0 + std::time::Duration::from_secs(1)),
+            Some(980)
+        );
+        assert_eq!(
+            budget.allow(t0 + std::time::Duration::from_secs(1)),
+            Some(0)
+        );
     }
 
     #[test]

@@ -61,6 +61,12 @@ impl<K> Timers<K> {
             .map(|Reverse(e)| e.at.saturating_duration_since(now))
     }
 
+    /// Drops every entry for which `keep` is false (cancelled timers, such
+    /// as the timeouts of children already reaped).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.heap.retain(|Reverse(entry)| keep(&entry.key));
+    }
+
     /// The next entry due at or before `now`, earliest first.
     pub fn pop_due(&mut self, now: Instant) -> Option<K> {
         if self.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
@@ -70,7 +76,6 @@ impl<K> Timers<K> {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
@@ -102,5 +107,19 @@ mod tests {
         assert_eq!(timers.timeout(later), Some(Duration::from_secs(3)));
         assert_eq!(timers.pop_due(start + Duration::from_secs(9)), Some("late"));
         assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn retain_drops_cancelled_entries_and_keeps_order() {
+        let start = Instant::now();
+        let mut timers = Timers::default();
+        for n in 0..10u32 {
+            timers.schedule(start + Duration::from_secs(u64::from(10 - n)), n);
+        }
+        timers.retain(|n| n % 2 == 0);
+        assert_eq!(timers.len(), 5);
+        let fired: Vec<u32> =
+            std::iter::from_fn(|| timers.pop_due(start + Duration::from_secs(60))).collect();
+        assert_eq!(fired, [8, 6, 4, 2, 0]);
     }
 }

@@ -507,3 +507,36 @@ fn unix_sockets_under_run_default_to_0660_and_honour_unix_mode() {
     drop(spawnd);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_flood_of_refused_clients_does_not_flood_the_log() {
+    let config = Config::new();
+    let port = free_port();
+    let socket = config.path().join("c.sock");
+    config.global(&format!("control_socket: {}\n", socket.display()));
+    config.service(
+        "guarded",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/true]\naccess: {{deny: [127.0.0.2]}}\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    for _ in 0..300 {
+        assert_eq!(read_from("127.0.0.2", port).unwrap(), "");
+    }
+    // Every refusal is counted, but only a budget of them is logged...
+    let out = std::process::Command::new(BIN)
+        .arg("status")
+        .arg("--json")
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["services"][0]["refused_access"], 300);
+    let logged = spawnd.log.count("refuse service=guarded");
+    assert!(logged < 300, "{logged} refusals logged");
+    // ... and the next logged one says how many were left out.
+    assert!(wait_until(|| {
+        let _ = read_from("127.0.0.2", port);
+        spawnd.log.count("suppressed=") > 0
+    }));
+}

@@ -228,12 +228,21 @@ impl Server {
         } else {
             service.counters.refused_limits += 1;
         }
-        log::info!(
-            "refuse service={} peer={} reason={}",
-            service.spec.name,
-            PeerLabel(peer),
-            refusal.as_str()
-        );
+        match service.refusal_log.allow(now) {
+            Some(0) => log::info!(
+                "refuse service={} peer={} reason={}",
+                service.spec.name,
+                PeerLabel(peer),
+                refusal.as_str()
+            ),
+            Some(left_out) => log::info!(
+                "refuse service={} peer={} reason={} suppressed={left_out}",
+                service.spec.name,
+                PeerLabel(peer),
+                refusal.as_str()
+            ),
+            None => {}
+        }
         Err(refusal)
     }
 

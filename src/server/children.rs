@@ -31,6 +31,24 @@ fn describe(status: &WaitStatus) -> String {
 }
 
 impl Server {
+    /// Timeouts of reaped children stay in the heap until they would fire;
+    /// when they outnumber the live entries, drop them, so memory follows
+    /// the number of running children, not the connection rate.
+    fn compact_timers(&mut self) {
+        if self.timers.len() < 1024
+            || self.timers.len() < 4 * (self.children.len() + self.sources.len())
+        {
+            return;
+        }
+        let children = &self.children;
+        self.timers.retain(|key| match key {
+            TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
+                children.get(pid).is_some_and(|c| c.started == *started)
+            }
+            _ => true,
+        });
+    }
+
     /// Reaps every exited child: no zombie is ever left.
     pub(super) fn reap(&mut self) {
         loop {
@@ -46,6 +64,7 @@ impl Server {
                 Err(_) => break, // ECHILD: nothing left
             }
         }
+        self.compact_timers();
     }
 
     fn child_exited(&mut self, pid: i32, status: &WaitStatus) {

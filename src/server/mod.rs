@@ -138,6 +138,7 @@ struct ServiceRt {
     admission: Admission,
     listeners: Vec<usize>,
     counters: Counters,
+    refusal_log: crate::limits::LogBudget,
     /// Removed by a reload; kept only until its last child is reaped.
     retired: bool,
 }
@@ -320,6 +321,7 @@ impl Server {
             admission,
             listeners: Vec::new(),
             counters: Counters::default(),
+            refusal_log: crate::limits::LogBudget::new(now),
             retired: false,
         });
         for (addr, socket) in bound {

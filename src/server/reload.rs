@@ -209,6 +209,7 @@ impl Server {
                         admission,
                         listeners: Vec::new(),
                         counters: Default::default(),
+                        refusal_log: crate::limits::LogBudget::new(now),
                         retired: false,
                     })
                 }
