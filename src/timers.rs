@@ -61,6 +61,16 @@ impl<K> Timers<K> {
             .map(|Reverse(e)| e.at.saturating_duration_since(now))
     }
 
+    /// The earliest entry, due or not.
+    pub fn peek(&self) -> Option<&K> {
+        self.heap.peek().map(|Reverse(e)| &e.key)
+    }
+
+    /// Removes the earliest entry.
+    pub fn pop(&mut self) -> Option<K> {
+        self.heap.pop().map(|Reverse(e)| e.key)
+    }
+
     /// Drops every entry for which `keep` is false (cancelled timers, such
     /// as the timeouts of children already reaped).
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {

@@ -11,6 +11,16 @@ use super::accept::PeerLabel;
 use super::{ListenerState, Server, Source, TimerKey};
 use crate::config::DEFAULT_KILL_AFTER;
 
+/// A child timer whose child has been reaped (or whose pid was reused).
+fn is_stale(children: &std::collections::HashMap<i32, super::Child>, key: &TimerKey) -> bool {
+    match key {
+        TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
+            !children.get(pid).is_some_and(|c| c.started == *started)
+        }
+        _ => false,
+    }
+}
+
 /// A stop in progress: `terminating` once children have been sent SIGTERM.
 pub(super) struct Stopping {
     terminating: bool,
@@ -41,12 +51,19 @@ impl Server {
             return;
         }
         let children = &self.children;
-        self.timers.retain(|key| match key {
-            TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
-                children.get(pid).is_some_and(|c| c.started == *started)
-            }
-            _ => true,
-        });
+        self.timers.retain(|key| !is_stale(children, key));
+    }
+
+    /// Drops stale entries from the front of the heap, so an idle spawnd
+    /// does not wake up for the timeout of a child long gone.
+    pub(super) fn skip_stale_timers(&mut self) {
+        while self
+            .timers
+            .peek()
+            .is_some_and(|key| is_stale(&self.children, key))
+        {
+            self.timers.pop();
+        }
     }
 
     /// Reaps every exited child: no zombie is ever left.

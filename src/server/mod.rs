@@ -420,6 +420,7 @@ impl Server {
     pub fn run(&mut self) -> u8 {
         let mut events = Events::with_capacity(256);
         loop {
+            self.skip_stale_timers();
             let timeout = if self.ready_again.is_empty() {
                 self.timers.timeout(Instant::now())
             } else {
