@@ -15,7 +15,7 @@ use crate::config::DEFAULT_KILL_AFTER;
 fn is_stale(children: &std::collections::HashMap<i32, super::Child>, key: &TimerKey) -> bool {
     match key {
         TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
-            !children.get(pid).is_some_and(|c| c.started == *started)
+            children.get(pid).is_none_or(|c| c.started != *started)
         }
         _ => false,
     }
