@@ -61,6 +61,11 @@ const MAX_MESSAGE: usize = 8 * 1024;
 
 struct Logger {
     sink: Mutex<Sink>,
+    /// Lines for stderr gathered during one turn of the event loop, written
+    /// with one `write` by `flush` (a busy spawnd logs two lines per
+    /// connection; one syscall each would be a tenth of its work).
+    pending: Mutex<Vec<u8>>,
+    batching: AtomicBool,
     /// Lines lost since the last one that got through.
     dropped: AtomicU64,
     /// The level came from the command line or `RUST_LOG`, so `log.level`
@@ -99,6 +104,8 @@ static LOGGER: Logger = Logger {
         timestamps: true,
         level_prefix: false,
     })),
+    pending: Mutex::new(Vec::new()),
+    batching: AtomicBool::new(false),
     dropped: AtomicU64::new(0),
     level_from_command_line: AtomicBool::new(false),
 };
@@ -305,8 +312,12 @@ impl Log for Logger {
         let sink = self.lock_sink();
         match &*sink {
             Sink::Stderr(style) => {
-                let line = stderr_line(*style, record.level(), &record.args().to_string());
-                let _ = std::io::stderr().lock().write_all(&line);
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                append_stderr_line(&mut pending, *style, record.level(), *record.args());
+                if !self.batching.load(Ordering::Relaxed) || pending.len() >= MAX_PENDING {
+                    let _ = std::io::stderr().lock().write_all(&pending);
+                    pending.clear();
+                }
             }
             Sink::Datagram(datagram) => {
                 let message = record.args().to_string();
@@ -325,7 +336,9 @@ impl Log for Logger {
         }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        flush();
+    }
 }
 
 impl Datagram {
@@ -349,17 +362,59 @@ fn severity(level: Level) -> u8 {
     }
 }
 
+#[cfg(test)]
 fn stderr_line(style: StderrStyle, level: Level, message: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(message.len() + 40);
+    append_stderr_line(&mut line, style, level, format_args!("{message}"));
+    line
+}
+
+/// Appends one formatted line to `out` (no intermediate allocation).
+fn append_stderr_line(
+    out: &mut Vec<u8>,
+    style: StderrStyle,
+    level: Level,
+    message: std::fmt::Arguments,
+) {
     if style.level_prefix {
-        let _ = write!(line, "<{}>", severity(level));
+        let _ = write!(out, "<{}>", severity(level));
     }
     if style.timestamps {
-        write_utc_timestamp(&mut line);
-        line.push(b' ');
+        write_utc_timestamp(out);
+        out.push(b' ');
     }
-    let _ = writeln!(line, "{} {message}", level.as_str().to_ascii_lowercase());
-    line
+    let _ = writeln!(out, "{} {message}", level_name(level));
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warn => "warn",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
+    }
+}
+
+/// Past this, a batch is written at once rather than at the end of the turn.
+const MAX_PENDING: usize = 64 * 1024;
+
+/// Gathers stderr lines until `flush` (called by the event loop at the end
+/// of every turn) instead of writing each one.
+pub fn set_batching(on: bool) {
+    LOGGER.batching.store(on, Ordering::Relaxed);
+    if !on {
+        flush();
+    }
+}
+
+/// Writes the lines gathered so far.
+pub fn flush() {
+    let mut pending = LOGGER.pending.lock().unwrap_or_else(|e| e.into_inner());
+    if !pending.is_empty() {
+        let _ = std::io::stderr().lock().write_all(&pending);
+        pending.clear();
+    }
 }
 
 /// `<PRI>spawnd[PID]: message`, one line, at most `MAX_MESSAGE` bytes of text.

@@ -73,6 +73,7 @@ fn stream_wait_hands_the_listener_to_one_child() {
         third.starts_with("pid ") && third != first,
         "{third:?} vs {first:?}"
     );
+    assert!(spawnd.log.wait_for_n(&["accept service=waiter"], 2));
     assert_eq!(spawnd.log.count("accept service=waiter"), 2);
 }
 

@@ -154,6 +154,11 @@ fn datagram_access_rules_drop_refused_senders() {
         reply, b"ok allowed",
         "the denied datagram was dropped, not handed over"
     );
+    // Datagrams are handled in order: once the allowed one's accept is
+    // logged, a denied one started nothing if no other accept is there.
+    spawnd
+        .log
+        .expect(&["accept service=udp", "peer=127.0.0.1:"]);
     assert_eq!(spawnd.log.count("accept service=udp"), 1);
 }
 

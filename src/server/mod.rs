@@ -419,14 +419,22 @@ impl Server {
     /// Runs until stopped; returns the process exit code.
     pub fn run(&mut self) -> u8 {
         let mut events = Events::with_capacity(256);
+        crate::logging::set_batching(true);
+        let code = self.serve(&mut events);
+        crate::logging::set_batching(false);
+        code
+    }
+
+    fn serve(&mut self, events: &mut Events) -> u8 {
         loop {
+            crate::logging::flush();
             self.skip_stale_timers();
             let timeout = if self.ready_again.is_empty() {
                 self.timers.timeout(Instant::now())
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
