@@ -208,14 +208,50 @@ impl SourceTable {
     }
 }
 
+/// The part of `Limits` admission decides by (not the rlimits or the
+/// timeout, which the child and the timers apply): kept small because a
+/// host may configure thousands of services.
+#[derive(Debug, Clone, PartialEq)]
+struct AdmissionLimits {
+    instances: Option<u32>,
+    per_source: Option<u32>,
+    on_limit: OnLimit,
+    rate: Option<Rate>,
+    rate_pause: std::time::Duration,
+    per_source_rate: Option<Rate>,
+    per_source_pause: std::time::Duration,
+    max_load: Option<f64>,
+}
+
+impl From<&Limits> for AdmissionLimits {
+    fn from(l: &Limits) -> Self {
+        AdmissionLimits {
+            instances: l.instances,
+            per_source: l.per_source,
+            on_limit: l.on_limit,
+            rate: l.rate,
+            rate_pause: l.rate_pause,
+            per_source_rate: l.per_source_rate,
+            per_source_pause: l.per_source_pause,
+            max_load: l.max_load,
+        }
+    }
+}
+
+/// Per-client state, allocated only for services that limit per source.
+#[derive(Debug, Default)]
+struct PerSource {
+    rates: SourceTable,
+    counts: HashMap<SourceKey, u32>,
+}
+
 /// What a service may still admit, and its rate state.
 #[derive(Debug)]
 pub struct Admission {
-    limits: Limits,
+    limits: AdmissionLimits,
     rate: Option<TokenBucket>,
     paused_until: Option<Instant>,
-    sources: SourceTable,
-    per_source: HashMap<SourceKey, u32>,
+    sources: Option<Box<PerSource>>,
     active: u32,
 }
 
@@ -236,26 +272,43 @@ pub enum Decision {
 
 impl Admission {
     pub fn new(limits: &Limits, now: Instant) -> Self {
+        let limits = AdmissionLimits::from(limits);
         Admission {
-            limits: limits.clone(),
             rate: limits.rate.map(|r| TokenBucket::new(r, now)),
             paused_until: None,
-            sources: SourceTable::with_capacity(SOURCE_TABLE_CAPACITY),
-            per_source: HashMap::new(),
+            sources: Self::per_source_state(&limits),
+            limits,
             active: 0,
         }
     }
 
+    fn per_source_state(limits: &AdmissionLimits) -> Option<Box<PerSource>> {
+        (limits.per_source.is_some() || limits.per_source_rate.is_some()).then(|| {
+            Box::new(PerSource {
+                rates: SourceTable::with_capacity(SOURCE_TABLE_CAPACITY),
+                counts: HashMap::new(),
+            })
+        })
+    }
+
     /// New limits from a reload; counts of running children are kept.
     pub fn update(&mut self, limits: &Limits, now: Instant) {
+        let limits = AdmissionLimits::from(limits);
         if limits.rate != self.limits.rate {
             self.rate = limits.rate.map(|r| TokenBucket::new(r, now));
             self.paused_until = None;
         }
-        if limits.per_source_rate != self.limits.per_source_rate {
-            self.sources = SourceTable::with_capacity(SOURCE_TABLE_CAPACITY);
+        let wants_sources = limits.per_source.is_some() || limits.per_source_rate.is_some();
+        if limits.per_source_rate != self.limits.per_source_rate
+            || (wants_sources && self.sources.is_none())
+        {
+            let counts = self.sources.take().map(|s| s.counts).unwrap_or_default();
+            self.sources = Self::per_source_state(&limits);
+            if let Some(sources) = &mut self.sources {
+                sources.counts = counts;
+            }
         }
-        self.limits = limits.clone();
+        self.limits = limits;
     }
 
     pub fn active(&self) -> u32 {
@@ -288,7 +341,12 @@ impl Admission {
             return Decision::Refuse(Refusal::RatePaused, None);
         }
         if let Some(ip) = peer {
-            if self.limits.per_source_rate.is_some() && self.sources.paused(ip, now) {
+            if self.limits.per_source_rate.is_some()
+                && self
+                    .sources
+                    .as_ref()
+                    .is_some_and(|s| s.rates.paused(ip, now))
+            {
                 return Decision::Refuse(Refusal::SourceRatePaused, None);
             }
         }
@@ -307,7 +365,12 @@ impl Admission {
             };
         }
         if let (Some(max), Some(ip)) = (self.limits.per_source, peer) {
-            if self.per_source.get(&ip).copied().unwrap_or(0) >= max {
+            let count = self
+                .sources
+                .as_ref()
+                .and_then(|s| s.counts.get(&ip).copied())
+                .unwrap_or(0);
+            if count >= max {
                 return Decision::Refuse(Refusal::PerSource, None);
             }
         }
@@ -327,9 +390,11 @@ impl Admission {
                 );
             }
         }
-        if let (Some(rate), Some(ip)) = (self.limits.per_source_rate, peer) {
+        if let (Some(rate), Some(ip), Some(sources)) =
+            (self.limits.per_source_rate, peer, self.sources.as_mut())
+        {
             let pause = self.limits.per_source_pause;
-            let entry = self.sources.entry(ip, rate, now);
+            let entry = sources.rates.entry(ip, rate, now);
             if !entry.bucket.take(now) {
                 let until = now + pause;
                 entry.paused_until = Some(until);
@@ -346,9 +411,9 @@ impl Admission {
     /// A child was started for `peer`.
     pub fn started(&mut self, peer: Option<SourceKey>) {
         self.active += 1;
-        if let Some(ip) = peer {
+        if let (Some(ip), Some(sources)) = (peer, self.sources.as_mut()) {
             if self.limits.per_source.is_some() {
-                *self.per_source.entry(ip).or_insert(0) += 1;
+                *sources.counts.entry(ip).or_insert(0) += 1;
             }
         }
     }
@@ -357,11 +422,11 @@ impl Admission {
     pub fn finished(&mut self, peer: Option<SourceKey>) {
         debug_assert!(self.active > 0, "more children reaped than started");
         self.active = self.active.saturating_sub(1);
-        if let Some(ip) = peer {
-            if let Some(count) = self.per_source.get_mut(&ip) {
+        if let (Some(ip), Some(sources)) = (peer, self.sources.as_mut()) {
+            if let Some(count) = sources.counts.get_mut(&ip) {
                 *count -= 1;
                 if *count == 0 {
-                    self.per_source.remove(&ip);
+                    sources.counts.remove(&ip);
                 }
             }
         }

@@ -81,6 +81,7 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     let (started, failed) = server.start(loaded.services);
     server.open_control();
+    sys::release_free_memory();
     if started == 0 && failed > 0 {
         log::error!("start_failed detail=\"no service could be started\"");
         return ExitCode::from(EXIT_RUNTIME);

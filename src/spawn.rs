@@ -28,7 +28,8 @@ const FIRST_UNCOPIED: c_uint = 6;
 
 const CHILD_STACK_SIZE: usize = 256 * 1024;
 
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_PATH_ENTRY: &std::ffi::CStr =
+    c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where the child's fd 2 comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,7 @@ impl ExecPlan {
         let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(ptr::null());
 
-        let mut env = vec![cstring(DEFAULT_PATH)?];
+        let mut env = Vec::new();
         for name in &service.pass_env {
             if let Some(value) = std::env::var_os(name) {
                 let value = value.to_string_lossy();
@@ -112,7 +113,13 @@ impl ExecPlan {
             }
         }
         deduped.reverse();
-        let env_ptrs = deduped.iter().map(|e| e.as_ptr()).collect();
+        // The default PATH is one static string shared by every service.
+        let sets_path = deduped.iter().any(|e| e.as_bytes().starts_with(b"PATH="));
+        let env_ptrs = (!sets_path)
+            .then_some(DEFAULT_PATH_ENTRY.as_ptr())
+            .into_iter()
+            .chain(deduped.iter().map(|e| e.as_ptr()))
+            .collect();
 
         let rl = &service.limits.rlimits;
         let rlimits = [
@@ -184,7 +191,6 @@ pub fn stage_name(stage: i32) -> &'static str {
         1 => "fd table",
         2 => "dup2",
         3 => "setsid",
-        4 => "signals",
         5 => "rlimit",
         6 => "nice",
         7 => "chroot",
@@ -265,13 +271,9 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
         dup(stderr_from, 2)?;
     }
     step(3, libc::syscall(libc::SYS_setsid))?;
-    // Rust ignores SIGPIPE in spawnd; an ignored disposition survives exec.
-    let mut default_action: libc::sigaction = std::mem::zeroed();
-    default_action.sa_sigaction = libc::SIG_DFL;
-    step(
-        4,
-        libc::sigaction(libc::SIGPIPE, &default_action, ptr::null_mut()) as libc::c_long,
-    )?;
+    // No disposition to reset: spawnd keeps SIGPIPE at its default action
+    // and blocked (see `server::blocked_signals`), so emptying the mask
+    // below restores it, and pending signals are not inherited.
     let setup = &plan.setup;
     if let Some(limit) = &args.restore_nofile {
         step(

@@ -218,8 +218,8 @@ struct KernelSigaction {
 }
 
 /// Resets every signal spawnd inherited as ignored to its default action
-/// (SIGPIPE aside, which Rust ignores on purpose), so children start with
-/// default dispositions as ignored ones survive exec.
+/// (SIGPIPE aside: the server resets and blocks it itself), so children
+/// start with default dispositions, as ignored ones survive exec.
 pub fn reset_ignored_signals() {
     for signal in 1..=64 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP || signal == libc::SIGPIPE {
@@ -311,4 +311,14 @@ pub fn raise_nofile() -> Option<libc::rlimit> {
     };
     // SAFETY: setrlimit reads the struct; the result is checked.
     (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0).then_some(limit)
+}
+
+/// Returns memory freed after loading the configuration (YAML parse trees,
+/// file texts) to the system, so idle RSS reflects what spawnd keeps.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only inspects and trims glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

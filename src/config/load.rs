@@ -252,9 +252,9 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
             Err(mut file_errors) => errors.append(&mut file_errors),
         }
     }
-    let mut rejected: Vec<usize> = Vec::new();
+    let mut rejected: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for (index, mut error) in validate::across(&services) {
-        rejected.push(index);
+        rejected.insert(index);
         if let (Some(key), Ok(text)) = (&error.key, std::fs::read_to_string(&error.file)) {
             error.position = super::error::locate_key(&text, &[key.as_str()]);
         }
@@ -266,7 +266,7 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
                 continue;
             }
             if let Err(mut problems) = resolve::resolve(service) {
-                rejected.push(index);
+                rejected.insert(index);
                 errors.append(&mut problems);
             }
         }

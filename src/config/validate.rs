@@ -474,37 +474,58 @@ pub fn global(
     Ok((global, defaults))
 }
 
+/// Bucket of listen addresses that can overlap: IP addresses by socket type
+/// and port (a wildcard overlaps every address of its port), Unix paths and
+/// abstract names by themselves (whatever the socket type).
+#[derive(PartialEq, Eq, Hash)]
+enum AddrBucket<'a> {
+    Inet(SocketKind, u16),
+    Path(&'a std::path::Path),
+    Abstract(&'a str),
+}
+
+fn bucket(kind: SocketKind, addr: &ListenAddr) -> AddrBucket<'_> {
+    match addr {
+        ListenAddr::Inet(a) => AddrBucket::Inet(kind, a.port()),
+        ListenAddr::AnyInet(port) => AddrBucket::Inet(kind, *port),
+        ListenAddr::Unix(path) => AddrBucket::Path(path),
+        ListenAddr::Abstract(name) => AddrBucket::Abstract(name),
+    }
+}
+
 /// Checks across services: unique names, no two enabled services on the
 /// same address and protocol. Returns the errors with the index of the
-/// service each one rejects (the later one, in file order).
+/// service each one rejects (the later one, in file order). Linear in the
+/// number of services: addresses are compared only within their bucket.
 pub fn across(services: &[Service]) -> Vec<(usize, ConfigError)> {
+    use std::collections::HashMap;
     let mut errors = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut taken: HashMap<AddrBucket, Vec<(usize, &ListenAddr)>> = HashMap::new();
     for (index, service) in services.iter().enumerate() {
-        for earlier in &services[..index] {
-            if earlier.name == service.name {
-                let error = ConfigError::new(
-                    &service.file,
-                    format!(
-                        "duplicate service name {:?} (also in {})",
-                        service.name,
-                        earlier.file.display()
-                    ),
-                )
-                .key("name");
-                errors.push((index, error));
-                break;
-            }
-            if service.disabled || earlier.disabled {
-                continue;
-            }
-            let same_family =
-                |a: &ListenAddr| matches!(a, ListenAddr::Unix(_) | ListenAddr::Abstract(_));
-            let clash = service.listen.iter().find(|addr| {
-                earlier.listen.iter().any(|other| {
-                    other.overlaps(addr) && (earlier.socket == service.socket || same_family(addr))
-                })
+        if let Some(&earlier) = names.get(service.name.as_str()) {
+            let error = ConfigError::new(
+                &service.file,
+                format!(
+                    "duplicate service name {:?} (also in {})",
+                    service.name,
+                    services[earlier].file.display()
+                ),
+            )
+            .key("name");
+            errors.push((index, error));
+            continue;
+        }
+        if !service.disabled {
+            let clash = service.listen.iter().find_map(|addr| {
+                let owners = taken.get(&bucket(service.socket, addr))?;
+                owners
+                    .iter()
+                    .find(|(_, other)| other.overlaps(addr))
+                    .map(|(owner, _)| (*owner, addr))
             });
-            if let Some(addr) = clash {
+            if let Some((owner, addr)) = clash {
+                let earlier = &services[owner];
                 let error = ConfigError::new(
                     &service.file,
                     format!(
@@ -516,9 +537,16 @@ pub fn across(services: &[Service]) -> Vec<(usize, ConfigError)> {
                 )
                 .key("listen");
                 errors.push((index, error));
-                break;
+                continue;
+            }
+            for addr in &service.listen {
+                taken
+                    .entry(bucket(service.socket, addr))
+                    .or_default()
+                    .push((index, addr));
             }
         }
+        names.insert(&service.name, index);
     }
     errors
 }

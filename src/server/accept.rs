@@ -282,12 +282,30 @@ impl Server {
         let service_id = self.listener_service(source);
         let peer = self.connection_peer(source, &conn, remote);
         let fd = conn.as_raw_fd();
-        send_banner(fd, &self.services[service_id].banners.banner);
+        send_banner(
+            fd,
+            self.services[service_id]
+                .banners
+                .as_ref()
+                .map_or(&[][..], |b| &b.banner),
+        );
         if self.admit(service_id, &peer).is_err() {
-            send_banner(fd, &self.services[service_id].banners.fail);
+            send_banner(
+                fd,
+                self.services[service_id]
+                    .banners
+                    .as_ref()
+                    .map_or(&[][..], |b| &b.fail),
+            );
             return;
         }
-        send_banner(fd, &self.services[service_id].banners.success);
+        send_banner(
+            fd,
+            self.services[service_id]
+                .banners
+                .as_ref()
+                .map_or(&[][..], |b| &b.success),
+        );
         match self.services[service_id].spec.action {
             Action::Exec { .. } => {
                 let _ = self.start_child(service_id, fd, &peer, Transport::Tcp, None);

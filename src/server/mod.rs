@@ -106,7 +106,16 @@ struct Banners {
 const MAX_BANNER: u64 = 64 * 1024;
 
 impl Banners {
-    fn load(spec: &Service) -> Banners {
+    /// `None` when the service has no banner (the common case: no memory).
+    fn load(spec: &Service) -> Option<Box<Banners>> {
+        let b = &spec.banners;
+        if b.banner.is_none() && b.success.is_none() && b.fail.is_none() {
+            return None;
+        }
+        Some(Box::new(Self::read_all(spec)))
+    }
+
+    fn read_all(spec: &Service) -> Banners {
         let read = |path: &Option<PathBuf>| -> Vec<u8> {
             let Some(path) = path else { return Vec::new() };
             let mut data = Vec::new();
@@ -133,7 +142,7 @@ impl Banners {
 
 struct ServiceRt {
     spec: Service,
-    banners: Banners,
+    banners: Option<Box<Banners>>,
     plan: Option<ExecPlan>,
     admission: Admission,
     listeners: Vec<usize>,
@@ -185,7 +194,17 @@ pub struct Server {
     daemonized: bool,
 }
 
-/// Signals spawnd takes through its signalfd (blocked for normal delivery).
+/// Signals blocked in spawnd: the ones it takes through its signalfd, and
+/// SIGPIPE, so a write to a closed socket or pipe fails with EPIPE. SIGPIPE
+/// is blocked rather than ignored because an ignored disposition would
+/// survive exec into every child, while the mask is simply emptied there.
+fn blocked_signals() -> SigSet {
+    let mut set = handled_signals();
+    set.add(Signal::SIGPIPE);
+    set
+}
+
+/// Signals spawnd takes through its signalfd.
 fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
     for signal in [
@@ -216,11 +235,18 @@ impl Server {
         let spawner =
             Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
         crate::sys::cloexec_from(crate::spawn::SLOT_NULL + 1);
-        let mask = handled_signals();
-        mask.thread_block()
+        blocked_signals()
+            .thread_block()
             .map_err(|e| StartError(format!("cannot block signals: {e}")))?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(|e| StartError(format!("cannot create signalfd: {e}")))?;
+        // SAFETY: restoring the default action of SIGPIPE (Rust's runtime set
+        // it to ignored); it stays blocked, so it is never delivered.
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+            .map_err(|e| StartError(format!("cannot reset SIGPIPE: {e}")))?;
+        let signals = SignalFd::with_flags(
+            &handled_signals(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(|e| StartError(format!("cannot create signalfd: {e}")))?;
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poller: {e}")))?;
         poll.registry()
             .register(
@@ -594,5 +620,17 @@ impl Server {
 
     pub fn config_dir(&self) -> &PathBuf {
         &self.config.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Per-service memory is a benchmark target (bench/): guard the part a
+    /// unit test can see, the inline size of a service's runtime entry.
+    #[test]
+    fn a_service_entry_stays_small() {
+        let size = std::mem::size_of::<super::ServiceRt>();
+        assert!(size <= 1400, "ServiceRt grew to {size} bytes");
+        assert!(std::mem::size_of::<crate::limits::Admission>() <= 200);
     }
 }

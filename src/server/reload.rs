@@ -128,6 +128,7 @@ impl Server {
             self.daemonized,
         );
         self.apply(wanted);
+        crate::sys::release_free_memory();
         self.notify_ready();
     }
 
