@@ -1,7 +1,7 @@
 //! Children: reaping on SIGCHLD, timeouts (SIGTERM to the process group,
 //! then SIGKILL), and the graceful stop.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -208,7 +208,6 @@ impl Server {
             stopping.terminating = true;
         }
         let now = Instant::now();
-        let mut longest = Duration::ZERO;
         for (pid, child) in self.children.iter_mut() {
             if child.signalled == 0 {
                 child.signalled = 1;
@@ -218,7 +217,6 @@ impl Server {
                 .services
                 .get(child.service)
                 .map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
-            longest = longest.max(kill_after);
             self.timers.schedule(
                 now + kill_after,
                 TimerKey::ChildKill {
@@ -227,6 +225,5 @@ impl Server {
                 },
             );
         }
-        let _ = longest;
     }
 }

@@ -367,7 +367,6 @@ impl Server {
             ListenAddr::Inet(_) => crate::sys::local_addr(bound.fd.as_raw_fd()),
             _ => None,
         };
-        let fd = bound.fd.as_raw_fd();
         let source = self.sources.insert(Source::Listener(Listener {
             bound,
             addr,
@@ -378,7 +377,6 @@ impl Server {
             exhaustion_logged: false,
         }));
         self.services[service].listeners.push(source);
-        let _ = fd;
         self.arm(source);
     }
 
