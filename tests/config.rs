@@ -343,3 +343,22 @@ fn config_dir_from_environment() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok x"));
 }
+
+#[test]
+fn unknown_socket_owner_is_a_check_error() {
+    let config = Config::new();
+    let path = config.path().join("s.sock");
+    config.service(
+        "sock",
+        &format!(
+            "listen: {}\nunix_owner: no-such-user-here\nexec: [/bin/true]\n",
+            path.display()
+        ),
+    );
+    let (code, _, stderr) = check_errors(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("sock.yaml:2:1: unix_owner: no such user \"no-such-user-here\""),
+        "{stderr}"
+    );
+}

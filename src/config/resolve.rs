@@ -34,7 +34,7 @@ fn lookup_user(user: &Principal) -> Result<User, String> {
     match found {
         Ok(Some(user)) => Ok(user),
         Ok(None) if matches!(user, Principal::Id(_)) => Err(format!("no user with uid {user}")),
-        Ok(None) => Err(format!("no such user {user:?}")),
+        Ok(None) => Err(format!("no such user \"{user}\"")),
         Err(e) => Err(format!("cannot look up user {user}: {e}")),
     }
 }
@@ -166,6 +166,16 @@ pub fn resolve(service: &mut Service) -> Result<(), Vec<ConfigError>> {
     ] {
         if let Err(e) = check_readable(service, key, path) {
             problems.push(e);
+        }
+    }
+    if let Some(owner) = &service.unix_socket.owner {
+        if let Err(message) = lookup_user(owner) {
+            problems.push(error(service, "unix_owner", message));
+        }
+    }
+    if let Some(group) = &service.unix_socket.group {
+        if let Err(message) = lookup_group(group) {
+            problems.push(error(service, "unix_group", message));
         }
     }
     if let Some(root) = &service.chroot {

@@ -723,6 +723,25 @@ mod tests {
     }
 
     #[test]
+    fn redirect_and_internal_values() {
+        let s = check("listen: 127.0.0.1:9\nredirect: \"[::1]:80\"\n").unwrap();
+        assert_eq!(s.action, Action::Redirect("[::1]:80".parse().unwrap()));
+        let e = first_error("listen: 127.0.0.1:9\nredirect: backend.example:80\n");
+        assert_eq!(
+            (e.key.as_deref(), e.position),
+            (Some("redirect"), Some((2, 1)))
+        );
+        assert!(e.message.contains("host names are not resolved"), "{e}");
+        let e = first_error("socket: dgram\nlisten: 127.0.0.1:9\nredirect: 127.0.0.1:80\n");
+        assert_eq!(e.key.as_deref(), Some("redirect"));
+        let text = "listen: 127.0.0.1:9\ninternal: qotd\n";
+        let error = serde_yaml::from_str::<RawService>(text).unwrap_err();
+        let error = crate::config::error::from_yaml(Path::new("t.yaml"), text, &error);
+        assert_eq!(error.key.as_deref(), Some("internal"));
+        assert!(error.message.contains("unknown variant `qotd`"), "{error}");
+    }
+
+    #[test]
     fn time_windows() {
         let w = parse_time_window("08:00-18:30").unwrap();
         assert_eq!((w.start, w.end), (480, 1110));
