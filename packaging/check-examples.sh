@@ -20,8 +20,8 @@ for example in packaging/examples/*.yaml services.d/*.yaml; do
             break
         fi
         program=$(sed -n 's/.*exec: program \(\/[^:]*\): No such file or directory.*/\1/p' <<<"$out" | head -1)
-        user=$(sed -n 's/.*user: no such user Name("\([^"]*\)").*/\1/p' <<<"$out" | head -1)
-        group=$(sed -n 's/.*group: no such group Name("\([^"]*\)").*/\1/p' <<<"$out" | head -1)
+        user=$(sed -n 's/.*user: no such user "\([^"]*\)".*/\1/p' <<<"$out" | head -1)
+        group=$(sed -n 's/.*group: no such group "\([^"]*\)".*/\1/p' <<<"$out" | head -1)
         if [ -n "$program" ]; then
             sed -i "s|$program|/bin/true|" "$file"
             notes+=" (program $program not installed: checked with /bin/true)"

@@ -6,7 +6,7 @@ mod util;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,15 +29,6 @@ fn cpu_ticks(pid: i32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap()
-}
-
 /// Ticks of CPU spawnd uses over `window` while nothing should happen: a
 /// measurement window, not a synchronisation.
 fn cpu_over(pid: i32, window: Duration) -> u64 {
@@ -50,10 +41,7 @@ fn cpu_over(pid: i32, window: Duration) -> u64 {
 fn fd_exhaustion_pauses_the_listener_without_spinning() {
     let config = Config::new();
     let port = free_port();
-    config.global(&format!(
-        "control_socket: {}\n",
-        config.path().join("c.sock").display()
-    ));
+    config.private_control_socket();
     config.service(
         "echo",
         &format!("listen: 127.0.0.1:{port}\ninternal: echo\nbacklog: 256\n"),
@@ -170,10 +158,7 @@ fn process_exhaustion_closes_the_client_and_recovers() {
 fn twenty_thousand_connections_leak_nothing() {
     let config = Config::new();
     let port = free_port();
-    config.global(&format!(
-        "control_socket: {}\n",
-        config.path().join("c.sock").display()
-    ));
+    config.private_control_socket();
     config.service(
         "quick",
         &format!("listen: 127.0.0.1:{port}\nexec: [/bin/true]\nbacklog: 1024\n"),
@@ -287,35 +272,14 @@ fn grandchildren_are_not_spawnds_and_do_not_hold_the_listener() {
 fn a_burst_of_signals_under_load() {
     let config = Config::new();
     let port = free_port();
-    config.global(&format!(
-        "control_socket: {}\n",
-        config.path().join("c.sock").display()
-    ));
+    config.private_control_socket();
     config.service(
         "steady",
         &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, ok]\nbacklog: 1024\n"),
     );
     let spawnd = Spawnd::start(&config);
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let served = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match tcp_exchange(local(port), b"") {
-                        Ok(reply) if reply == b"ok\n" => served.fetch_add(1, Ordering::Relaxed),
-                        _ => failures.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    assert!(
-        wait_until(|| served.load(Ordering::Relaxed) >= 50),
-        "load is running"
-    );
+    let clients = ClientLoop::start(4, port, b"ok\n");
+    assert!(wait_until(|| clients.served() >= 50), "load is running");
     let pid = nix::unistd::Pid::from_raw(spawnd.pid());
     for round in 0..1_000 {
         let signal = if round % 2 == 0 {
@@ -326,22 +290,12 @@ fn a_burst_of_signals_under_load() {
         nix::sys::signal::kill(pid, signal).unwrap();
     }
     // Keep the load on while the coalesced reloads run, then stop.
-    let after_burst = served.load(Ordering::Relaxed);
-    assert!(wait_until(
-        || served.load(Ordering::Relaxed) >= after_burst + 200
-    ));
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
+    let after_burst = clients.served();
+    assert!(wait_until(|| clients.served() >= after_burst + 200));
+    let (served, failures) = clients.stop();
     assert!(spawnd.log.count("reload_done") >= 1);
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "{} served",
-        served.load(Ordering::Relaxed)
-    );
-    assert!(served.load(Ordering::Relaxed) > 0);
+    assert_eq!(failures, 0, "{served} served");
+    assert!(served > 0);
     assert_eq!(tcp_read(port), "ok\n");
     assert!(spawnd.no_zombies());
 }
@@ -350,10 +304,7 @@ fn a_burst_of_signals_under_load() {
 fn udp_floods_keep_memory_flat() {
     let config = Config::new();
     let (waiting, echo) = (free_port(), free_port());
-    config.global(&format!(
-        "control_socket: {}\n",
-        config.path().join("c.sock").display()
-    ));
+    config.private_control_socket();
     config.service(
         "wait-udp",
         &format!("socket: dgram\nlisten: 127.0.0.1:{waiting}\nexec: [/usr/bin/perl, -e, 'recv(STDIN, my $d, 65535, 0);']\n"),
@@ -445,27 +396,10 @@ fn an_unreadable_file_is_an_error_for_that_file() {
     );
     use std::os::unix::fs::PermissionsExt;
     let config = Config::new();
-    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        config.path().join("services.d"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
     let secret = config.service("secret", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
     config.service("open", "listen: 127.0.0.1:2\nexec: [/bin/true]\n");
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "check",
-            "-c",
-        ])
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = config.check_as_nobody();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -28,15 +28,6 @@ fn internal(config: &Config, kind: &str, socket: &str) -> u16 {
     port
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn tcp_internal_services_on_both_families() {
     let config = Config::new();

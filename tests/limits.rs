@@ -555,20 +555,7 @@ fn changing_user_without_root_is_a_check_error() {
         "as-root",
         "listen: 127.0.0.1:1\nuser: root\nexec: [/bin/true]\n",
     );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "check",
-            "-c",
-        ])
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = config.check_as_nobody();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -6,8 +6,6 @@ mod util;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -27,21 +25,7 @@ fn continuous_clients_see_no_failure_across_twenty_reloads() {
         &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, steady]\nbacklog: 1024\n"),
     );
     let spawnd = Spawnd::start(&config);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match tcp_exchange(local(port), b"") {
-                        Ok(reply) if reply == b"steady\n" => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let clients = ClientLoop::start(4, port, b"steady\n");
     for round in 0..20 {
         // Alternate between touching this service, adding one and removing it.
         if round % 2 == 0 {
@@ -58,17 +42,9 @@ fn continuous_clients_see_no_failure_across_twenty_reloads() {
         );
         spawnd.reload();
     }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "{} ok",
-        ok.load(Ordering::Relaxed)
-    );
-    assert!(ok.load(Ordering::Relaxed) > 20);
+    let (ok, failed) = clients.stop();
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(ok > 20);
     assert_eq!(spawnd.log.count("reload_done"), 20);
     assert!(spawnd.no_zombies());
 }

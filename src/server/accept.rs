@@ -367,17 +367,7 @@ impl Server {
                         .schedule(now + timeout, TimerKey::ChildTimeout { pid, started: now });
                 }
                 let name = service.spec.name.clone();
-                self.children.insert(
-                    pid,
-                    Child {
-                        service: service_id,
-                        peer: *peer,
-                        started: now,
-                        handed_off,
-                        counted: true,
-                        signalled: 0,
-                    },
-                );
+                self.record_child(pid, service_id, peer, now, handed_off, true);
                 if let Some((read, _write)) = pipe {
                     self.watch_stderr(read, name, pid);
                 }
@@ -401,20 +391,30 @@ impl Server {
                     PeerLabel(peer)
                 );
                 // Reaped quietly; the slot it would have taken is not counted.
-                self.children.insert(
-                    pid,
-                    Child {
-                        service: service_id,
-                        peer: *peer,
-                        started: now,
-                        handed_off,
-                        counted: false,
-                        signalled: 0,
-                    },
-                );
+                self.record_child(pid, service_id, peer, now, handed_off, false);
                 Outcome::Failed
             }
         }
+    }
+
+    fn record_child(
+        &mut self,
+        pid: i32,
+        service: usize,
+        peer: &Peer,
+        started: Instant,
+        handed_off: Option<usize>,
+        counted: bool,
+    ) {
+        let child = Child {
+            service,
+            peer: *peer,
+            started,
+            handed_off,
+            counted,
+            signalled: 0,
+        };
+        self.children.insert(pid, child);
     }
 
     /// Wait mode: give the socket itself to one child.

@@ -500,3 +500,98 @@ pub fn read_all(mut stream: TcpStream) -> String {
         Err(e) => panic!("read failed: {e}"),
     }
 }
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Config {
+    /// A control socket inside this directory, so tests running at the same
+    /// time do not share the default one.
+    pub fn private_control_socket(&self) -> PathBuf {
+        let socket = self.path().join("c.sock");
+        self.global(&format!("control_socket: {}\n", socket.display()));
+        socket
+    }
+
+    /// Runs `spawnd check` as uid/gid 65534 (root runs the tests); the
+    /// directory and services.d are opened up for reading first.
+    pub fn check_as_nobody(&self) -> std::process::Output {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [self.path().to_path_buf(), self.path().join("services.d")] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                BIN,
+                "check",
+                "-c",
+            ])
+            .arg(self.path())
+            .output()
+            .expect("run check through setpriv")
+    }
+}
+
+/// Clients that connect to `port` over and over, each reading to EOF and
+/// comparing the reply, until stopped.
+pub struct ClientLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    pub fn start(clients: usize, port: u16, expected: &'static [u8]) -> ClientLoop {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match tcp_exchange(SocketAddr::from(([127, 0, 0, 1], port)), b"") {
+                            Ok(reply) if reply == expected => ok.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        ClientLoop {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    pub fn served(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns (served, failed).
+    pub fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
