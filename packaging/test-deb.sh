@@ -82,6 +82,15 @@ fi
 
 step "installing with dpkg -i"
 dpkg -i "$deb"
+# A failure from here on must not leave the package behind: the next run
+# (CI runs on the same machine again) would refuse to start.
+purge_on_failure() {
+    if [ "${purged:-no}" != yes ] && dpkg-query -W -f='${Status}' spawnd 2>/dev/null | grep -q installed; then
+        echo "test-deb: purging the package after the failure"
+        dpkg --purge spawnd >/dev/null 2>&1 || true
+    fi
+}
+trap purge_on_failure EXIT
 [ -x /usr/sbin/spawnd ] || fail "/usr/sbin/spawnd missing after install"
 /usr/sbin/spawnd --version
 
@@ -124,6 +133,7 @@ spawnd_pid=""
 cleanup() {
     [ -z "$spawnd_pid" ] || kill -9 "$spawnd_pid" 2>/dev/null || true
     rm -rf "$work"
+    purge_on_failure
 }
 trap cleanup EXIT
 mkdir -p "$work/conf/services.d"
@@ -178,6 +188,7 @@ dpkg-query -W -f='${Status}\n' spawnd | grep -q 'config-files' || fail "not in c
 
 step "dpkg --purge removes conffiles, not the admin's files"
 dpkg --purge spawnd
+purged=yes
 [ -f "$admin" ] || fail "dpkg --purge deleted the admin's $admin"
 [ ! -e /etc/spawnd/spawnd.yaml ] || fail "dpkg --purge left the conffile spawnd.yaml"
 [ ! -e /etc/spawnd/services.d/README ] || fail "dpkg --purge left the conffile services.d/README"
