@@ -524,6 +524,14 @@ fn daemon_mode_with_a_pid_file() {
         .trim()
         .parse()
         .unwrap();
+    // The daemon is not the test's child: kill it even if an assertion fails.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+    let _daemon = KillOnDrop(pid);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
