@@ -282,6 +282,15 @@ impl Spawnd {
 
 impl Drop for Spawnd {
     fn drop(&mut self) {
+        // Children lead their own process groups and would outlive a
+        // spawnd stopped before its shutdown grace ends (a wait-mode child
+        // blocked in accept, say): end them first.
+        for (pid, _) in children_of(self.pid()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(self.pid()),
