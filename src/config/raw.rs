@@ -140,11 +140,34 @@ impl InternalKind {
 }
 
 /// A user or group: a name or a numeric id.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Id(u32),
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for Principal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PrincipalVisitor;
+        impl serde::de::Visitor<'_> for PrincipalVisitor {
+            type Value = Principal;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a user or group name, or a numeric id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Principal, E> {
+                if v.is_empty() {
+                    return Err(E::custom("an empty name"));
+                }
+                Ok(Principal::Name(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Principal, E> {
+                u32::try_from(v)
+                    .map(Principal::Id)
+                    .map_err(|_| E::custom(format!("id {v} is out of range")))
+            }
+        }
+        deserializer.deserialize_any(PrincipalVisitor)
+    }
 }
 
 impl std::fmt::Display for Principal {
@@ -175,16 +198,25 @@ impl std::str::FromStr for Mode {
 
 impl<'de> Deserialize<'de> for Mode {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
+        // A direct visitor, not an untagged enum: buffering the value would
+        // lose its position for the error message.
+        struct ModeVisitor;
+        impl serde::de::Visitor<'_> for ModeVisitor {
+            type Value = Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an octal mode such as \"0022\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mode, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Mode, E> {
+                self.visit_str(&v.to_string())
+            }
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Number(n) => n.to_string().parse().map_err(serde::de::Error::custom),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
+        deserializer.deserialize_any(ModeVisitor)
     }
 }
 

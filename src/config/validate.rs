@@ -742,6 +742,58 @@ mod tests {
     }
 
     #[test]
+    fn modes_and_paths() {
+        let s = check("listen: /tmp/x.sock\nexec: [/bin/x]\nunix_mode: \"0660\"\numask: 027\n")
+            .unwrap();
+        assert_eq!((s.unix_socket.mode, s.umask), (Some(0o660), Some(0o27)));
+        for (text, key) in [
+            (
+                "listen: /tmp/x.sock\nexec: [/bin/x]\nunix_mode: \"0999\"\n",
+                "unix_mode",
+            ),
+            (
+                "listen: 127.0.0.1:9\nexec: [/bin/x]\numask: 0o18\n",
+                "umask",
+            ),
+        ] {
+            let error = serde_yaml::from_str::<RawService>(text).unwrap_err();
+            let error = crate::config::error::from_yaml(Path::new("t.yaml"), text, &error);
+            assert_eq!(error.key.as_deref(), Some(key), "{error}");
+            assert!(error.message.contains("invalid octal mode"), "{error}");
+        }
+        for key in ["chroot", "workdir", "banner", "banner_fail"] {
+            let e = first_error(&format!(
+                "listen: 127.0.0.1:9\nexec: [/bin/x]\n{key}: relative/path\n"
+            ));
+            assert_eq!((e.key.as_deref(), e.position), (Some(key), Some((3, 1))));
+            assert!(e.message.contains("must be an absolute path"), "{e}");
+        }
+        let text = "listen: 127.0.0.1:9\nexec: [/bin/x]\nuser: [root]\n";
+        let error = serde_yaml::from_str::<RawService>(text).unwrap_err();
+        let error = crate::config::error::from_yaml(Path::new("t.yaml"), text, &error);
+        assert_eq!(
+            (error.key.as_deref(), error.position.map(|p| p.0)),
+            (Some("user"), Some(3)),
+            "{error}"
+        );
+        let s =
+            check("listen: 127.0.0.1:9\nexec: [/bin/x]\nuser: 65534\ngroup: nogroup\n").unwrap();
+        assert_eq!(
+            (s.user, s.group),
+            (
+                Some(Principal::Id(65534)),
+                Some(Principal::Name("nogroup".into()))
+            )
+        );
+        let e = first_error("listen: 127.0.0.1:9\nexec: [/bin/x]\nunix_mode: \"0600\"\n");
+        assert_eq!(
+            e.key.as_deref(),
+            Some("unix_mode"),
+            "a Unix mode needs a Unix socket"
+        );
+    }
+
+    #[test]
     fn time_windows() {
         let w = parse_time_window("08:00-18:30").unwrap();
         assert_eq!((w.start, w.end), (480, 1110));
