@@ -49,18 +49,7 @@ fn wildcard_listens_on_both_families() {
 fn stream_wait_hands_the_listener_to_one_child() {
     let config = Config::new();
     let port = free_port();
-    // Accepts two connections on fd 0 itself, answering each with its pid.
-    let program = config.script(
-        "accept-two",
-        "#!/usr/bin/perl\nopen(my $l, '+<&=', 0) or die;\nfor (1..2) { accept(my $c, $l) or die; print $c \"pid $$\\n\"; close $c; }\n",
-    );
-    config.service(
-        "waiter",
-        &format!(
-            "listen: 127.0.0.1:{port}\nwait: true\nexec: [{}]\n",
-            program.display()
-        ),
-    );
+    config.accept_two_service("waiter", port);
     let spawnd = Spawnd::start(&config);
     let first = tcp_read(port);
     let second = tcp_read(port);

@@ -457,14 +457,7 @@ fn a_flood_of_refused_clients_does_not_flood_the_log() {
         assert_eq!(read_from("127.0.0.2", port).unwrap(), "");
     }
     // Every refusal is counted, but only a budget of them is logged...
-    let out = std::process::Command::new(BIN)
-        .arg("status")
-        .arg("--json")
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = status_json(&socket);
     assert_eq!(report["services"][0]["refused_access"], 300);
     let logged = spawnd.log.count("refuse service=guarded");
     assert!(logged < 300, "{logged} refusals logged");

@@ -194,17 +194,7 @@ fn a_kept_service_keeps_counting_its_running_children() {
 fn wait_service_keeps_its_socket_handed_off_across_a_reload() {
     let config = Config::new();
     let port = free_port();
-    let program = config.script(
-        "accept-two",
-        "#!/usr/bin/perl\nopen(my $l, '+<&=', 0) or die;\nfor (1..2) { accept(my $c, $l) or die; print $c \"pid $$\\n\"; close $c; }\n",
-    );
-    config.service(
-        "w",
-        &format!(
-            "listen: 127.0.0.1:{port}\nwait: true\nexec: [{}]\n",
-            program.display()
-        ),
-    );
+    config.accept_two_service("w", port);
     let spawnd = Spawnd::start(&config);
     let first = tcp_read(port);
     spawnd.reload();
@@ -484,14 +474,7 @@ fn a_live_control_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     );
     let second = Spawnd::start(&second_config);
     second.log.expect(&["control_busy"]);
-    let out = std::process::Command::new(BIN)
-        .arg("status")
-        .arg("--json")
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = status_json(&socket);
     assert_eq!(report["pid"], first.pid(), "the first spawnd still answers");
 }
 

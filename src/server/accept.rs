@@ -366,9 +366,10 @@ impl Server {
                     self.timers
                         .schedule(now + timeout, TimerKey::ChildTimeout { pid, started: now });
                 }
-                let name = service.spec.name.clone();
+                // Only `stderr: log` needs the name, so clone it only then.
+                let stderr = pipe.map(|(read, _write)| (read, service.spec.name.clone()));
                 self.record_child(pid, service_id, peer, now, handed_off, true);
-                if let Some((read, _write)) = pipe {
+                if let Some((read, name)) = stderr {
                     self.watch_stderr(read, name, pid);
                 }
                 Outcome::Started(pid)

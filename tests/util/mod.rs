@@ -604,3 +604,31 @@ impl ClientLoop {
         )
     }
 }
+
+impl Config {
+    /// A `wait: true` service whose program accepts two connections on fd 0
+    /// itself, answering each with `pid N`, then exits.
+    pub fn accept_two_service(&self, name: &str, port: u16) {
+        let program = self.script(
+            "accept-two",
+            "#!/usr/bin/perl\nopen(my $l, '+<&=', 0) or die;\nfor (1..2) { accept(my $c, $l) or die; print $c \"pid $$\\n\"; close $c; }\n",
+        );
+        self.service(
+            name,
+            &format!(
+                "listen: 127.0.0.1:{port}\nwait: true\nexec: [{}]\n",
+                program.display()
+            ),
+        );
+    }
+}
+
+/// `spawnd status --json --socket PATH`, parsed.
+pub fn status_json(socket: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .expect("run spawnd status");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status output {out:?}: {e}"))
+}
