@@ -515,14 +515,25 @@ fn write_utc_timestamp(out: &mut Vec<u8>) {
     let secs = now.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        now.subsec_millis()
-    );
+    // Digit by digit: this runs for every line, and `write!` costs more
+    // than the rest of the line's work.
+    let mut stamp = *b"0000-00-00T00:00:00.000Z";
+    put_digits(&mut stamp[0..4], year.clamp(0, 9999) as u64);
+    put_digits(&mut stamp[5..7], u64::from(month));
+    put_digits(&mut stamp[8..10], u64::from(day));
+    put_digits(&mut stamp[11..13], rem / 3600);
+    put_digits(&mut stamp[14..16], rem / 60 % 60);
+    put_digits(&mut stamp[17..19], rem % 60);
+    put_digits(&mut stamp[20..23], u64::from(now.subsec_millis()));
+    out.extend_from_slice(&stamp);
+}
+
+/// Fills `field` with the last `field.len()` decimal digits of `value`.
+fn put_digits(field: &mut [u8], mut value: u64) {
+    for digit in field.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
@@ -704,6 +715,26 @@ mod tests {
         let line = String::from_utf8(stderr_line(stamped, Level::Warn, "w")).unwrap();
         assert!(line.ends_with("Z warn w\n"), "{line}");
         assert_eq!(line.len(), "2026-11-24T20:46:46.040Z warn w\n".len());
+        for (at, byte) in line.bytes().take(23).enumerate() {
+            match at {
+                4 | 7 => assert_eq!(byte, b'-', "{line}"),
+                10 => assert_eq!(byte, b'T', "{line}"),
+                13 | 16 => assert_eq!(byte, b':', "{line}"),
+                19 => assert_eq!(byte, b'.', "{line}"),
+                _ => assert!(byte.is_ascii_digit(), "{line}"),
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_width_digits() {
+        let mut field = [b'x'; 4];
+        put_digits(&mut field, 7);
+        assert_eq!(&field, b"0007");
+        put_digits(&mut field, 2026);
+        assert_eq!(&field, b"2026");
+        put_digits(&mut field[..2], 123);
+        assert_eq!(&field, b"2326");
     }
 
     #[test]

@@ -181,6 +181,11 @@ pub fn ensure_stdio_open() {
     }
 }
 
+/// Whether spawnd has a controlling terminal: `/dev/tty` opens only then.
+pub fn has_controlling_terminal() -> bool {
+    std::fs::File::open("/dev/tty").is_ok()
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     let mut info = MaybeUninit::<libc::sysinfo>::zeroed();

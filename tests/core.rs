@@ -166,12 +166,13 @@ fn child_environment_and_descriptors() {
         "env",
         &format!(
             "listen: 127.0.0.1:{port}\nenv: {{GREETING: hello}}\npass_env: [SPAWND_TEST_PASSED]\n\
-             exec: [/bin/sh, -c, 'env | sort; grep -E \"^Sig(Blk|Ign)\" /proc/self/status; read -r a b c d e sid rest < /proc/$$/stat; echo sid=$sid pid=$$; echo FDS; exec ls -1 /proc/self/fd']\n"
+             exec: [/bin/sh, -c, 'env | sort; grep -E \"^Sig(Blk|Ign)\" /proc/self/status; read -r a b c d e sid rest < /proc/$$/stat; echo pid=$$ pgrp=$e sid=$sid; echo FDS; exec ls -1 /proc/self/fd']\n"
         ),
     );
     let spawnd = Spawnd::start_with(&config, &[], |c| {
         c.env("SPAWND_TEST_PASSED", "passed")
             .env("SPAWND_TEST_SECRET", "leaked");
+        without_terminal(c);
     });
     let out = tcp_read(port);
     let lines: Vec<&str> = out.lines().collect();
@@ -218,12 +219,119 @@ fn child_environment_and_descriptors() {
         out.contains("SigIgn:\t0000000000000000"),
         "no ignored signals: {out}"
     );
-    let sid_line = lines.iter().find(|l| l.starts_with("sid=")).unwrap();
-    let mut parts = sid_line.split_whitespace();
-    let sid = parts.next().unwrap().trim_start_matches("sid=").to_string();
-    let pid = parts.next().unwrap().trim_start_matches("pid=").to_string();
-    assert_eq!(sid, pid, "the child leads its own session");
+    let (pid, pgrp, sid) = process_ids(&out);
+    assert_eq!(pgrp, pid, "the child leads its own process group: {out}");
+    assert_ne!(
+        sid, pid,
+        "without a terminal to cut it off from, no session of its own: {out}"
+    );
     drop(spawnd);
+}
+
+/// Runs spawnd in a session of its own, so it has no controlling terminal
+/// even when the tests are started from one.
+fn without_terminal(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A program that prints `pid= pgrp= sid= tty=` from its own /proc stat.
+const PRINT_IDS: &str =
+    "[/bin/sh, -c, 'read -r a b c d e sid tty rest < /proc/$$/stat; echo pid=$$ pgrp=$e sid=$sid tty=$tty ppid=$d']";
+
+fn id_field(out: &str, key: &str) -> i64 {
+    out.split_whitespace()
+        .find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
+}
+
+fn process_ids(out: &str) -> (i64, i64, i64) {
+    (
+        id_field(out, "pid"),
+        id_field(out, "pgrp"),
+        id_field(out, "sid"),
+    )
+}
+
+#[test]
+fn new_session_gives_the_child_a_session_of_its_own() {
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "ids",
+        &format!(
+            "listen: 127.0.0.1:{port}
+new_session: true
+exec: {PRINT_IDS}
+"
+        ),
+    );
+    let _spawnd = Spawnd::start_with(&config, &[], without_terminal);
+    let out = tcp_read(port);
+    let (pid, pgrp, sid) = process_ids(&out);
+    assert_eq!((pgrp, sid), (pid, pid), "{out}");
+}
+
+/// Under a terminal (a pty from script(1)), children always get a session of
+/// their own, so they have no controlling terminal and cannot reach it.
+#[test]
+fn children_of_a_spawnd_on_a_terminal_are_cut_off_from_it() {
+    use std::io::BufRead;
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "ids",
+        &format!(
+            "listen: 127.0.0.1:{port}
+exec: {PRINT_IDS}
+"
+        ),
+    );
+    let pid_file = config.path().join("spawnd.pid");
+    let inner = format!(
+        "exec {BIN} run -c {} --pid-file {}",
+        config.path().display(),
+        pid_file.display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qfec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1) from bsdutils");
+    let mut lines = std::io::BufReader::new(script.stdout.take().unwrap()).lines();
+    let ready = lines.find(|line| line.as_ref().is_ok_and(|l| l.contains("ready services=")));
+    assert!(ready.is_some(), "spawnd under script(1) never got ready");
+    let spawnd_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    /// Stops the spawnd under script(1) however the test ends.
+    struct Stop(i32, std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: plain kill(2) of the spawnd this test started.
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+            let _ = self.1.wait();
+        }
+    }
+    let _stop = Stop(spawnd_pid, script);
+    let out = tcp_read(port);
+    let (pid, pgrp, sid) = process_ids(&out);
+    assert_eq!(id_field(&out, "ppid"), i64::from(spawnd_pid), "{out}");
+    assert_eq!((pgrp, sid), (pid, pid), "{out}");
+    assert_eq!(id_field(&out, "tty"), 0, "the child has no terminal: {out}");
 }
 
 #[test]
@@ -487,4 +595,36 @@ fn many_connections_at_once_are_all_served() {
     }
     assert!(spawnd.log.wait_for_n(&["exit service=echo"], 200));
     assert!(spawnd.no_zombies());
+}
+
+/// At the default level a connection is one `accept` line; its `exit` line
+/// joins it only when the program failed.
+#[test]
+fn clean_exits_are_logged_only_at_debug_level() {
+    let config = Config::new();
+    let (ok, fail) = (free_port(), free_port());
+    config.service(
+        "ok",
+        &format!("listen: 127.0.0.1:{ok}\nexec: [/bin/true]\n"),
+    );
+    config.service(
+        "fail",
+        &format!("listen: 127.0.0.1:{fail}\nexec: [/bin/false]\n"),
+    );
+    let mut spawnd = Spawnd::start_with(&config, &[], |c| {
+        c.env("RUST_LOG", "info");
+    });
+    assert_eq!(tcp_read(ok), "");
+    assert_eq!(tcp_read(fail), "");
+    spawnd
+        .log
+        .expect(&["info exit service=fail", "status=1", "duration="]);
+    // A graceful stop reaps (and would log) every child before spawnd exits.
+    spawnd.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(spawnd.wait_exit(), Some(0));
+    assert!(spawnd.log.wait_for(&["info stopped"]));
+    let log = spawnd.log.text();
+    assert_eq!(spawnd.log.count("accept service=ok"), 1, "{log}");
+    assert_eq!(spawnd.log.count("accept service=fail"), 1, "{log}");
+    assert_eq!(spawnd.log.count("exit service=ok"), 0, "{log}");
 }

@@ -28,6 +28,9 @@ pub struct Service {
     pub pass_env: Vec<String>,
     pub stderr: StderrMode,
     pub pass: PassMode,
+    /// Start the child in a session of its own even when spawnd has no
+    /// controlling terminal (otherwise it gets a process group of its own).
+    pub new_session: bool,
     pub backlog: u32,
     pub unix_socket: UnixSocketPerms,
     pub nice: Option<i32>,

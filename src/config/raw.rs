@@ -267,6 +267,7 @@ pub struct RawService {
     #[serde(default, deserialize_with = "stderr_mode")]
     pub stderr: Option<StderrMode>,
     pub pass: Option<PassMode>,
+    pub new_session: Option<bool>,
     pub backlog: Option<u32>,
     pub unix_mode: Option<Mode>,
     pub unix_owner: Option<Principal>,

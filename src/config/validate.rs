@@ -357,6 +357,7 @@ pub fn service(
             ("umask", raw.umask.is_some()),
             ("stderr", raw.stderr.is_some()),
             ("pass", raw.pass.is_some()),
+            ("new_session", raw.new_session.is_some()),
         ] {
             if set {
                 errors.push(
@@ -404,6 +405,7 @@ pub fn service(
         pass_env,
         stderr,
         pass,
+        new_session: raw.new_session.unwrap_or(false),
         backlog,
         unix_socket: UnixSocketPerms {
             mode: raw.unix_mode.map(|m| m.0),
@@ -629,6 +631,19 @@ mod tests {
                 .key
                 .as_deref(),
             Some("user")
+        );
+        assert_eq!(
+            first_error("listen: 127.0.0.1:7\ninternal: echo\nnew_session: true\n")
+                .key
+                .as_deref(),
+            Some("new_session")
+        );
+        let exec = "listen: 127.0.0.1:7\nexec: [/bin/cat]\n";
+        assert!(!check(exec).unwrap().new_session);
+        assert!(
+            check(&format!("{exec}new_session: true\n"))
+                .unwrap()
+                .new_session
         );
     }
 

@@ -20,10 +20,14 @@ pub(super) struct PeerLabel<'a>(pub &'a Peer);
 impl std::fmt::Display for PeerLabel<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self.0 {
-            Peer::Inet { remote, .. } => {
-                let ip = crate::config::units::canonical_ip(remote.ip());
-                write!(f, "{}", SocketAddr::new(ip, remote.port()))
-            }
+            Peer::Inet { remote, .. } => match crate::config::units::canonical_ip(remote.ip()) {
+                // The common case, on every accept line: no formatting machinery.
+                IpAddr::V4(ip) => {
+                    let mut buffer = [0u8; 21];
+                    f.write_str(ipv4_with_port(ip, remote.port(), &mut buffer))
+                }
+                ip => write!(f, "{}", SocketAddr::new(ip, remote.port())),
+            },
             Peer::Unix {
                 uid: Some(uid),
                 pid,
@@ -35,6 +39,40 @@ impl std::fmt::Display for PeerLabel<'_> {
             _ => f.write_str("-"),
         }
     }
+}
+
+/// `a.b.c.d:port` written into `buffer` (21 bytes is the longest).
+fn ipv4_with_port(ip: std::net::Ipv4Addr, port: u16, buffer: &mut [u8; 21]) -> &str {
+    fn push_number(buffer: &mut [u8; 21], at: &mut usize, value: u16) {
+        let mut digits = [0u8; 5];
+        let mut count = 0;
+        let mut rest = value;
+        loop {
+            digits[count] = b'0' + (rest % 10) as u8;
+            count += 1;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        for digit in digits[..count].iter().rev() {
+            buffer[*at] = *digit;
+            *at += 1;
+        }
+    }
+    let mut at = 0;
+    for (index, octet) in ip.octets().into_iter().enumerate() {
+        if index > 0 {
+            buffer[at] = b'.';
+            at += 1;
+        }
+        push_number(buffer, &mut at, u16::from(octet));
+    }
+    buffer[at] = b':';
+    at += 1;
+    push_number(buffer, &mut at, port);
+    // Only ASCII digits, dots and a colon were written.
+    std::str::from_utf8(&buffer[..at]).unwrap_or_default()
 }
 
 pub(super) fn peer_ip(peer: &Peer) -> Option<IpAddr> {
@@ -502,5 +540,43 @@ impl Server {
         if self.stopping.is_none() {
             self.arm(source);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_peers_are_written_like_std_does() {
+        for (ip, port) in [
+            ([127, 0, 0, 1], 8013),
+            ([0, 0, 0, 0], 0),
+            ([255, 255, 255, 255], 65535),
+            ([10, 20, 3, 40], 9),
+        ] {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let mut buffer = [0u8; 21];
+            assert_eq!(
+                ipv4_with_port(ip, port, &mut buffer),
+                SocketAddr::from((ip, port)).to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_are_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:4000".parse().unwrap();
+        let peer = Peer::Inet {
+            local: None,
+            remote: mapped,
+        };
+        assert_eq!(PeerLabel(&peer).to_string(), "192.0.2.7:4000");
+        let v6: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
+        let peer = Peer::Inet {
+            local: None,
+            remote: v6,
+        };
+        assert_eq!(PeerLabel(&peer).to_string(), "[2001:db8::1]:53");
     }
 }

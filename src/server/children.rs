@@ -12,12 +12,22 @@ use super::{ListenerState, Server, Source, TimerKey};
 use crate::config::DEFAULT_KILL_AFTER;
 
 /// A child timer whose child has been reaped (or whose pid was reused).
-fn is_stale(children: &std::collections::HashMap<i32, super::Child>, key: &TimerKey) -> bool {
+fn is_stale(children: &super::ChildTable, key: &TimerKey) -> bool {
     match key {
         TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
             children.get(pid).is_none_or(|c| c.started != *started)
         }
         _ => false,
+    }
+}
+
+/// The `accept` line is the one line per connection at the default level;
+/// its `exit` line joins it there only when something went wrong.
+pub(super) fn exit_level(abnormal: bool) -> log::Level {
+    if abnormal {
+        log::Level::Info
+    } else {
+        log::Level::Debug
     }
 }
 
@@ -97,7 +107,8 @@ impl Server {
                 if abnormal {
                     service.counters.abnormal_exits += 1;
                 }
-                log::info!(
+                log::log!(
+                    exit_level(abnormal),
                     "exit service={} pid={pid} peer={} {} duration={:.3}s",
                     service.spec.name,
                     PeerLabel(&child.peer),

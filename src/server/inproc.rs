@@ -13,6 +13,7 @@ use mio::Interest;
 use nix::sys::socket::{self, MsgFlags, Shutdown, SockaddrStorage};
 
 use super::accept::{peer_source, PeerLabel};
+use super::children::exit_level;
 use super::{Server, Source};
 use crate::childenv::Peer;
 use crate::config::InternalKind;
@@ -374,7 +375,8 @@ impl Server {
                 Some(e) => format!("error=\"{e}\""),
                 None => "status=0".to_string(),
             };
-            log::info!(
+            log::log!(
+                exit_level(error.is_some()),
                 "exit service={} peer={} internal={} {how} duration={:.3}s",
                 rt.spec.name,
                 PeerLabel(&conn.peer),
@@ -556,7 +558,8 @@ impl Server {
             if error.is_some() && !relay.connected {
                 rt.counters.spawn_failures += 1;
             }
-            log::info!(
+            log::log!(
+                exit_level(error.is_some()),
                 "exit service={} peer={} redirect={} {how} bytes_in={} bytes_out={} duration={:.3}s",
                 rt.spec.name,
                 PeerLabel(&relay.peer),

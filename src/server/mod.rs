@@ -152,6 +152,31 @@ struct ServiceRt {
     retired: bool,
 }
 
+/// Children by pid. Pids come from the kernel, not from clients, so a
+/// multiplicative hash is enough and much cheaper than SipHash on the
+/// per-connection path.
+type ChildTable = HashMap<i32, Child, std::hash::BuildHasherDefault<PidHasher>>;
+
+#[derive(Default)]
+struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i32(&mut self, value: i32) {
+        self.0 = u64::from(value as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control bits from the top of the hash.
+        self.0
+    }
+}
+
 struct Child {
     service: usize,
     peer: Peer,
@@ -180,7 +205,7 @@ pub struct Server {
     services: Slab<ServiceRt>,
     sources: Slab<Source>,
     relays: Slab<inproc::Relay>,
-    children: HashMap<i32, Child>,
+    children: ChildTable,
     timers: Timers<TimerKey>,
     ready_again: Vec<usize>,
     /// Listeners held back by `on_limit: queue`.
@@ -262,7 +287,7 @@ impl Server {
             services: Slab::new(),
             sources: Slab::new(),
             relays: Slab::new(),
-            children: HashMap::new(),
+            children: ChildTable::default(),
             timers: Timers::default(),
             ready_again: Vec::new(),
             queued: Vec::new(),
@@ -276,6 +301,7 @@ impl Server {
 
     pub fn set_daemonized(&mut self) {
         self.daemonized = true;
+        self.spawner.detached();
     }
 
     /// After `--daemon` forks: a signalfd polled through epoll only wakes up
