@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod convert;
 mod daemon;
+mod decimal;
 #[cfg(test)]
 mod fuzzing;
 mod internal;

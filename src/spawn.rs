@@ -369,24 +369,12 @@ const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 
 /// Writes `LISTEN_PID=<pid>\0` without allocating (async-signal-safe).
 fn write_listen_pid(buffer: &mut [u8; 32], pid: u32) {
-    let mut digits = [0u8; 10];
-    let mut n = pid;
-    let mut count = 0;
-    loop {
-        digits[count] = b'0' + (n % 10) as u8;
-        count += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    let mut scratch = [0u8; 10];
+    let digits = crate::decimal::digits(pid, &mut scratch);
+    let end = LISTEN_PID_PREFIX.len() + digits.len();
     buffer[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
-    let mut at = LISTEN_PID_PREFIX.len();
-    for digit in digits[..count].iter().rev() {
-        buffer[at] = *digit;
-        at += 1;
-    }
-    buffer[at] = 0;
+    buffer[LISTEN_PID_PREFIX.len()..end].copy_from_slice(digits);
+    buffer[end] = 0;
 }
 
 extern "C" fn child_main(arg: *mut c_void) -> c_int {

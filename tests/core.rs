@@ -268,12 +268,7 @@ fn new_session_gives_the_child_a_session_of_its_own() {
     let port = free_port();
     config.service(
         "ids",
-        &format!(
-            "listen: 127.0.0.1:{port}
-new_session: true
-exec: {PRINT_IDS}
-"
-        ),
+        &format!("listen: 127.0.0.1:{port}\nnew_session: true\nexec: {PRINT_IDS}\n"),
     );
     let _spawnd = Spawnd::start_with(&config, &[], without_terminal);
     let out = tcp_read(port);
@@ -290,11 +285,7 @@ fn children_of_a_spawnd_on_a_terminal_are_cut_off_from_it() {
     let port = free_port();
     config.service(
         "ids",
-        &format!(
-            "listen: 127.0.0.1:{port}
-exec: {PRINT_IDS}
-"
-        ),
+        &format!("listen: 127.0.0.1:{port}\nexec: {PRINT_IDS}\n"),
     );
     let pid_file = config.path().join("spawnd.pid");
     let inner = format!(

@@ -44,21 +44,10 @@ impl std::fmt::Display for PeerLabel<'_> {
 /// `a.b.c.d:port` written into `buffer` (21 bytes is the longest).
 fn ipv4_with_port(ip: std::net::Ipv4Addr, port: u16, buffer: &mut [u8; 21]) -> &str {
     fn push_number(buffer: &mut [u8; 21], at: &mut usize, value: u16) {
-        let mut digits = [0u8; 5];
-        let mut count = 0;
-        let mut rest = value;
-        loop {
-            digits[count] = b'0' + (rest % 10) as u8;
-            count += 1;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        for digit in digits[..count].iter().rev() {
-            buffer[*at] = *digit;
-            *at += 1;
-        }
+        let mut scratch = [0u8; 10];
+        let digits = crate::decimal::digits(u32::from(value), &mut scratch);
+        buffer[*at..*at + digits.len()].copy_from_slice(digits);
+        *at += digits.len();
     }
     let mut at = 0;
     for (index, octet) in ip.octets().into_iter().enumerate() {
