@@ -162,7 +162,7 @@ impl Server {
             }
         }
         // More may be waiting: continue after other sources had their turn.
-        self.ready_again.push(source);
+        self.turns.again(source);
     }
 
     fn listener_service(&self, source: usize) -> usize {

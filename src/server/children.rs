@@ -133,7 +133,7 @@ impl Server {
             if let Some(Source::Listener(listener)) = self.sources.get(source) {
                 if listener.state == ListenerState::Paused {
                     self.arm(source);
-                    self.ready_again.push(source);
+                    self.turns.again(source);
                 }
             }
         }

@@ -130,7 +130,7 @@ impl Server {
                 self.sources.remove(key);
             }
         }
-        self.ready_again.push(source);
+        self.turns.again(source);
     }
 
     pub(super) fn on_control_conn(&mut self, source: usize) {

@@ -361,7 +361,7 @@ impl Server {
                 Step::Failed(e) => return self.finish_internal(source, Some(e)),
             }
         }
-        self.ready_again.push(source);
+        self.turns.again(source);
     }
 
     fn finish_internal(&mut self, source: usize, error: Option<io::Error>) {
@@ -456,7 +456,7 @@ impl Server {
             }
             let _ = socket::sendto(fd, &reply, &from, MsgFlags::MSG_DONTWAIT);
         }
-        self.ready_again.push(source);
+        self.turns.again(source);
     }
 
     /// Relays an admitted client to the service's redirect target.
@@ -533,7 +533,7 @@ impl Server {
                 Step::Failed(e) => return self.finish_relay(relay_id, Some(e)),
             }
         }
-        self.ready_again.push(source);
+        self.turns.again(source);
     }
 
     fn finish_relay(&mut self, relay_id: usize, error: Option<io::Error>) {

@@ -9,6 +9,7 @@ mod control;
 mod inproc;
 mod reload;
 mod stderr_log;
+mod turns;
 
 use std::collections::HashMap;
 use std::io;
@@ -30,6 +31,7 @@ use crate::limits::Admission;
 use crate::listener::Bound;
 use crate::spawn::{ExecPlan, Spawner};
 use crate::timers::Timers;
+use turns::Turns;
 
 const SIGNALS: Token = Token(0);
 const FIRST_SOURCE: usize = 16;
@@ -207,7 +209,7 @@ pub struct Server {
     relays: Slab<inproc::Relay>,
     children: ChildTable,
     timers: Timers<TimerKey>,
-    ready_again: Vec<usize>,
+    turns: Turns,
     /// Listeners held back by `on_limit: queue`.
     queued: Vec<usize>,
     global: Global,
@@ -289,7 +291,7 @@ impl Server {
             relays: Slab::new(),
             children: ChildTable::default(),
             timers: Timers::default(),
-            ready_again: Vec::new(),
+            turns: Turns::default(),
             queued: Vec::new(),
             global,
             config,
@@ -479,10 +481,10 @@ impl Server {
         loop {
             crate::logging::flush();
             self.skip_stale_timers();
-            let timeout = if self.ready_again.is_empty() {
-                self.timers.timeout(Instant::now())
-            } else {
+            let timeout = if self.turns.has_more() {
                 Some(Duration::ZERO)
+            } else {
+                self.timers.timeout(Instant::now())
             };
             if let Err(e) = self.poll.poll(events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -491,16 +493,19 @@ impl Server {
                 log::error!("poll_error error=\"{e}\"");
                 return 3;
             }
-            for event in events.iter() {
-                match event.token() {
-                    SIGNALS => self.on_signals(),
-                    Token(t) if t >= FIRST_SOURCE => self.on_source(t - FIRST_SOURCE),
-                    _ => {}
-                }
+            // Reap first: an exit frees the instance a waiting client needs.
+            if events.iter().any(|event| event.token() == SIGNALS) {
+                self.on_signals();
             }
-            for source in std::mem::take(&mut self.ready_again) {
-                self.on_source(source);
+            let turn = self.turns.take(
+                events
+                    .iter()
+                    .filter_map(|event| event.token().0.checked_sub(FIRST_SOURCE)),
+            );
+            for source in &turn {
+                self.on_source(*source);
             }
+            self.turns.done(turn);
             self.fire_timers();
             if self
                 .stopping

@@ -120,7 +120,7 @@ impl Server {
             }
         }
         if !closed {
-            self.ready_again.push(source);
+            self.turns.again(source);
             return;
         }
         if !pipe.buffer.is_empty() {

@@ -1,0 +1,79 @@
+//! Which sources the event loop serves in one turn.
+//!
+//! A source that stops early with work left (an accept batch that filled up,
+//! a relay that moved its share) asks to be served again next turn, and a
+//! busy level-triggered source is also reported by epoll then. Each must be
+//! served once per turn: serving it twice would let it ask twice, so its
+//! share of every later turn would keep growing and everything else would
+//! wait longer and longer.
+
+#[derive(Default)]
+pub struct Turns {
+    again: Vec<usize>,
+    /// The list handed out for one turn, kept for its capacity.
+    scratch: Vec<usize>,
+}
+
+impl Turns {
+    /// `source` has more to do: serve it next turn even if epoll is quiet.
+    pub fn again(&mut self, source: usize) {
+        self.again.push(source);
+    }
+
+    /// Whether the next poll must not sleep.
+    pub fn has_more(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// The sources of this turn, each once: those `reported` by epoll and
+    /// those that asked to go again. Hand the list back with `done`.
+    pub fn take(&mut self, reported: impl Iterator<Item = usize>) -> Vec<usize> {
+        let mut turn = std::mem::take(&mut self.scratch);
+        turn.append(&mut self.again);
+        turn.extend(reported);
+        turn.sort_unstable();
+        turn.dedup();
+        turn
+    }
+
+    pub fn done(&mut self, mut turn: Vec<usize>) {
+        turn.clear();
+        self.scratch = turn;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_source_is_served_once_per_turn() {
+        let mut turns = Turns::default();
+        let busy = 3;
+        for _ in 0..100 {
+            // epoll reports it every turn, and every turn it fills its batch.
+            let turn = turns.take([busy, 7].into_iter());
+            assert_eq!(turn, [busy, 7]);
+            for source in &turn {
+                if *source == busy {
+                    turns.again(busy);
+                }
+            }
+            turns.done(turn);
+        }
+    }
+
+    #[test]
+    fn leftovers_are_served_without_an_event() {
+        let mut turns = Turns::default();
+        assert!(!turns.has_more());
+        turns.again(5);
+        turns.again(2);
+        assert!(turns.has_more());
+        let turn = turns.take(std::iter::empty());
+        assert_eq!(turn, [2, 5]);
+        assert!(!turns.has_more());
+        turns.done(turn);
+        assert!(turns.take(std::iter::empty()).is_empty());
+    }
+}
