@@ -86,9 +86,14 @@ impl Server {
                         self.child_exited(pid.as_raw(), &status);
                     }
                 }
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break, // ECHILD: nothing left
+            }
+            // Every child spawnd started is reaped: another waitpid could
+            // only say ECHILD. (spawnd has no other children.)
+            if self.children.is_empty() {
+                break;
             }
         }
         self.compact_timers();

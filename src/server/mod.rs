@@ -533,19 +533,32 @@ impl Server {
     }
 
     fn on_signals(&mut self) {
+        // Several records per read: a short read means the queue is empty,
+        // which saves the read that would only say EAGAIN.
+        const RECORD: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+        let mut buffer = [0u8; RECORD * 8];
         let mut reap = false;
         loop {
-            match self.signals.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    // Reaped once below: one waitpid loop serves any number
-                    // of (possibly merged) SIGCHLDs.
-                    Ok(Signal::SIGCHLD) => reap = true,
-                    Ok(Signal::SIGHUP) => self.reload(),
-                    Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_stop(),
-                    Ok(Signal::SIGUSR1) => self.log_status(),
-                    _ => {}
-                },
-                Ok(None) => break,
+            match nix::unistd::read(&self.signals, &mut buffer) {
+                Ok(length) => {
+                    for record in buffer[..length].chunks_exact(RECORD) {
+                        let mut signo = [0u8; 4];
+                        signo.copy_from_slice(&record[..4]); // ssi_signo comes first
+                        match Signal::try_from(u32::from_ne_bytes(signo) as i32) {
+                            // Reaped once below: one waitpid loop serves any
+                            // number of (possibly merged) SIGCHLDs.
+                            Ok(Signal::SIGCHLD) => reap = true,
+                            Ok(Signal::SIGHUP) => self.reload(),
+                            Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_stop(),
+                            Ok(Signal::SIGUSR1) => self.log_status(),
+                            _ => {}
+                        }
+                    }
+                    if length < buffer.len() {
+                        break;
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     log::error!("signal_error error=\"{e}\"");
