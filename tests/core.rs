@@ -490,8 +490,9 @@ fn sigterm_stops_listening_and_exits_zero() {
 #[test]
 fn bind_failure_leaves_that_service_out() {
     let config = Config::new();
-    let (taken, ok) = (free_port(), free_port());
-    let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    // The kernel picks the port the holder keeps busy.
+    let holder = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let (taken, ok) = (holder.local_addr().unwrap().port(), free_port());
     config.service(
         "taken",
         &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/true]\n"),
@@ -512,8 +513,8 @@ fn bind_failure_leaves_that_service_out() {
 #[test]
 fn nothing_bindable_is_a_runtime_failure() {
     let config = Config::new();
-    let taken = free_port();
-    let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let taken = holder.local_addr().unwrap().port();
     config.service(
         "taken",
         &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/true]\n"),

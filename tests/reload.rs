@@ -558,13 +558,14 @@ fn daemon_mode_with_a_pid_file() {
 #[test]
 fn a_bind_failure_on_reload_fails_only_that_service() {
     let config = Config::new();
-    let (a, taken, c) = (free_port(), free_port(), free_port());
+    let (a, c) = (free_port(), free_port());
     config.service(
         "stays",
         &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, old]\n"),
     );
     let spawnd = Spawnd::start(&config);
-    let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let taken = holder.local_addr().unwrap().port();
     config.service(
         "stays",
         &format!("listen: 127.0.0.1:{taken}\nexec: [/bin/echo, moved]\n"),
