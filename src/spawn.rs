@@ -60,18 +60,59 @@ struct ChildSetup {
     credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
 
+impl ChildSetup {
+    fn is_empty(&self) -> bool {
+        self.rlimits.is_empty()
+            && self.nice.is_none()
+            && self.umask.is_none()
+            && self.chroot.is_none()
+            && self.workdir.is_none()
+            && self.credentials.is_none()
+    }
+}
+
 /// Everything constant about starting one service's program.
+///
+/// Kept in two allocations, since there is one plan per configured service:
+/// every string (program, argv, environment) NUL-terminated in `strings`, and
+/// the argv and environment pointer arrays, each ending in NULL, in
+/// `pointers`. The pointers point into `strings`, whose heap block never
+/// moves (or at the static default PATH).
 #[derive(Debug)]
 pub struct ExecPlan {
-    program: CString,
-    _argv: Vec<CString>,
-    argv_ptrs: Vec<*const c_char>,
-    _env: Vec<CString>,
-    env_ptrs: Vec<*const c_char>,
+    strings: Box<[u8]>,
+    pointers: Box<[*const c_char]>,
+    /// Where the environment starts in `pointers`.
+    env_at: usize,
     stderr: StderrTarget,
     listen_fds: bool,
     new_session: bool,
-    setup: ChildSetup,
+    /// None when the service sets no process control at all.
+    setup: Option<Box<ChildSetup>>,
+}
+
+/// Strings gathered for one plan, NUL-terminated, before they are frozen.
+#[derive(Default)]
+struct StringBlock {
+    bytes: Vec<u8>,
+    /// Offsets of the argv strings, then of the environment strings.
+    argv: Vec<usize>,
+    env: Vec<usize>,
+}
+
+impl StringBlock {
+    fn push(&mut self, text: &[u8]) -> io::Result<usize> {
+        if text.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "NUL byte in string",
+            ));
+        }
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(text);
+        self.bytes.push(0);
+        Ok(at)
+    }
 }
 
 fn cstring(text: &str) -> io::Result<CString> {
@@ -86,10 +127,13 @@ impl ExecPlan {
         let Action::Exec { program, argv } = &service.action else {
             return Ok(None);
         };
-        let program = cstring(&program.to_string_lossy())?;
-        let argv: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<io::Result<_>>()?;
-        let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(ptr::null());
+        let mut block = StringBlock::default();
+        // The program comes first: `strings` starts with it.
+        block.push(program.to_string_lossy().as_bytes())?;
+        for arg in argv {
+            let at = block.push(arg.as_bytes())?;
+            block.argv.push(at);
+        }
 
         let mut env = Vec::new();
         for name in &service.pass_env {
@@ -125,11 +169,22 @@ impl ExecPlan {
         deduped.reverse();
         // The default PATH is one static string shared by every service.
         let sets_path = deduped.iter().any(|e| e.as_bytes().starts_with(b"PATH="));
-        let env_ptrs = (!sets_path)
-            .then_some(DEFAULT_PATH_ENTRY.as_ptr())
-            .into_iter()
-            .chain(deduped.iter().map(|e| e.as_ptr()))
-            .collect();
+        for entry in &deduped {
+            let at = block.push(entry.as_bytes())?;
+            block.env.push(at);
+        }
+        let strings = block.bytes.into_boxed_slice();
+        let base = strings.as_ptr();
+        // Every offset came from `push` into these bytes: inside `strings`.
+        let at = |offset: usize| base.wrapping_add(offset).cast::<c_char>();
+        let mut pointers: Vec<*const c_char> = block.argv.iter().map(|o| at(*o)).collect();
+        pointers.push(ptr::null());
+        let env_at = pointers.len();
+        if !sets_path {
+            pointers.push(DEFAULT_PATH_ENTRY.as_ptr());
+        }
+        pointers.extend(block.env.iter().map(|o| at(*o)));
+        pointers.push(ptr::null());
 
         let rl = &service.limits.rlimits;
         let rlimits = [
@@ -140,15 +195,14 @@ impl ExecPlan {
             (libc::RLIMIT_CORE, rl.core),
         ]
         .into_iter()
-        .filter_map(|(resource, value)| value.map(|v| (resource as c_int, v)))
-        .collect();
+        .filter_map(|(resource, value)| value.map(|v| (resource as c_int, v)));
         let path_cstring = |p: &Option<std::path::PathBuf>| -> io::Result<Option<CString>> {
             p.as_ref()
                 .map(|p| cstring(&p.to_string_lossy()))
                 .transpose()
         };
         let setup = ChildSetup {
-            rlimits,
+            rlimits: Vec::from_iter(rlimits),
             nice: service.nice,
             umask: service.umask.map(|m| m as libc::mode_t),
             chroot: path_cstring(&service.chroot)?,
@@ -159,11 +213,9 @@ impl ExecPlan {
                 .map(|c| (c.uid, c.gid, c.groups.clone())),
         };
         Ok(Some(ExecPlan {
-            program,
-            _argv: argv,
-            argv_ptrs,
-            _env: deduped,
-            env_ptrs,
+            strings,
+            pointers: pointers.into_boxed_slice(),
+            env_at,
             stderr: match service.stderr {
                 StderrMode::Socket => StderrTarget::Primary,
                 StderrMode::Null => StderrTarget::Null,
@@ -171,7 +223,7 @@ impl ExecPlan {
             },
             listen_fds,
             new_session: service.new_session,
-            setup,
+            setup: (!setup.is_empty()).then(|| Box::new(setup)),
         }))
     }
 
@@ -290,7 +342,6 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
     // No disposition to reset: spawnd keeps SIGPIPE at its default action
     // and blocked (see `server::blocked_signals`), so emptying the mask
     // below restores it, and pending signals are not inherited.
-    let setup = &plan.setup;
     if let Some(limit) = &args.restore_nofile {
         step(
             5,
@@ -303,6 +354,35 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
             ),
         )?;
     }
+    if let Some(setup) = &plan.setup {
+        apply_setup(setup)?;
+    }
+    let empty: libc::sigset_t = std::mem::zeroed();
+    step(
+        12,
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        ),
+    )?;
+    libc::syscall(
+        libc::SYS_execve,
+        plan.strings.as_ptr().cast::<c_char>(),
+        plan.pointers.as_ptr(),
+        args.envp,
+    );
+    Err(13)
+}
+
+/// The service's process controls, in the child (raw system calls only).
+///
+/// # Safety
+/// Called only from `child_steps`, between clone and exec.
+#[inline(always)]
+unsafe fn apply_setup(setup: &ChildSetup) -> Result<(), c_int> {
     for (resource, value) in &setup.rlimits {
         let limit = libc::rlimit {
             rlim_cur: *value,
@@ -345,24 +425,7 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
         step(10, libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid))?;
         step(11, libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid))?;
     }
-    let empty: libc::sigset_t = std::mem::zeroed();
-    step(
-        12,
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty as *const libc::sigset_t,
-            ptr::null_mut::<libc::sigset_t>(),
-            8usize,
-        ),
-    )?;
-    libc::syscall(
-        libc::SYS_execve,
-        plan.program.as_ptr(),
-        plan.argv_ptrs.as_ptr(),
-        args.envp,
-    );
-    Err(13)
+    Ok(())
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
@@ -514,7 +577,9 @@ impl Spawner {
             }
         }
         self.envp.clear();
-        self.envp.extend_from_slice(&plan.env_ptrs);
+        // The plan's environment without its closing NULL.
+        let env = &plan.pointers[plan.env_at..plan.pointers.len() - 1];
+        self.envp.extend_from_slice(env);
         let mut start = 0;
         for (index, byte) in self.conn_env.iter().enumerate() {
             if *byte == 0 {
@@ -522,11 +587,12 @@ impl Spawner {
                 start = index + 1;
             }
         }
-        let sets_files = plan
-            .setup
-            .rlimits
-            .iter()
-            .any(|(r, _)| *r == libc::RLIMIT_NOFILE as c_int);
+        let sets_files = plan.setup.as_ref().is_some_and(|setup| {
+            setup
+                .rlimits
+                .iter()
+                .any(|(r, _)| *r == libc::RLIMIT_NOFILE as c_int)
+        });
         let mut args = ChildArgs {
             plan,
             restore_nofile: if sets_files {
@@ -591,6 +657,58 @@ impl Spawner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CStr;
+
+    fn plan(yaml: &str) -> ExecPlan {
+        let service = crate::config::load::parse_service(
+            std::path::Path::new("/etc/spawnd/services.d/svc.yaml"),
+            yaml,
+            &Default::default(),
+        )
+        .unwrap();
+        ExecPlan::for_service(&service).unwrap().unwrap()
+    }
+
+    /// The strings a NULL-terminated pointer array points at.
+    fn strings(pointers: &[*const c_char]) -> Vec<String> {
+        pointers
+            .iter()
+            .take_while(|p| !p.is_null())
+            // SAFETY: the plan's pointers are NUL-terminated strings it owns.
+            .map(|p| unsafe { CStr::from_ptr(*p) }.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_holds_argv_and_environment_in_one_block() {
+        let plan = plan("listen: 127.0.0.1:9\nexec: [/bin/echo, one, two]\nenv: {A: x, B: y}\n");
+        // SAFETY: `strings` starts with the NUL-terminated program path.
+        let program = unsafe { CStr::from_ptr(plan.strings.as_ptr().cast()) };
+        assert_eq!(program.to_str().unwrap(), "/bin/echo");
+        assert_eq!(strings(&plan.pointers), ["/bin/echo", "one", "two"]);
+        assert_eq!(
+            strings(&plan.pointers[plan.env_at..]),
+            [
+                DEFAULT_PATH_ENTRY.to_str().unwrap(),
+                "A=x",
+                "B=y",
+                "SPAWND_SERVICE=svc"
+            ]
+        );
+        assert_eq!(plan.pointers.last(), Some(&ptr::null()));
+        assert!(plan.setup.is_none(), "no process control was asked for");
+    }
+
+    #[test]
+    fn a_service_path_replaces_the_default_and_controls_get_a_setup() {
+        let plan =
+            plan("listen: 127.0.0.1:9\nexec: [/bin/true]\nenv: {PATH: /opt/bin}\numask: \"027\"\n");
+        assert_eq!(
+            strings(&plan.pointers[plan.env_at..]),
+            ["PATH=/opt/bin", "SPAWND_SERVICE=svc"]
+        );
+        assert_eq!(plan.setup.as_ref().and_then(|s| s.umask), Some(0o27));
+    }
 
     #[test]
     fn listen_pid_is_formatted_without_allocation() {
