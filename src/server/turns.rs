@@ -1,11 +1,13 @@
 //! Which sources the event loop serves in one turn.
 //!
 //! A source that stops early with work left (an accept batch that filled up,
-//! a relay that moved its share) asks to be served again next turn, and a
-//! busy level-triggered source is also reported by epoll then. Each must be
-//! served once per turn: serving it twice would let it ask twice, so its
-//! share of every later turn would keep growing and everything else would
-//! wait longer and longer.
+//! a relay that moved its share) asks to be served again next turn, since
+//! epoll (edge-triggered, as mio registers) would not report it for what is
+//! already waiting. A busy listener is often reported anyway, for the
+//! connections that arrived meanwhile. Each source must be served once per
+//! turn: serving it twice would let it ask twice, so its share of every
+//! later turn would keep growing and everything else would wait longer and
+//! longer.
 
 #[derive(Default)]
 pub struct Turns {

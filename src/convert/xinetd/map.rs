@@ -521,7 +521,7 @@ fn map_defaults(
                         "not supported: spawnd logs to its own log, see `log:`".to_string()
                     }
                     "log_on_success" | "log_on_failure" => {
-                        "spawnd always logs starts, exits and refusals with pid, address, status and duration".to_string()
+                        "spawnd logs starts and refusals with pid and address, and failed exits with status and duration; every exit with -v".to_string()
                     }
                     "bind" | "interface" | "v6only" => {
                         "applied to the listen: addresses of every converted service".to_string()
@@ -1368,7 +1368,7 @@ impl ServiceMapper<'_> {
                     "not supported: spawnd logs to its own log".into()
                 }
                 "log_on_success" | "log_on_failure" => {
-                    "spawnd always logs starts, exits and refusals with pid, address, status and duration".into()
+                    "spawnd logs starts and refusals with pid and address, and failed exits with status and duration; every exit with -v".into()
                 }
                 "libwrap" => {
                     warn("spawnd does not use TCP Wrappers; put the rules under access:");
