@@ -307,13 +307,13 @@ pub fn service(
         timeout: raw_limits.timeout.map(|s| s.0).filter(|d| !d.is_zero()),
         kill_after: raw_limits.kill_after.map_or(DEFAULT_KILL_AFTER, |s| s.0),
         max_load: raw_limits.max_load,
-        rlimits: Rlimits {
+        rlimits: Rare::new(Rlimits {
             cpu: raw_limits.cpu.map(|v| v.0.as_rlim()),
             memory: raw_limits.memory.map(|v| v.0.as_rlim()),
             files: raw_limits.files.map(|v| v.0.as_rlim()),
             processes: raw_limits.processes.map(|v| v.0.as_rlim()),
             core: raw_limits.core.map(|v| v.0.as_rlim()),
-        },
+        }),
     };
 
     if raw.access.is_some() && wait && socket == SocketKind::Stream {
@@ -407,16 +407,16 @@ pub fn service(
         pass,
         new_session: raw.new_session.unwrap_or(false),
         backlog,
-        unix_socket: UnixSocketPerms {
+        unix_socket: Rare::new(UnixSocketPerms {
             mode: raw.unix_mode.map(|m| m.0),
             owner: raw.unix_owner,
             group: raw.unix_group,
-        },
+        }),
         nice: raw.nice,
         umask: raw.umask.map(|m| m.0),
         chroot,
         workdir,
-        banners,
+        banners: Rare::new(banners),
         limits,
         access,
         credentials: None,
@@ -645,6 +645,22 @@ mod tests {
                 .unwrap()
                 .new_session
         );
+    }
+
+    #[test]
+    fn rarely_set_parts_take_no_allocation_when_empty() {
+        let plain = check("listen: 127.0.0.1:7\nexec: [/bin/cat]\n").unwrap();
+        assert_eq!(plain.banners, Rare::default());
+        assert_eq!(plain.unix_socket, Rare::default());
+        assert_eq!(plain.limits.rlimits, Rare::default());
+        assert_eq!(
+            plain.limits.rlimits.files, None,
+            "reads see the empty value"
+        );
+        let limited =
+            check("listen: 127.0.0.1:7\nexec: [/bin/cat]\nlimits: {files: 64}\n").unwrap();
+        assert_ne!(limited.limits.rlimits, Rare::default());
+        assert_eq!(limited.limits.rlimits.files, Some(64));
     }
 
     #[test]
