@@ -38,8 +38,8 @@ pub struct Service {
     pub chroot: Option<PathBuf>,
     pub workdir: Option<PathBuf>,
     pub banners: Rare<Banners>,
-    pub limits: Limits,
-    pub access: Access,
+    pub limits: Rare<Limits>,
+    pub access: Rare<Access>,
     /// Filled in by `resolve`; `None` runs the child as spawnd's own user.
     pub credentials: Option<Credentials>,
 }
@@ -58,16 +58,24 @@ pub enum Action {
 /// A part of a service that most services leave empty. Empty, it takes one
 /// pointer's room and no allocation: with thousands of services that adds up.
 /// Reads go through `Deref`, to a shared empty value when there is none.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rare<T>(Option<Box<T>>);
 
-/// A type with an empty value that `Rare` can stand for without storing it.
-pub trait Empty: Sized + 'static {
-    const EMPTY: &'static Self;
-    fn is_empty(&self) -> bool;
+impl<T> Default for Rare<T> {
+    fn default() -> Self {
+        Rare(None)
+    }
 }
 
-impl<T: Empty + PartialEq> Rare<T> {
+/// A type with an empty value that `Rare` can stand for without storing it.
+pub trait Empty: Sized + PartialEq + 'static {
+    const EMPTY: &'static Self;
+    fn is_empty(&self) -> bool {
+        self == Self::EMPTY
+    }
+}
+
+impl<T: Empty> Rare<T> {
     pub fn new(value: T) -> Rare<T> {
         Rare((!value.is_empty()).then(|| Box::new(value)))
     }
@@ -110,9 +118,6 @@ impl Empty for UnixSocketPerms {
         owner: None,
         group: None,
     };
-    fn is_empty(&self) -> bool {
-        self == Self::EMPTY
-    }
 }
 
 impl Empty for Banners {
@@ -121,9 +126,30 @@ impl Empty for Banners {
         success: None,
         fail: None,
     };
-    fn is_empty(&self) -> bool {
-        self == Self::EMPTY
-    }
+}
+
+impl Empty for Limits {
+    const EMPTY: &'static Self = &Limits {
+        instances: None,
+        on_limit: OnLimit::Refuse,
+        per_source: None,
+        rate: None,
+        rate_pause: DEFAULT_RATE_PAUSE,
+        per_source_rate: None,
+        per_source_pause: DEFAULT_PER_SOURCE_PAUSE,
+        timeout: None,
+        kill_after: DEFAULT_KILL_AFTER,
+        max_load: None,
+        rlimits: Rare(None),
+    };
+}
+
+impl Empty for Access {
+    const EMPTY: &'static Self = &Access {
+        allow: Vec::new(),
+        deny: Vec::new(),
+        times: Vec::new(),
+    };
 }
 
 impl Empty for Rlimits {
@@ -134,9 +160,6 @@ impl Empty for Rlimits {
         processes: None,
         core: None,
     };
-    fn is_empty(&self) -> bool {
-        self == Self::EMPTY
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -417,8 +417,8 @@ pub fn service(
         chroot,
         workdir,
         banners: Rare::new(banners),
-        limits,
-        access,
+        limits: Rare::new(limits),
+        access: Rare::new(access),
         credentials: None,
     })
 }
@@ -657,6 +657,10 @@ mod tests {
             plain.limits.rlimits.files, None,
             "reads see the empty value"
         );
+        assert_eq!(plain.limits, Rare::default());
+        assert_eq!(plain.limits.kill_after, DEFAULT_KILL_AFTER);
+        assert_eq!(plain.access, Rare::default());
+        assert!(plain.access.allow.is_empty());
         let limited =
             check("listen: 127.0.0.1:7\nexec: [/bin/cat]\nlimits: {files: 64}\n").unwrap();
         assert_ne!(limited.limits.rlimits, Rare::default());
