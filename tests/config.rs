@@ -362,3 +362,16 @@ fn unknown_socket_owner_is_a_check_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn new_session_takes_only_a_boolean() {
+    let config = Config::new();
+    config.service(
+        "odd",
+        "listen: 127.0.0.1:1\nexec: [/bin/true]\nnew_session: sometimes\n",
+    );
+    let (code, _, stderr) = check_errors(&config);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("odd.yaml:3:14: new_session: "), "{stderr}");
+    assert!(stderr.contains("sometimes"), "{stderr}");
+}
