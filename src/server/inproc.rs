@@ -20,6 +20,19 @@ use crate::config::InternalKind;
 use crate::internal::{self, Chargen};
 use crate::limits::{check_access, Decision};
 
+/// `status=0`, or `error="..."`: formatted only if the exit line is logged
+/// (clean exits are at debug level).
+struct ExitHow<'a>(Option<&'a io::Error>);
+
+impl std::fmt::Display for ExitHow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.0 {
+            Some(e) => write!(f, "error=\"{e}\""),
+            None => f.write_str("status=0"),
+        }
+    }
+}
+
 /// Per-direction buffer bound.
 const BUFFER: usize = 64 * 1024;
 /// Work per wake-up before other sources get a turn.
@@ -371,10 +384,7 @@ impl Server {
         self.deregister(conn.fd.as_raw_fd());
         if let Some(rt) = self.services.get_mut(conn.service) {
             rt.admission.finished(peer_source(&conn.peer));
-            let how = match &error {
-                Some(e) => format!("error=\"{e}\""),
-                None => "status=0".to_string(),
-            };
+            let how = ExitHow(error.as_ref());
             log::log!(
                 exit_level(error.is_some()),
                 "exit service={} peer={} internal={} {how} duration={:.3}s",
@@ -551,10 +561,7 @@ impl Server {
         }
         if let Some(rt) = self.services.get_mut(relay.service) {
             rt.admission.finished(peer_source(&relay.peer));
-            let how = match &error {
-                Some(e) => format!("error=\"{e}\""),
-                None => "status=0".to_string(),
-            };
+            let how = ExitHow(error.as_ref());
             if error.is_some() && !relay.connected {
                 rt.counters.spawn_failures += 1;
             }
