@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::config::model::Rare;
 use crate::config::units::{canonical_ip, Rate};
 use crate::config::{Access, Limits, OnLimit};
 
@@ -208,36 +209,6 @@ impl SourceTable {
     }
 }
 
-/// The part of `Limits` admission decides by (not the rlimits or the
-/// timeout, which the child and the timers apply): kept small because a
-/// host may configure thousands of services.
-#[derive(Debug, Clone, PartialEq)]
-struct AdmissionLimits {
-    instances: Option<u32>,
-    per_source: Option<u32>,
-    on_limit: OnLimit,
-    rate: Option<Rate>,
-    rate_pause: std::time::Duration,
-    per_source_rate: Option<Rate>,
-    per_source_pause: std::time::Duration,
-    max_load: Option<f64>,
-}
-
-impl From<&Limits> for AdmissionLimits {
-    fn from(l: &Limits) -> Self {
-        AdmissionLimits {
-            instances: l.instances,
-            per_source: l.per_source,
-            on_limit: l.on_limit,
-            rate: l.rate,
-            rate_pause: l.rate_pause,
-            per_source_rate: l.per_source_rate,
-            per_source_pause: l.per_source_pause,
-            max_load: l.max_load,
-        }
-    }
-}
-
 /// Per-client state, allocated only for services that limit per source.
 #[derive(Debug, Default)]
 struct PerSource {
@@ -245,12 +216,22 @@ struct PerSource {
     counts: HashMap<SourceKey, u32>,
 }
 
-/// What a service may still admit, and its rate state.
+/// A service-wide rate and its pause, allocated only for services with a
+/// `rate`.
+#[derive(Debug)]
+struct ServiceRate {
+    bucket: TokenBucket,
+    paused_until: Option<Instant>,
+}
+
+/// What a service may still admit, and its rate state. It owns the
+/// service's limits (the timers read `timeout` and `kill_after` here too),
+/// and a service with no limits carries four words and no allocation: a
+/// host may configure thousands of services.
 #[derive(Debug)]
 pub struct Admission {
-    limits: AdmissionLimits,
-    rate: Option<TokenBucket>,
-    paused_until: Option<Instant>,
+    limits: Rare<Limits>,
+    rate: Option<Box<ServiceRate>>,
     sources: Option<Box<PerSource>>,
     active: u32,
 }
@@ -271,19 +252,29 @@ pub enum Decision {
 }
 
 impl Admission {
-    pub fn new(limits: &Limits, now: Instant) -> Self {
-        let limits = AdmissionLimits::from(limits);
+    pub fn new(limits: impl Into<Rare<Limits>>, now: Instant) -> Self {
+        let limits = limits.into();
         Admission {
-            rate: limits.rate.map(|r| TokenBucket::new(r, now)),
-            paused_until: None,
-            sources: Self::per_source_state(&limits),
+            rate: Self::rate_state(&limits, now),
+            sources: None,
             limits,
             active: 0,
         }
     }
 
-    fn per_source_state(limits: &AdmissionLimits) -> Option<Box<PerSource>> {
-        (limits.per_source.is_some() || limits.per_source_rate.is_some()).then(|| {
+    fn rate_state(limits: &Limits, now: Instant) -> Option<Box<ServiceRate>> {
+        limits.rate.map(|rate| {
+            Box::new(ServiceRate {
+                bucket: TokenBucket::new(rate, now),
+                paused_until: None,
+            })
+        })
+    }
+
+    /// Per-client state, made on the first client of a service that limits
+    /// per source: an idle service needs none.
+    fn sources_mut(sources: &mut Option<Box<PerSource>>) -> &mut PerSource {
+        sources.get_or_insert_with(|| {
             Box::new(PerSource {
                 rates: SourceTable::with_capacity(SOURCE_TABLE_CAPACITY),
                 counts: HashMap::new(),
@@ -292,23 +283,21 @@ impl Admission {
     }
 
     /// New limits from a reload; counts of running children are kept.
-    pub fn update(&mut self, limits: &Limits, now: Instant) {
-        let limits = AdmissionLimits::from(limits);
+    pub fn update(&mut self, limits: impl Into<Rare<Limits>>, now: Instant) {
+        let limits = limits.into();
         if limits.rate != self.limits.rate {
-            self.rate = limits.rate.map(|r| TokenBucket::new(r, now));
-            self.paused_until = None;
+            self.rate = Self::rate_state(&limits, now);
         }
-        let wants_sources = limits.per_source.is_some() || limits.per_source_rate.is_some();
-        if limits.per_source_rate != self.limits.per_source_rate
-            || (wants_sources && self.sources.is_none())
-        {
-            let counts = self.sources.take().map(|s| s.counts).unwrap_or_default();
-            self.sources = Self::per_source_state(&limits);
+        if limits.per_source_rate != self.limits.per_source_rate {
             if let Some(sources) = &mut self.sources {
-                sources.counts = counts;
+                sources.rates = SourceTable::with_capacity(SOURCE_TABLE_CAPACITY);
             }
         }
         self.limits = limits;
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn active(&self) -> u32 {
@@ -316,7 +305,10 @@ impl Admission {
     }
 
     pub fn rate_paused_until(&self, now: Instant) -> Option<Instant> {
-        self.paused_until.filter(|until| now < *until)
+        self.rate
+            .as_ref()
+            .and_then(|rate| rate.paused_until)
+            .filter(|until| now < *until)
     }
 
     /// True when `instances` is reached (the queue mode stops accepting).
@@ -379,22 +371,22 @@ impl Admission {
                 return Decision::Refuse(Refusal::MaxLoad, None);
             }
         }
-        if let Some(bucket) = &mut self.rate {
-            if !bucket.take(now) {
+        if let Some(rate) = &mut self.rate {
+            if !rate.bucket.take(now) {
                 let until = now + self.limits.rate_pause;
-                self.paused_until = Some(until);
-                bucket.reset(until);
+                rate.paused_until = Some(until);
+                rate.bucket.reset(until);
                 return Decision::Refuse(
                     Refusal::RatePaused,
                     Some(PauseStarted::Service { until }),
                 );
             }
         }
-        if let (Some(rate), Some(ip), Some(sources)) =
-            (self.limits.per_source_rate, peer, self.sources.as_mut())
-        {
+        if let (Some(rate), Some(ip)) = (self.limits.per_source_rate, peer) {
             let pause = self.limits.per_source_pause;
-            let entry = sources.rates.entry(ip, rate, now);
+            let entry = Self::sources_mut(&mut self.sources)
+                .rates
+                .entry(ip, rate, now);
             if !entry.bucket.take(now) {
                 let until = now + pause;
                 entry.paused_until = Some(until);
@@ -411,10 +403,11 @@ impl Admission {
     /// A child was started for `peer`.
     pub fn started(&mut self, peer: Option<SourceKey>) {
         self.active += 1;
-        if let (Some(ip), Some(sources)) = (peer, self.sources.as_mut()) {
-            if self.limits.per_source.is_some() {
-                *sources.counts.entry(ip).or_insert(0) += 1;
-            }
+        if let (Some(ip), Some(_)) = (peer, self.limits.per_source) {
+            *Self::sources_mut(&mut self.sources)
+                .counts
+                .entry(ip)
+                .or_insert(0) += 1;
         }
     }
 
@@ -434,9 +427,11 @@ impl Admission {
 
     /// Ends a service-wide pause if it is over; true when it just ended.
     pub fn resume_if_due(&mut self, now: Instant) -> bool {
-        if self.paused_until.is_some_and(|until| now >= until) {
-            self.paused_until = None;
-            return true;
+        if let Some(rate) = &mut self.rate {
+            if rate.paused_until.is_some_and(|until| now >= until) {
+                rate.paused_until = None;
+                return true;
+            }
         }
         false
     }
@@ -482,7 +477,7 @@ pub fn minute_of_day(unix_seconds: i64, utc_offset_seconds: i64) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::{TimeWindow, DEFAULT_KILL_AFTER};
+    use crate::config::model::{Empty, TimeWindow, DEFAULT_KILL_AFTER};
     use std::time::Duration;
 
     fn limits() -> Limits {
@@ -687,6 +682,47 @@ mod tests {
         assert!(a.resume_if_due(until));
         assert_eq!(a.decide(None, until, false, no_load), Decision::Admit);
         assert_eq!(a.decide(None, until, false, no_load), Decision::Admit);
+    }
+
+    #[test]
+    fn a_reload_keeps_counts_and_restarts_only_a_changed_rate() {
+        let now = Instant::now();
+        let with_rate = |rate: &str| Limits {
+            per_source: Some(1),
+            rate: Some(rate.parse().unwrap()),
+            ..limits()
+        };
+        let mut a = Admission::new(&with_rate("1/m"), now);
+        assert_eq!(
+            a.decide(ip("127.0.0.1"), now, false, no_load),
+            Decision::Admit
+        );
+        a.started(ip("127.0.0.1"));
+        assert!(matches!(
+            a.decide(ip("127.0.0.2"), now, false, no_load),
+            Decision::Refuse(Refusal::RatePaused, Some(_))
+        ));
+        // Unchanged limits: the pause goes on.
+        a.update(&with_rate("1/m"), now);
+        assert_eq!(
+            a.decide(ip("127.0.0.2"), now, false, no_load),
+            Decision::Refuse(Refusal::RatePaused, None)
+        );
+        // A new rate starts with a full bucket; the running child still counts.
+        a.update(&with_rate("2/m"), now);
+        assert_eq!(a.rate_paused_until(now), None);
+        assert_eq!(
+            a.decide(ip("127.0.0.1"), now, false, no_load),
+            Decision::Refuse(Refusal::PerSource, None)
+        );
+        assert_eq!(
+            a.decide(ip("127.0.0.2"), now, false, no_load),
+            Decision::Admit
+        );
+        a.update(&limits(), now);
+        assert_eq!(a.limits(), Limits::EMPTY);
+        a.finished(ip("127.0.0.1"));
+        assert_eq!(a.active(), 0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::socket::{
     self, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr,
@@ -20,7 +20,7 @@ use crate::config::{Principal, SocketKind, UnixSocketPerms};
 pub struct Bound {
     pub fd: OwnedFd,
     /// The socket file spawnd created, removed when the socket is closed.
-    pub created_path: Option<PathBuf>,
+    pub created_path: Option<Box<Path>>,
 }
 
 impl Drop for Bound {
@@ -173,7 +173,7 @@ pub fn bind(
             socket::bind(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?)?;
             let bound = Bound {
                 fd,
-                created_path: Some(path.clone()),
+                created_path: Some(path.clone().into_boxed_path()),
             };
             let mut perms = perms.clone();
             if perms.mode.is_none() {

@@ -27,7 +27,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 
-use crate::config::{Action, Service, StderrMode};
+use crate::config::{Service, StderrMode};
 
 /// Descriptor slots kept open (on /dev/null) for the whole life of spawnd.
 pub const SLOT_PRIMARY: RawFd = 3;
@@ -121,17 +121,24 @@ fn cstring(text: &str) -> io::Result<CString> {
 }
 
 impl ExecPlan {
-    /// Builds the plan for an `exec` service; `None` for internal services.
-    /// `pass_env` values are read from spawnd's environment now, once.
-    pub fn for_service(service: &Service) -> io::Result<Option<ExecPlan>> {
-        let Action::Exec { program, argv } = &service.action else {
-            return Ok(None);
-        };
+    /// Builds the plan for an `exec` service that runs `program` with
+    /// `argv`. `pass_env` values are read from spawnd's environment now, once.
+    pub fn for_service(
+        service: &Service,
+        program: &std::path::Path,
+        argv: &[String],
+    ) -> io::Result<ExecPlan> {
         let mut block = StringBlock::default();
-        // The program comes first: `strings` starts with it.
-        block.push(program.to_string_lossy().as_bytes())?;
-        for arg in argv {
-            let at = block.push(arg.as_bytes())?;
+        // The program comes first: `strings` starts with it. An argv[0]
+        // that repeats it (the usual case) points at that same string.
+        let program = program.to_string_lossy();
+        block.push(program.as_bytes())?;
+        for (index, arg) in argv.iter().enumerate() {
+            let at = if index == 0 && *arg == program {
+                0
+            } else {
+                block.push(arg.as_bytes())?
+            };
             block.argv.push(at);
         }
 
@@ -212,7 +219,7 @@ impl ExecPlan {
                 .as_ref()
                 .map(|c| (c.uid, c.gid, c.groups.clone())),
         };
-        Ok(Some(ExecPlan {
+        Ok(ExecPlan {
             strings,
             pointers: pointers.into_boxed_slice(),
             env_at,
@@ -224,7 +231,25 @@ impl ExecPlan {
             listen_fds,
             new_session: service.new_session,
             setup: (!setup.is_empty()).then(|| Box::new(setup)),
-        }))
+        })
+    }
+
+    /// The argument vector joined with spaces, for the log.
+    pub fn argv_label(&self) -> String {
+        let base = self.strings.as_ptr() as usize;
+        let argc = self.env_at.saturating_sub(1);
+        let argv: Vec<String> = self.pointers[..argc]
+            .iter()
+            .map(|pointer| {
+                // Every argv pointer points into `strings` (see `for_service`).
+                let at = (*pointer as usize)
+                    .wrapping_sub(base)
+                    .min(self.strings.len());
+                let text = self.strings[at..].split(|byte| *byte == 0).next();
+                String::from_utf8_lossy(text.unwrap_or_default()).into_owned()
+            })
+            .collect();
+        argv.join(" ")
     }
 
     pub fn wants_stderr_pipe(&self) -> bool {
@@ -657,6 +682,7 @@ impl Spawner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Action;
     use std::ffi::CStr;
 
     fn plan(yaml: &str) -> ExecPlan {
@@ -666,7 +692,10 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        ExecPlan::for_service(&service).unwrap().unwrap()
+        let Action::Exec { program, argv } = &service.action else {
+            panic!("not an exec service: {yaml}");
+        };
+        ExecPlan::for_service(&service, program, argv).unwrap()
     }
 
     /// The strings a NULL-terminated pointer array points at.
@@ -697,6 +726,20 @@ mod tests {
         );
         assert_eq!(plan.pointers.last(), Some(&ptr::null()));
         assert!(plan.setup.is_none(), "no process control was asked for");
+        assert_eq!(plan.argv_label(), "/bin/echo one two");
+        // argv[0] repeats the program: one copy, two pointers to it.
+        assert_eq!(plan.pointers[0], plan.strings.as_ptr().cast());
+        // A program other than argv[0] (as inetd's server path may be).
+        let service = crate::config::load::parse_service(
+            std::path::Path::new("/etc/spawnd/services.d/svc.yaml"),
+            "listen: 127.0.0.1:9\nexec: [/bin/echo, one]\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let argv = ["echo".to_string(), "one".to_string()];
+        let another = ExecPlan::for_service(&service, "/bin/echo".as_ref(), &argv).unwrap();
+        assert_eq!(another.argv_label(), "echo one");
+        assert_eq!(strings(&another.pointers), ["echo", "one"]);
     }
 
     #[test]

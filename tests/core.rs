@@ -387,7 +387,7 @@ fn a_missing_program_does_not_take_spawnd_down() {
     config.service(
         "gone",
         &format!(
-            "listen: 127.0.0.1:{gone_port}\nexec: [{}]\n",
+            "listen: 127.0.0.1:{gone_port}\nexec: [{}, --flag]\n",
             program.display()
         ),
     );
@@ -398,9 +398,11 @@ fn a_missing_program_does_not_take_spawnd_down() {
     let spawnd = Spawnd::start(&config);
     std::fs::remove_file(&program).unwrap();
     assert!(refused_at_once(gone_port), "the client is closed");
-    spawnd
-        .log
-        .expect(&["exec_failed service=gone", "No such file or directory"]);
+    spawnd.log.expect(&[
+        "exec_failed service=gone",
+        &format!("program=\"{} --flag\"", program.display()),
+        "No such file or directory",
+    ]);
     assert_eq!(tcp_read(ok_port), "ok\n");
     assert!(refused_at_once(gone_port));
     assert_eq!(tcp_read(ok_port), "ok\n");

@@ -72,6 +72,15 @@ fn add_remove_change_program_address_and_limits() {
     spawnd.reload();
     assert_eq!(tcp_read(a), "two\n");
     assert_eq!(tcp_read(b), "added\n");
+    spawnd
+        .log
+        .expect(&["reload_done services=2 added=1 updated=1 removed=0 failed=0"]);
+
+    // Nothing changed: nothing counts as updated.
+    spawnd.reload();
+    spawnd
+        .log
+        .expect(&["reload_done services=2 added=0 updated=0 removed=0 failed=0"]);
 
     // Change the address; limit the other one.
     config.service(
@@ -91,12 +100,18 @@ fn add_remove_change_program_address_and_limits() {
     );
     assert_eq!(tcp_read(c), "moved\n");
     assert!(refused_at_once(b), "the new access rule applies");
+    spawnd
+        .log
+        .expect(&["reload_done services=2 added=0 updated=2 removed=0 failed=0"]);
 
     // Remove a service.
     config.remove_service("added");
     spawnd.reload();
     assert!(TcpStream::connect(local(b)).is_err());
     spawnd.log.expect(&["service_removed service=added"]);
+    spawnd
+        .log
+        .expect(&["reload_done services=1 added=0 updated=0 removed=1 failed=0"]);
     assert_eq!(tcp_read(c), "moved\n");
 }
 
@@ -128,6 +143,28 @@ fn a_broken_file_keeps_the_previous_definition_while_others_change() {
     spawnd.log.expect(&["reload_kept service=kept"]);
     assert_eq!(tcp_read(a), "old\n", "the previous definition answers");
     assert_eq!(tcp_read(b), "after\n", "the valid change applied");
+}
+
+#[test]
+fn a_kept_service_keeps_its_socket_from_a_newcomer_on_the_same_address() {
+    let config = Config::new();
+    let a = free_port();
+    config.service(
+        "kept",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, old]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    config.service("kept", "listen: [not, an, address]\n");
+    config.service(
+        "newcomer",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, newcomer]\n"),
+    );
+    spawnd.reload();
+    spawnd.log.expect(&["reload_kept service=kept"]);
+    spawnd
+        .log
+        .expect(&["service_error service=newcomer", "cannot listen on stream"]);
+    assert_eq!(tcp_read(a), "old\n", "the kept service still answers");
 }
 
 #[test]

@@ -43,6 +43,11 @@ pub fn is_ignored(name: &str) -> bool {
         || !(name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
+/// The name of the service a file in `services.d/` defines.
+pub fn service_name(path: &Path) -> &str {
+    service_stem(path.file_name().and_then(OsStr::to_str).unwrap_or_default())
+}
+
 fn service_stem(name: &str) -> &str {
     name.strip_suffix(".yaml")
         .or_else(|| name.strip_suffix(".yml"))
@@ -164,13 +169,12 @@ pub fn parse_service(
     text: &str,
     defaults: &RawDefaults,
 ) -> Result<Service, Vec<ConfigError>> {
-    let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default();
     let raw: RawService = if text.trim().is_empty() {
         RawService::default()
     } else {
         serde_yaml::from_str(text).map_err(|e| vec![from_yaml(path, text, &e)])?
     };
-    validate::service(path, text, service_stem(name), raw, defaults)
+    validate::service(path, text, service_name(path), raw, defaults)
 }
 
 /// The service files of `services.d/`, sorted, with the names skipped.

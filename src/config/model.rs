@@ -81,6 +81,12 @@ impl<T: Empty> Rare<T> {
     }
 }
 
+impl<T: Empty + Clone> From<&T> for Rare<T> {
+    fn from(value: &T) -> Rare<T> {
+        Rare::new(value.clone())
+    }
+}
+
 impl<T: Empty> std::ops::Deref for Rare<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -6,12 +6,12 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use super::{
-    Child, ListenerState, Server, Source, TimerKey, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE,
+    Child, ListenerState, Server, Source, TimerKey, Work, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE,
     FORK_FAILED_PAUSE,
 };
 use crate::childenv::{write_connection_env, Peer, Transport};
-use crate::config::{Action, SocketKind};
-use crate::limits::{check_access, Decision, PauseStarted, Refusal, SourceKey};
+use crate::config::SocketKind;
+use crate::limits::{check_access, Decision, LogBudget, PauseStarted, Refusal, SourceKey};
 use crate::spawn::SpawnError;
 
 /// `ip:port`, or `-` when the client has no IP address.
@@ -105,7 +105,7 @@ impl Server {
             return;
         };
         let service = &self.services[listener.service];
-        if service.spec.wait {
+        if service.wait {
             self.hand_off(source);
         } else if listener.kind == SocketKind::Stream {
             self.accept_batch(source);
@@ -152,7 +152,7 @@ impl Server {
                         _ => {
                             log::error!(
                                 "accept_error service={} error=\"{e}\"",
-                                self.services[self.listener_service(source)].spec.name
+                                self.services[self.listener_service(source)].name
                             );
                             self.pause_listener(source, FORK_FAILED_PAUSE);
                         }
@@ -184,7 +184,7 @@ impl Server {
         };
         if !listener.exhaustion_logged {
             listener.exhaustion_logged = true;
-            let name = &self.services[listener.service].spec.name;
+            let name = &self.services[listener.service].name;
             log::warn!(
                 "accept_paused service={name} listen={} error=\"{error}\" pause={}ms",
                 listener.addr,
@@ -201,7 +201,7 @@ impl Server {
         match remote {
             Some(remote) => Peer::Inet {
                 local: listener
-                    .fixed_local
+                    .fixed_local()
                     .or_else(|| crate::sys::local_addr(conn.as_raw_fd())),
                 remote,
             },
@@ -225,12 +225,12 @@ impl Server {
         let global_full = self.global_full();
         let service = &mut self.services[service_id];
         let ip = peer_ip(peer);
-        let minute = if service.spec.access.times.is_empty() {
+        let minute = if service.access.times.is_empty() {
             None
         } else {
             Some(crate::sys::local_minute_of_day())
         };
-        let decision = match check_access(&service.spec.access, ip, minute) {
+        let decision = match check_access(&service.access, ip, minute) {
             Err(refusal) => Decision::Refuse(refusal, None),
             Ok(()) => service.admission.decide(
                 peer_source(peer),
@@ -255,16 +255,19 @@ impl Server {
         } else {
             service.counters.refused_limits += 1;
         }
-        match service.refusal_log.allow(now) {
+        let budget = service
+            .refusal_log
+            .get_or_insert_with(|| Box::new(LogBudget::new(now)));
+        match budget.allow(now) {
             Some(0) => log::info!(
                 "refuse service={} peer={} reason={}",
-                service.spec.name,
+                service.name,
                 PeerLabel(peer),
                 refusal.as_str()
             ),
             Some(left_out) => log::info!(
                 "refuse service={} peer={} reason={} suppressed={left_out}",
-                service.spec.name,
+                service.name,
                 PeerLabel(peer),
                 refusal.as_str()
             ),
@@ -274,7 +277,7 @@ impl Server {
     }
 
     fn log_pause(&mut self, service_id: usize, pause: PauseStarted, now: Instant) {
-        let name = &self.services[service_id].spec.name;
+        let name = &self.services[service_id].name;
         match pause {
             PauseStarted::Service { until } => {
                 log::warn!(
@@ -300,7 +303,7 @@ impl Server {
     pub(super) fn resume_service(&mut self, service_id: usize, now: Instant) {
         if let Some(service) = self.services.get_mut(service_id) {
             if service.admission.resume_if_due(now) {
-                log::info!("rate_resume service={}", service.spec.name);
+                log::info!("rate_resume service={}", service.name);
             }
         }
     }
@@ -333,13 +336,13 @@ impl Server {
                 .as_ref()
                 .map_or(&[][..], |b| &b.success),
         );
-        match self.services[service_id].spec.action {
-            Action::Exec { .. } => {
+        match self.services[service_id].work {
+            Work::Exec(_) => {
                 let _ = self.start_child(service_id, fd, &peer, Transport::Tcp, None);
                 // `conn` closes here: the child holds its own copies.
             }
-            Action::Internal(kind) => self.start_internal(service_id, kind, conn, peer),
-            Action::Redirect(target) => self.start_redirect(service_id, target, conn, peer),
+            Work::Internal(kind) => self.start_internal(service_id, kind, conn, peer),
+            Work::Redirect(target) => self.start_redirect(service_id, target, conn, peer),
         }
     }
 
@@ -353,28 +356,28 @@ impl Server {
         handed_off: Option<usize>,
     ) -> Outcome {
         let now = Instant::now();
-        let pipe = match self.services[service_id]
-            .plan
-            .as_ref()
-            .map(|p| p.wants_stderr_pipe())
-        {
-            Some(true) => match super::stderr_log::pipe() {
+        let wants_pipe = match &self.services[service_id].work {
+            Work::Exec(plan) => plan.wants_stderr_pipe(),
+            _ => return Outcome::Refused,
+        };
+        let pipe = match wants_pipe {
+            true => match super::stderr_log::pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => {
                     log::error!(
                         "spawn_failed service={} peer={} error=\"stderr pipe: {e}\"",
-                        self.services[service_id].spec.name,
+                        self.services[service_id].name,
                         PeerLabel(peer)
                     );
                     self.services[service_id].counters.spawn_failures += 1;
                     return Outcome::Failed;
                 }
             },
-            _ => None,
+            false => None,
         };
         write_connection_env(&mut self.spawner.conn_env, transport, peer);
         let service = &mut self.services[service_id];
-        let Some(plan) = service.plan.as_ref() else {
+        let Work::Exec(plan) = &service.work else {
             return Outcome::Refused;
         };
         let result = self
@@ -386,15 +389,15 @@ impl Server {
                 service.admission.started(peer_source(peer));
                 log::info!(
                     "accept service={} peer={} pid={pid}",
-                    service.spec.name,
+                    service.name,
                     PeerLabel(peer)
                 );
-                if let Some(timeout) = service.spec.limits.timeout {
+                if let Some(timeout) = service.limits().timeout {
                     self.timers
                         .schedule(now + timeout, TimerKey::ChildTimeout { pid, started: now });
                 }
                 // Only `stderr: log` needs the name, so clone it only then.
-                let stderr = pipe.map(|(read, _write)| (read, service.spec.name.clone()));
+                let stderr = pipe.map(|(read, _write)| (read, service.name.clone()));
                 self.record_child(pid, service_id, peer, now, handed_off, true);
                 if let Some((read, name)) = stderr {
                     self.watch_stderr(read, name, pid);
@@ -405,17 +408,17 @@ impl Server {
                 service.counters.spawn_failures += 1;
                 log::error!(
                     "spawn_failed service={} peer={} error=\"{e}\"",
-                    service.spec.name,
+                    service.name,
                     PeerLabel(peer)
                 );
                 Outcome::Failed
             }
             Err(SpawnError::Exec { pid, stage, error }) => {
                 service.counters.spawn_failures += 1;
-                let program = service.spec.program_label();
+                let program = service.program_label();
                 log::error!(
                     "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"",
-                    service.spec.name,
+                    service.name,
                     PeerLabel(peer)
                 );
                 // Reaped quietly; the slot it would have taken is not counted.
@@ -452,7 +455,7 @@ impl Server {
         };
         let fd = listener.bound.fd.as_raw_fd();
         let kind = listener.kind;
-        let fixed_local = listener.fixed_local;
+        let fixed_local = listener.fixed_local();
         let service_id = listener.service;
         let (peer, transport) = if kind == SocketKind::Dgram {
             // Refused datagrams are read and dropped; continue with the next.
@@ -469,7 +472,7 @@ impl Server {
                         // e.g. an ICMP error queued on the socket: reading it clears it.
                         log::debug!(
                             "datagram_error service={} error=\"{e}\"",
-                            self.services[service_id].spec.name
+                            self.services[service_id].name
                         );
                         let _ = crate::sys::discard_datagram(fd);
                         continue;
@@ -487,7 +490,7 @@ impl Server {
         if let Err(e) = crate::sys::set_nonblocking(fd, false) {
             log::error!(
                 "handoff_error service={} error=\"{e}\"",
-                self.services[service_id].spec.name
+                self.services[service_id].name
             );
             self.pause_listener(source, FORK_FAILED_PAUSE);
             return;

@@ -115,7 +115,7 @@ impl Server {
                 log::log!(
                     exit_level(abnormal),
                     "exit service={} pid={pid} peer={} {} duration={:.3}s",
-                    service.spec.name,
+                    service.name,
                     PeerLabel(&child.peer),
                     describe(status),
                     child.started.elapsed().as_secs_f64()
@@ -152,14 +152,11 @@ impl Server {
         if child.started != started {
             return; // the pid was reused by a newer child
         }
-        let name = self
-            .services
-            .get(child.service)
-            .map_or("-", |s| s.spec.name.as_str());
+        let name = self.services.get(child.service).map_or("-", |s| &*s.name);
         let kill_after = self
             .services
             .get(child.service)
-            .map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
+            .map_or(DEFAULT_KILL_AFTER, |s| s.limits().kill_after);
         if kill {
             if child.signalled < 2 {
                 child.signalled = 2;
@@ -232,7 +229,7 @@ impl Server {
             let kill_after = self
                 .services
                 .get(child.service)
-                .map_or(DEFAULT_KILL_AFTER, |s| s.spec.limits.kill_after);
+                .map_or(DEFAULT_KILL_AFTER, |s| s.limits().kill_after);
             self.timers.schedule(
                 now + kill_after,
                 TimerKey::ChildKill {

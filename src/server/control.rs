@@ -48,7 +48,7 @@ pub(super) fn bind(path: &Path) -> io::Result<Option<Bound>> {
     bound?;
     let bound = Bound {
         fd,
-        created_path: Some(path.to_path_buf()),
+        created_path: Some(path.into()),
     };
     socket::listen(&bound.fd, socket::Backlog::new(16)?)?;
     Ok(Some(bound))
@@ -86,9 +86,9 @@ impl Server {
             .services
             .iter()
             .map(|(_, s)| ServiceReport {
-                name: s.spec.name.clone(),
+                name: s.name.to_string(),
                 state: self.service_state(s).to_string(),
-                listen: s.spec.listen.iter().map(ToString::to_string).collect(),
+                listen: self.listen_labels(s),
                 children: s.admission.active(),
                 accepted: s.counters.accepted,
                 refused_access: s.counters.refused_access,
@@ -104,6 +104,18 @@ impl Server {
             children: self.children.len(),
             services,
         }
+    }
+
+    /// Where a service listens now (a retired one no longer does).
+    fn listen_labels(&self, service: &super::ServiceRt) -> Vec<String> {
+        service
+            .listeners
+            .iter()
+            .filter_map(|source| match self.sources.get(*source) {
+                Some(Source::Listener(listener)) => Some(listener.addr.to_string()),
+                _ => None,
+            })
+            .collect()
     }
 
     pub(super) fn on_control(&mut self, source: usize) {

@@ -337,7 +337,7 @@ impl Server {
         if let Err(e) = crate::sys::set_nonblocking(conn.as_raw_fd(), true) {
             log::warn!(
                 "internal_error service={} error=\"{e}\"",
-                self.services[service].spec.name
+                self.services[service].name
             );
             return;
         }
@@ -347,13 +347,15 @@ impl Server {
         rt.admission.started(peer_source(&peer));
         log::info!(
             "accept service={} peer={} internal={}",
-            rt.spec.name,
+            rt.name,
             PeerLabel(&peer),
             kind.name()
         );
-        let source = self.sources.insert(Source::Internal(InternalConn::new(
-            conn, kind, service, peer,
-        )));
+        let source = self
+            .sources
+            .insert(Source::Internal(Box::new(InternalConn::new(
+                conn, kind, service, peer,
+            ))));
         if let Err(e) = self.register(fd, source, Interest::READABLE | Interest::WRITABLE) {
             log::warn!("internal_error error=\"{e}\"");
             self.finish_internal(source, None);
@@ -388,7 +390,7 @@ impl Server {
             log::log!(
                 exit_level(error.is_some()),
                 "exit service={} peer={} internal={} {how} duration={:.3}s",
-                rt.spec.name,
+                rt.name,
                 PeerLabel(&conn.peer),
                 conn.kind.name(),
                 conn.started.elapsed().as_secs_f64()
@@ -405,7 +407,7 @@ impl Server {
         };
         let fd = listener.bound.fd.as_raw_fd();
         let service = listener.service;
-        let crate::config::Action::Internal(kind) = self.services[service].spec.action else {
+        let super::Work::Internal(kind) = self.services[service].work else {
             return;
         };
         let mut buf = vec![0u8; 64 * 1024];
@@ -431,7 +433,7 @@ impl Server {
             if kind != InternalKind::Discard && !internal::udp_reply_allowed(addr.port()) {
                 log::debug!(
                     "udp_refuse service={} peer={addr} reason=source_port",
-                    self.services[service].spec.name
+                    self.services[service].name
                 );
                 self.services[service].counters.refused_access += 1;
                 continue;
@@ -441,7 +443,7 @@ impl Server {
                 remote: addr,
             };
             let rt = &mut self.services[service];
-            if check_access(&rt.spec.access, Some(addr.ip()), None).is_err() {
+            if check_access(&rt.access, Some(addr.ip()), None).is_err() {
                 rt.counters.refused_access += 1;
                 continue;
             }
@@ -477,7 +479,7 @@ impl Server {
         client: OwnedFd,
         peer: Peer,
     ) {
-        let name = self.services[service].spec.name.clone();
+        let name = self.services[service].name.clone();
         let upstream = match crate::sys::set_nonblocking(client.as_raw_fd(), true)
             .and_then(|_| connect_upstream(target))
         {
@@ -568,7 +570,7 @@ impl Server {
             log::log!(
                 exit_level(error.is_some()),
                 "exit service={} peer={} redirect={} {how} bytes_in={} bytes_out={} duration={:.3}s",
-                rt.spec.name,
+                rt.name,
                 PeerLabel(&relay.peer),
                 relay.target,
                 relay.bytes[0],

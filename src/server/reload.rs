@@ -5,16 +5,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{Server, ServiceRt, Source};
+use super::{Server, ServiceRt, Source, Work};
 use crate::config::units::ListenAddr;
 use crate::config::{Service, SocketKind};
-use crate::limits::Admission;
-use crate::spawn::ExecPlan;
 
 type Identity = (SocketKind, ListenAddr);
+
+/// What a reload does to one wanted service.
+enum Change {
+    /// Its definition is the running one.
+    Same(usize),
+    Updated(usize, Work),
+    Added(Work),
+}
 
 /// What one wanted service gets: sockets taken over and sockets opened.
 struct Placement {
@@ -34,7 +39,7 @@ impl Server {
             self.deregister(fd);
         }
         if let Some(rt) = self.services.get_mut(service) {
-            rt.listeners.retain(|s| *s != source);
+            rt.listeners.remove(source);
         }
         for child in self.children.values_mut() {
             if child.handed_off == Some(source) {
@@ -105,36 +110,53 @@ impl Server {
         for error in &loaded.errors {
             log::error!("config_error {error}");
         }
-        let failed_files: HashSet<PathBuf> = loaded.errors.iter().map(|e| e.file.clone()).collect();
-        let mut wanted: Vec<Service> = loaded
+        // Errors here are all in service files (a bad spawnd.yaml rejects
+        // the whole reload above).
+        let failed_names: HashSet<&str> = loaded
+            .errors
+            .iter()
+            .map(|e| crate::config::load::service_name(&e.file))
+            .collect();
+        let wanted: Vec<Service> = loaded
             .services
             .into_iter()
             .filter(|s| !s.disabled)
             .collect();
-        // A file that does not check keeps its service's previous definition.
-        for (_, rt) in self.services.iter() {
-            if !rt.retired
-                && failed_files.contains(&rt.spec.file)
-                && !wanted.iter().any(|s| s.name == rt.spec.name)
-            {
-                log::warn!("reload_kept service={} detail=\"its file has errors; the previous definition stays\"", rt.spec.name);
-                wanted.push(rt.spec.clone());
-            }
-        }
+        // A file that does not check keeps its service as it runs now.
+        let kept: Vec<usize> = self
+            .services
+            .iter()
+            .filter(|(_, rt)| {
+                !rt.retired
+                    && failed_names.contains(&*rt.name)
+                    && !wanted.iter().any(|s| *s.name == *rt.name)
+            })
+            .map(|(id, rt)| {
+                log::warn!("reload_kept service={} detail=\"its file has errors; the previous definition stays\"", rt.name);
+                id
+            })
+            .collect();
         self.global = loaded.global;
         crate::logging::apply_config(
             self.global.log_target,
             self.global.log_level,
             self.daemonized,
         );
-        self.apply(wanted);
+        self.apply(wanted, kept);
         crate::sys::release_free_memory();
         self.notify_ready();
     }
 
-    fn apply(&mut self, wanted: Vec<Service>) {
+    /// Makes the running services those of `wanted`, plus the services
+    /// `kept` as they are (their files did not check). `wanted` is dropped
+    /// at the end, for the reason `start` gives.
+    fn apply(&mut self, wanted: Vec<Service>, kept: Vec<usize>) {
         let now = Instant::now();
         let mut existing = self.identities();
+        let kept_sockets: HashSet<usize> = kept
+            .iter()
+            .flat_map(|id| self.services[*id].listeners.iter().copied())
+            .collect();
         // Sockets no wanted service names are closed first, so that a
         // changed address (127.0.0.1:9 -> *:9) can be bound afterwards.
         let claimed: HashSet<usize> = wanted
@@ -144,6 +166,7 @@ impl Server {
                     .iter()
                     .filter_map(|a| existing.get(&(spec.socket, a.clone())).copied())
             })
+            .chain(kept_sockets.iter().copied())
             .collect();
         let unclaimed: Vec<usize> = existing
             .values()
@@ -153,28 +176,32 @@ impl Server {
         for source in unclaimed {
             self.close_listener(source);
         }
-        existing.retain(|_, source| claimed.contains(source));
-        let by_name: HashMap<String, usize> = self
+        // A kept service's sockets stay its own.
+        existing.retain(|_, source| claimed.contains(source) && !kept_sockets.contains(source));
+        let by_name: HashMap<Box<str>, usize> = self
             .services
             .iter()
             .filter(|(_, rt)| !rt.retired)
-            .map(|(id, rt)| (rt.spec.name.clone(), id))
+            .map(|(id, rt)| (rt.name.clone(), id))
             .collect();
-        let mut kept_services: HashSet<usize> = HashSet::new();
+        let mut kept_services: HashSet<usize> = kept.into_iter().collect();
         let (mut added, mut updated, mut failed) = (0, 0, 0);
-        for spec in wanted {
-            let name = spec.name.clone();
-            let prepared = self.place(&spec, &existing).and_then(|p| {
-                ExecPlan::for_service(&spec)
-                    .map(|plan| (p, plan))
-                    .map_err(|e| format!("cannot prepare program: {e}"))
-            });
-            let (placement, plan) = match prepared {
+        for spec in &wanted {
+            let name = &spec.name;
+            let fingerprint = super::fingerprint(spec);
+            // An unchanged service keeps what it has: nothing is rebuilt.
+            let change = match by_name.get(name.as_str()) {
+                Some(&id) if self.services[id].fingerprint == fingerprint => Ok(Change::Same(id)),
+                Some(&id) => Work::prepare(spec).map(|work| Change::Updated(id, work)),
+                None => Work::prepare(spec).map(Change::Added),
+            };
+            let prepared = change.and_then(|change| Ok((self.place(spec, &existing)?, change)));
+            let (placement, change) = match prepared {
                 Ok(prepared) => prepared,
                 Err(message) => {
                     failed += 1;
                     log::error!("service_error service={name} error=\"{message}\"");
-                    if let Some(id) = by_name.get(&name) {
+                    if let Some(id) = by_name.get(name.as_str()) {
                         log::warn!(
                             "reload_kept service={name} detail=\"the previous definition stays\""
                         );
@@ -188,31 +215,22 @@ impl Server {
                     existing.remove(&(l.kind, l.addr.clone()));
                 }
             }
-            let id = match by_name.get(&name) {
-                Some(id) => {
-                    let rt = &mut self.services[*id];
-                    if rt.spec != spec {
-                        updated += 1;
-                    }
-                    rt.admission.update(&spec.limits, now);
-                    rt.banners = super::Banners::load(&spec);
-                    rt.spec = spec;
-                    rt.plan = plan;
-                    *id
+            let kind = spec.socket;
+            let id = match change {
+                Change::Same(id) => {
+                    // Banner files may have changed behind the same names.
+                    self.services[id].banners = super::Banners::load(spec);
+                    id
                 }
-                None => {
+                Change::Updated(id, work) => {
+                    updated += 1;
+                    self.services[id].update(spec, work, fingerprint, now);
+                    id
+                }
+                Change::Added(work) => {
                     added += 1;
-                    let admission = Admission::new(&spec.limits, now);
-                    self.services.insert(ServiceRt {
-                        banners: super::Banners::load(&spec),
-                        spec,
-                        plan,
-                        admission,
-                        listeners: Vec::new(),
-                        counters: Default::default(),
-                        refusal_log: crate::limits::LogBudget::new(now),
-                        retired: false,
-                    })
+                    self.services
+                        .insert(ServiceRt::new(spec, work, fingerprint, now))
                 }
             };
             kept_services.insert(id);
@@ -222,11 +240,10 @@ impl Server {
                     _ => continue,
                 };
                 if let Some(rt) = self.services.get_mut(previous) {
-                    rt.listeners.retain(|s| *s != source);
+                    rt.listeners.remove(source);
                 }
                 self.services[id].listeners.push(source);
             }
-            let kind = self.services[id].spec.socket;
             for (addr, bound) in placement.fresh {
                 self.attach_listener(id, addr, kind, bound);
             }
@@ -239,8 +256,8 @@ impl Server {
             .collect();
         let removed = retired.len();
         for id in retired {
-            log::info!("service_removed service={}", self.services[id].spec.name);
-            for source in self.services[id].listeners.clone() {
+            log::info!("service_removed service={}", self.services[id].name);
+            for source in self.services[id].listeners.as_slice().to_vec() {
                 self.close_listener(source);
             }
             self.services[id].retired = true;

@@ -72,7 +72,7 @@ fn emit(pipe: &mut StderrPipe, line: &[u8]) {
 }
 
 impl Server {
-    pub(super) fn watch_stderr(&mut self, read: OwnedFd, service: String, pid: i32) {
+    pub(super) fn watch_stderr(&mut self, read: OwnedFd, service: Box<str>, pid: i32) {
         let fd = read.as_raw_fd();
         let source = self.sources.insert(Source::Stderr(StderrPipe {
             fd: read,
