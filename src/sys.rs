@@ -70,6 +70,12 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     Ok((fd, socket_addr(&storage, len)))
 }
 
+/// Marks which of `fds` are ready (in `revents`), without waiting.
+pub fn poll_now(fds: &mut [libc::pollfd]) -> io::Result<()> {
+    // SAFETY: `fds` is an exclusively borrowed array of `fds.len()` pollfds.
+    check(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) }).map(drop)
+}
+
 /// The local address of a socket, when it is an IP socket.
 pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();

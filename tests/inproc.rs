@@ -171,6 +171,67 @@ fn a_thousand_concurrent_echo_connections() {
     assert!(spawnd.log.wait_for_n(&["exit service=echo-stream"], 1000));
 }
 
+/// Connections waiting on many listeners at the same moment: spawnd takes
+/// one from each in a turn and then asks, with one poll(), which still hold
+/// more. Every one must be served, though no new connection arrives to
+/// announce the ones left waiting.
+#[test]
+fn backlogs_on_many_listeners_at_once_are_all_served() {
+    let config = Config::new();
+    let ports: Vec<u16> = (0..16)
+        .map(|index| {
+            let port = free_port();
+            config.service(
+                &format!("echo{index}"),
+                &format!("listen: 127.0.0.1:{port}\ninternal: echo\n"),
+            );
+            port
+        })
+        .collect();
+    let spawnd = Spawnd::start(&config);
+    let pid = spawnd.child.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // Stopped, spawnd accepts nothing: the kernel queues every connection.
+    signal("-STOP");
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .is_some_and(|rest| rest.trim_start().starts_with('T'))
+    {
+        assert!(Instant::now() < deadline, "spawnd did not stop");
+        std::thread::yield_now();
+    }
+    let mut streams: Vec<TcpStream> = Vec::new();
+    for round in 0..40 {
+        for port in &ports {
+            let mut stream = TcpStream::connect(v4(*port)).expect("connect");
+            stream
+                .write_all(format!("{port} {round}\n").as_bytes())
+                .unwrap();
+            streams.push(stream);
+        }
+    }
+    signal("-CONT");
+    for (index, stream) in streams.iter_mut().enumerate() {
+        let expected = format!("{} {}\n", ports[index % ports.len()], index / ports.len());
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = vec![0u8; expected.len()];
+        stream
+            .read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("connection {index} was not served: {e}"));
+        assert_eq!(got, expected.as_bytes());
+    }
+}
+
 #[test]
 fn internal_services_obey_access_rules_and_limits() {
     let config = Config::new();

@@ -93,6 +93,12 @@ fn send_banner(fd: RawFd, data: &[u8]) {
     );
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    Yes,
+    No,
+}
+
 enum Outcome {
     Started(i32),
     Refused,
@@ -108,7 +114,7 @@ impl Server {
         if service.wait {
             self.hand_off(source);
         } else if listener.kind == SocketKind::Stream {
-            self.accept_batch(source);
+            self.accept_first(source);
         } else {
             self.serve_datagrams(source);
         }
@@ -120,11 +126,58 @@ impl Server {
             .is_some_and(|max| self.children.len() >= max as usize)
     }
 
-    fn accept_batch(&mut self, source: usize) {
-        for _ in 0..ACCEPT_BATCH {
+    /// Takes one connection: whether the listener holds more is asked at
+    /// the end of the turn, for every listener at once (`probe_listeners`).
+    fn accept_first(&mut self, source: usize) {
+        if self.accept_some(source, 1) == Drained::No {
+            self.probe.push(source);
+        }
+    }
+
+    /// After a turn: the listeners that gave a connection may hold more,
+    /// which an edge-triggered poller will not report again. With one
+    /// such listener, accepting again asks (the usual case with a single
+    /// busy service); with several, which are configured services taking
+    /// a spread load, one poll() asks them all, instead of one accept
+    /// each that would mostly find nothing.
+    pub(super) fn probe_listeners(&mut self) {
+        let mut probe = std::mem::take(&mut self.probe);
+        if probe.len() > 1 {
+            let mut fds = std::mem::take(&mut self.probe_fds);
+            fds.clear();
+            fds.extend(probe.iter().map(|source| libc::pollfd {
+                fd: match self.sources.get(*source) {
+                    Some(Source::Listener(l)) => l.bound.fd.as_raw_fd(),
+                    _ => -1, // poll() skips it
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+            if crate::sys::poll_now(&mut fds).is_ok() {
+                let mut ready = fds.iter().map(|fd| fd.revents != 0);
+                probe.retain(|_| ready.next().unwrap_or(true));
+            }
+            self.probe_fds = fds;
+        }
+        for source in probe.drain(..) {
+            if self.accept_some(source, ACCEPT_BATCH - 1) == Drained::No {
+                // More may be waiting: continue after other sources had their turn.
+                self.turns.again(source);
+            }
+        }
+        self.probe = probe;
+    }
+
+    /// Accepts up to `limit` connections; `Drained::No` when each one
+    /// came (so more may be waiting).
+    fn accept_some(&mut self, source: usize, limit: usize) -> Drained {
+        for _ in 0..limit {
             let Some(Source::Listener(listener)) = self.sources.get(source) else {
-                return;
+                return Drained::Yes;
             };
+            if listener.state != ListenerState::Armed {
+                return Drained::Yes;
+            }
             let fd = listener.bound.fd.as_raw_fd();
             let service = &self.services[listener.service];
             if service.admission.queues()
@@ -133,7 +186,7 @@ impl Server {
                 // Leave clients in the kernel backlog until a child exits.
                 self.disarm(source, ListenerState::Paused);
                 self.queued.push(source);
-                return;
+                return Drained::Yes;
             }
             match crate::sys::accept(fd) {
                 Ok((conn, remote)) => {
@@ -144,7 +197,7 @@ impl Server {
                 }
                 Err(e) => {
                     match e.raw_os_error().unwrap_or(0) {
-                        libc::EAGAIN => return,
+                        libc::EAGAIN => {}
                         libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM => continue,
                         libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
                             self.pause_exhausted(source, &e);
@@ -157,12 +210,11 @@ impl Server {
                             self.pause_listener(source, FORK_FAILED_PAUSE);
                         }
                     }
-                    return;
+                    return Drained::Yes;
                 }
             }
         }
-        // More may be waiting: continue after other sources had their turn.
-        self.turns.again(source);
+        Drained::No
     }
 
     fn listener_service(&self, source: usize) -> usize {

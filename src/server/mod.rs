@@ -320,6 +320,10 @@ pub struct Server {
     children: ChildTable,
     timers: Timers<TimerKey>,
     turns: Turns,
+    /// Listeners that gave a connection this turn (see `probe_listeners`),
+    /// and the poll() array that asks them, both kept for their capacity.
+    probe: Vec<usize>,
+    probe_fds: Vec<libc::pollfd>,
     /// Listeners held back by `on_limit: queue`.
     queued: Vec<usize>,
     global: Global,
@@ -402,6 +406,8 @@ impl Server {
             children: ChildTable::default(),
             timers: Timers::default(),
             turns: Turns::default(),
+            probe: Vec::new(),
+            probe_fds: Vec::new(),
             queued: Vec::new(),
             global,
             config,
@@ -596,6 +602,7 @@ impl Server {
             for source in &turn {
                 self.on_source(*source);
             }
+            self.probe_listeners();
             self.turns.done(turn);
             self.fire_timers();
             if self
