@@ -247,8 +247,9 @@ impl ServiceRt {
 }
 
 /// A hash of a whole definition. `Debug` prints every field, so two
-/// definitions that print alike are alike; 64 bits make a collision (which
-/// would only miscount `updated=` in the reload line) negligible.
+/// definitions that print alike are alike. A reload leaves a service whose
+/// fingerprint did not change as it is; at 64 bits the odds that a change
+/// goes unseen are 1 in 2^64 per changed service.
 fn fingerprint(spec: &Service) -> u64 {
     use std::fmt::Write;
     use std::hash::Hasher;
