@@ -4,9 +4,13 @@
 //! tables are copied and the parent resumes only once the child has exec'd or
 //! died. With `CLONE_FILES` the descriptor table is not copied either: the
 //! child's first act is `close_range(6, ~0, CLOSE_RANGE_UNSHARE)`, which gives
-//! it a private table holding only descriptors 0–5. Before the clone, the
-//! parent puts what the child needs into the reserved slots 3, 4 and 5, so the
-//! cost of a spawn does not grow with the number of listening sockets.
+//! it a private table holding only descriptors 0–6, so the cost of a spawn
+//! does not grow with the number of listening sockets. What the child needs
+//! must be there before the clone: slot 3 is left free while spawnd serves,
+//! so `accept4` (which takes the lowest free number) puts a connection there
+//! and the child can use it as it is; anything else (a connection that came
+//! while something held 3, a wait-mode socket) is put into the reserved slot
+//! 6 first. Slots 4 and 5 hold a stderr pipe and /dev/null.
 //!
 //! Everything the child touches is prepared before the clone (argv, envp,
 //! credentials, limits); between clone and exec it makes raw system calls
@@ -29,11 +33,16 @@ use std::ptr;
 
 use crate::config::{Service, StderrMode};
 
+/// Left free while spawnd serves, so a new connection lands there.
+pub const SLOT_ACCEPT: RawFd = 3;
 /// Descriptor slots kept open (on /dev/null) for the whole life of spawnd.
-pub const SLOT_PRIMARY: RawFd = 3;
 pub const SLOT_STDERR: RawFd = 4;
 pub const SLOT_NULL: RawFd = 5;
-const FIRST_UNCOPIED: c_uint = 6;
+pub const SLOT_PRIMARY: RawFd = 6;
+/// The first descriptor number that is not a slot; the child's table stops
+/// below it.
+pub const FIRST_FREE: RawFd = 7;
+const FIRST_UNCOPIED: c_uint = FIRST_FREE as c_uint;
 
 const CHILD_STACK_SIZE: usize = 256 * 1024;
 
@@ -262,6 +271,8 @@ impl ExecPlan {
 #[repr(C)]
 struct ChildArgs {
     plan: *const ExecPlan,
+    /// Where the connection (or wait-mode socket) is: below `FIRST_FREE`.
+    primary: RawFd,
     /// spawnd's own soft RLIMIT_NOFILE before it raised it, restored in
     /// children whose service sets no `files` limit.
     restore_nofile: Option<libc::rlimit>,
@@ -340,8 +351,9 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
         )?;
     }
     let dup = |from: RawFd, to: RawFd| step(2, libc::syscall(libc::SYS_dup3, from, to, 0));
+    let primary = args.primary;
     let stderr_from = match plan.stderr {
-        StderrTarget::Primary => SLOT_PRIMARY,
+        StderrTarget::Primary => primary,
         StderrTarget::Null => SLOT_NULL,
         StderrTarget::Pipe => SLOT_STDERR,
     };
@@ -349,14 +361,16 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
         dup(SLOT_NULL, 0)?;
         dup(SLOT_NULL, 1)?;
         dup(stderr_from, 2)?;
-        // fd 3 already is the socket; it only has to survive exec.
-        step(
-            2,
-            libc::syscall(libc::SYS_fcntl, SLOT_PRIMARY, libc::F_SETFD, 0),
-        )?;
+        if primary == 3 {
+            // fd 3 already is the socket; it only has to survive exec.
+            step(2, libc::syscall(libc::SYS_fcntl, 3, libc::F_SETFD, 0))?;
+        } else {
+            // The table is this child's own now; dup3 clears close-on-exec.
+            dup(primary, 3)?;
+        }
     } else {
-        dup(SLOT_PRIMARY, 0)?;
-        dup(SLOT_PRIMARY, 1)?;
+        dup(primary, 0)?;
+        dup(primary, 1)?;
         dup(stderr_from, 2)?;
     }
     if args.new_session {
@@ -539,19 +553,20 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Reserves descriptor slots 3–5 (on /dev/null) and maps the child stack.
-    /// Call once, early, before any other descriptor is opened.
+    /// Reserves descriptor slots 3–6 (on /dev/null) and maps the child stack.
+    /// Call once, early, before any other descriptor is opened. Slot 3 is
+    /// held only until `open_accept_slot`.
     pub fn new() -> io::Result<Spawner> {
         let null = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/null")?;
-        for slot in [SLOT_NULL, SLOT_PRIMARY, SLOT_STDERR] {
+        for slot in [SLOT_NULL, SLOT_ACCEPT, SLOT_STDERR, SLOT_PRIMARY] {
             if null.as_raw_fd() != slot {
                 fill_slot(null.as_raw_fd(), slot)?;
             }
         }
-        if null.as_raw_fd() <= SLOT_NULL {
+        if null.as_raw_fd() < FIRST_FREE {
             // The file landed in a slot itself: keep it open, it is /dev/null.
             std::mem::forget(null);
         }
@@ -580,6 +595,13 @@ impl Spawner {
         })
     }
 
+    /// Frees slot 3 once every long-lived descriptor of start-up exists, so
+    /// that connections land there (see the module comment). Whatever else
+    /// takes it later only sends spawns through slot 6 meanwhile.
+    pub fn open_accept_slot(&self) {
+        crate::sys::close_slot(SLOT_ACCEPT);
+    }
+
     /// After `--daemon` has detached: no terminal to keep children from.
     pub fn detached(&mut self) {
         self.terminal = false;
@@ -594,10 +616,19 @@ impl Spawner {
         primary: RawFd,
         stderr_pipe: Option<RawFd>,
     ) -> Result<i32, SpawnError> {
-        fill_slot(primary, SLOT_PRIMARY).map_err(SpawnError::Fork)?;
+        // A descriptor in slot 3 is used where it is (no other number below
+        // FIRST_FREE can be one: 0–2 are stdio, 4–6 reserved); anything else
+        // is put into slot 6.
+        let moved = primary != SLOT_ACCEPT;
+        if moved {
+            fill_slot(primary, SLOT_PRIMARY).map_err(SpawnError::Fork)?;
+        }
+        let primary = if moved { SLOT_PRIMARY } else { primary };
         if let Some(pipe) = stderr_pipe {
             if let Err(e) = fill_slot(pipe, SLOT_STDERR) {
-                let _ = fill_slot(SLOT_NULL, SLOT_PRIMARY);
+                if moved {
+                    let _ = fill_slot(SLOT_NULL, SLOT_PRIMARY);
+                }
                 return Err(SpawnError::Fork(e));
             }
         }
@@ -620,6 +651,7 @@ impl Spawner {
         });
         let mut args = ChildArgs {
             plan,
+            primary,
             restore_nofile: if sets_files {
                 None
             } else {
@@ -653,8 +685,11 @@ impl Spawner {
             )
         };
         let clone_error = io::Error::last_os_error();
-        // Drop our references so the connection closes when the child is done.
-        let _ = fill_slot(SLOT_NULL, SLOT_PRIMARY);
+        // Drop our references so the connection closes when the child is
+        // done (the caller closes the one in slot 3 or wherever it was).
+        if moved {
+            let _ = fill_slot(SLOT_NULL, SLOT_PRIMARY);
+        }
         if stderr_pipe.is_some() {
             let _ = fill_slot(SLOT_NULL, SLOT_STDERR);
         }

@@ -22,6 +22,13 @@ pub fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
     check(unsafe { libc::dup3(from, to, libc::O_CLOEXEC) }).map(drop)
 }
 
+/// Closes a reserved descriptor slot (one no `OwnedFd` owns).
+pub fn close_slot(slot: RawFd) {
+    // SAFETY: the slot holds spawnd's own /dev/null copy, which nothing
+    // else refers to by number.
+    unsafe { libc::close(slot) };
+}
+
 /// Reads an IPv4 or IPv6 address out of a `sockaddr_storage`.
 fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {

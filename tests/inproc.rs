@@ -232,6 +232,49 @@ fn backlogs_on_many_listeners_at_once_are_all_served() {
     }
 }
 
+/// A connection normally lands in descriptor 3, which spawnd leaves free
+/// for it and hands to the child as it is. While a long-lived in-process
+/// connection holds 3, a program's connection takes the reserved slot
+/// instead; both ways the program gets it, and it closes when the program
+/// exits.
+#[test]
+fn programs_get_their_connection_whether_or_not_slot_3_is_free() {
+    let config = Config::new();
+    let echo = internal(&config, "echo", "stream");
+    let hello = free_port();
+    config.service(
+        "hello",
+        &format!("listen: 127.0.0.1:{hello}\nexec: [/bin/echo, hello]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    // Ends only at EOF: a connection spawnd kept open would time out here.
+    let hello_once = || {
+        let mut stream = TcpStream::connect(v4(hello)).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello\n");
+    };
+    hello_once();
+    let mut held = TcpStream::connect(v4(echo)).unwrap();
+    held.write_all(b"x").unwrap();
+    let mut x = [0u8; 1];
+    held.read_exact(&mut x).unwrap();
+    let slot = std::fs::read_link(format!("/proc/{}/fd/3", spawnd.child.id())).unwrap();
+    assert!(
+        slot.to_string_lossy().starts_with("socket:"),
+        "the echo connection holds descriptor 3: {slot:?}"
+    );
+    for _ in 0..3 {
+        hello_once();
+    }
+    drop(held);
+    spawnd.log.expect(&["exit service=echo-stream"]);
+    for _ in 0..3 {
+        hello_once();
+    }
+}
+
 #[test]
 fn internal_services_obey_access_rules_and_limits() {
     let config = Config::new();

@@ -376,7 +376,7 @@ impl Server {
         crate::sys::reset_ignored_signals();
         let spawner =
             Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
-        crate::sys::cloexec_from(crate::spawn::SLOT_NULL + 1);
+        crate::sys::cloexec_from(crate::spawn::FIRST_FREE);
         blocked_signals()
             .thread_block()
             .map_err(|e| StartError(format!("cannot block signals: {e}")))?;
@@ -569,6 +569,7 @@ impl Server {
     /// Runs until stopped; returns the process exit code.
     pub fn run(&mut self) -> u8 {
         let mut events = Events::with_capacity(256);
+        self.spawner.open_accept_slot();
         crate::logging::set_batching(true);
         let code = self.serve(&mut events);
         crate::logging::set_batching(false);
