@@ -38,13 +38,16 @@ fn sock_type(kind: SocketKind) -> SockType {
     }
 }
 
+/// A new socket, above the descriptor slots: one bound by a reload, while
+/// slot 3 is free, would otherwise keep it from connections for good.
 fn new_socket(family: AddressFamily, kind: SocketKind) -> io::Result<OwnedFd> {
-    Ok(socket::socket(
+    let fd = socket::socket(
         family,
         sock_type(kind),
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
-    )?)
+    )?;
+    crate::sys::above_slots(fd)
 }
 
 fn listen(fd: &OwnedFd, kind: SocketKind, backlog: u32) -> io::Result<()> {

@@ -219,7 +219,7 @@ fn open(protocol: Protocol) -> Result<Datagram, String> {
 }
 
 /// The lowest descriptor the log socket may use. The server claims fixed
-/// low slots (3-5) for the child's stdio with dup3, which would silently
+/// low slots (3-6) for the child's stdio with dup3, which would silently
 /// replace a log socket opened before it; keep clear of them.
 const FIRST_LOG_FD: RawFd = 10;
 

@@ -5,7 +5,7 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(result: libc::c_int) -> io::Result<libc::c_int> {
     if result < 0 {
@@ -20,6 +20,20 @@ pub fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup3 takes plain integers; on success `to` is a descriptor we
     // deliberately keep open (a reserved slot), so no OwnedFd is made.
     check(unsafe { libc::dup3(from, to, libc::O_CLOEXEC) }).map(drop)
+}
+
+/// `fd`, moved above the descriptor slots if it landed in one.
+pub fn above_slots(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= crate::spawn::FIRST_FREE {
+        return Ok(fd);
+    }
+    let moved = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(crate::spawn::FIRST_FREE),
+    )?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
+    // owns; `fd` is closed when it goes out of scope here.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
 /// Closes a reserved descriptor slot (one no `OwnedFd` owns).

@@ -167,6 +167,33 @@ fn a_kept_service_keeps_its_socket_from_a_newcomer_on_the_same_address() {
     assert_eq!(tcp_read(a), "old\n", "the kept service still answers");
 }
 
+/// Descriptor 3 is where connections land (the child keeps it as it is);
+/// a socket a reload binds must not take it.
+#[test]
+fn sockets_bound_by_a_reload_leave_descriptor_3_free() {
+    let config = Config::new();
+    let (a, b) = (free_port(), free_port());
+    config.service(
+        "first",
+        &format!("listen: 127.0.0.1:{a}\nexec: [/bin/echo, first]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    assert_eq!(tcp_read(a), "first\n");
+    let slot = format!("/proc/{}/fd/3", spawnd.child.id());
+    assert!(std::fs::read_link(&slot).is_err(), "descriptor 3 is free");
+    config.service(
+        "added",
+        &format!("listen: 127.0.0.1:{b}\nexec: [/bin/echo, added]\n"),
+    );
+    spawnd.reload();
+    assert_eq!(tcp_read(b), "added\n");
+    assert!(
+        std::fs::read_link(&slot).is_err(),
+        "descriptor 3 is still free: {:?}",
+        std::fs::read_link(&slot)
+    );
+}
+
 #[test]
 fn a_broken_spawnd_yaml_rejects_the_whole_reload() {
     let config = Config::new();
