@@ -112,6 +112,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    server.open_accept_slot();
     log::info!(
         "ready services={started} failed={failed} config_errors={} dir={}",
         loaded.errors.len(),

@@ -418,6 +418,13 @@ impl Server {
         })
     }
 
+    /// Frees descriptor 3 for connections (see `spawn`). Call once every
+    /// long-lived descriptor of start-up exists, before readiness is
+    /// announced, so what a client or a test sees from then on is stable.
+    pub fn open_accept_slot(&self) {
+        self.spawner.open_accept_slot();
+    }
+
     pub fn set_daemonized(&mut self) {
         self.daemonized = true;
         self.spawner.detached();
@@ -569,7 +576,6 @@ impl Server {
     /// Runs until stopped; returns the process exit code.
     pub fn run(&mut self) -> u8 {
         let mut events = Events::with_capacity(256);
-        self.spawner.open_accept_slot();
         crate::logging::set_batching(true);
         let code = self.serve(&mut events);
         crate::logging::set_batching(false);
