@@ -189,16 +189,12 @@ fn backlogs_on_many_listeners_at_once_are_all_served() {
         })
         .collect();
     let spawnd = Spawnd::start(&config);
-    let pid = spawnd.child.id().to_string();
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    let pid = spawnd.pid();
+    let signal = |signal| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
     };
     // Stopped, spawnd accepts nothing: the kernel queues every connection.
-    signal("-STOP");
+    signal(nix::sys::signal::Signal::SIGSTOP);
     let stat = format!("/proc/{pid}/stat");
     let deadline = Instant::now() + WAIT;
     while !std::fs::read_to_string(&stat)
@@ -220,7 +216,7 @@ fn backlogs_on_many_listeners_at_once_are_all_served() {
             streams.push(stream);
         }
     }
-    signal("-CONT");
+    signal(nix::sys::signal::Signal::SIGCONT);
     for (index, stream) in streams.iter_mut().enumerate() {
         let expected = format!("{} {}\n", ports[index % ports.len()], index / ports.len());
         stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -260,7 +256,7 @@ fn programs_get_their_connection_whether_or_not_slot_3_is_free() {
     held.write_all(b"x").unwrap();
     let mut x = [0u8; 1];
     held.read_exact(&mut x).unwrap();
-    let slot = std::fs::read_link(format!("/proc/{}/fd/3", spawnd.child.id())).unwrap();
+    let slot = std::fs::read_link(format!("/proc/{}/fd/3", spawnd.pid())).unwrap();
     assert!(
         slot.to_string_lossy().starts_with("socket:"),
         "the echo connection holds descriptor 3: {slot:?}"

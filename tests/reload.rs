@@ -179,7 +179,7 @@ fn sockets_bound_by_a_reload_leave_descriptor_3_free() {
     );
     let spawnd = Spawnd::start(&config);
     assert_eq!(tcp_read(a), "first\n");
-    let slot = format!("/proc/{}/fd/3", spawnd.child.id());
+    let slot = format!("/proc/{}/fd/3", spawnd.pid());
     assert!(std::fs::read_link(&slot).is_err(), "descriptor 3 is free");
     config.service(
         "added",

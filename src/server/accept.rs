@@ -412,8 +412,8 @@ impl Server {
             Work::Exec(plan) => plan.wants_stderr_pipe(),
             _ => return Outcome::Refused,
         };
-        let pipe = match wants_pipe {
-            true => match super::stderr_log::pipe() {
+        let pipe = if wants_pipe {
+            match super::stderr_log::pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => {
                     log::error!(
@@ -424,8 +424,9 @@ impl Server {
                     self.services[service_id].counters.spawn_failures += 1;
                     return Outcome::Failed;
                 }
-            },
-            false => None,
+            }
+        } else {
+            None
         };
         write_connection_env(&mut self.spawner.conn_env, transport, peer);
         let service = &mut self.services[service_id];
