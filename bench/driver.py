@@ -342,7 +342,7 @@ def make_server(key, tools):
 
 
 class Running:
-    def __init__(self, server, prog, ports, workroot, ready_timeout):
+    def __init__(self, server, prog, ports, workroot, ready_timeout, same_session=False):
         self.server = server
         self.ports = ports
         self.workdir = tempfile.mkdtemp(prefix=server.name.replace(" ", "-") + ".", dir=workroot)
@@ -361,12 +361,15 @@ class Running:
             self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.notify_sock.bind(path)
             env["NOTIFY_SOCKET"] = path
+        # A process group of its own either way, so that stop() can signal
+        # everything the server started.
+        group = {"process_group": 0} if same_session else {"start_new_session": True}
         t0 = time.monotonic()
         for argv in argvs:
             self.procs.append(
                 subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                    start_new_session=True, cwd=self.workdir, env=env,
+                    cwd=self.workdir, env=env, **group,
                 )
             )
         deadline = t0 + ready_timeout
@@ -532,6 +535,14 @@ def med(vals):
     return statistics.median(vals) if vals else None
 
 
+def autogroups():
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return "on" if f.read().strip() == "1" else "off"
+    except OSError:
+        return "not in this kernel"
+
+
 def machine_desc():
     model = "unknown CPU"
     try:
@@ -646,6 +657,10 @@ def main():
     ap.add_argument("--per-port-max", type=int, default=100,
                     help="skip one-process-per-port servers (tcpserver, tcpsvd) above this many services")
     ap.add_argument("--idle-secs", type=float, default=10.0, help="idle wake-up measurement (0: off)")
+    ap.add_argument("--same-session", action="store_true",
+                    help="start the servers in the driver's session (a process group of their own only) instead "
+                         "of a session of their own, as a daemon runs; with the kernel's autogroups the server then "
+                         "shares the load generator's scheduling group, which changes the c=1 figures")
     ap.add_argument("--port", type=int, default=10000, help="first port of the port pool (up to 49999)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--ready-timeout", type=float, default=60.0)
@@ -750,7 +765,7 @@ def main():
                         done += len(conc)  # failed to start before: don't wait for it again
                         continue
                     ports = take_ports(n)
-                    r = Running(srv, prog_path[prog], ports, workroot, a.ready_timeout)
+                    r = Running(srv, prog_path[prog], ports, workroot, a.ready_timeout, a.same_session)
                     RUNNING.append(r)
                     inf = info.setdefault((n, srv.name), {})
                     if r.error:
@@ -928,6 +943,14 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
              "repetitions; ratios are of medians against `bare vfork` in the same run.")
     L.append("- One loopback-only network namespace; the load generator (`loadgen`) and the server share the machine's "
              "CPUs. Each connection: connect to 127.0.0.1, read to EOF, compare the 16-byte reply.")
+    if a.same_session:
+        L.append("- `--same-session`: the servers ran in the driver's session, so with the kernel's autogroups they "
+                 "shared the load generator's scheduling group (the default gives each server a session of its own, "
+                 "as a daemon has).")
+    else:
+        L.append("- Each server runs in a session of its own, as a daemon does; with the kernel's autogroups "
+                 f"(`kernel.sched_autogroup_enabled`: {autogroups()} in this run) it is then scheduled as a group "
+                 "apart from the load generator (`--same-session` changes that).")
     notes = [s.throttle_note for s in servers if s.throttle_note]
     if notes:
         L.append("- Throttles lifted: " + "; ".join(notes) + ".")
