@@ -363,7 +363,12 @@ class Running:
             env["NOTIFY_SOCKET"] = path
         # A process group of its own either way, so that stop() can signal
         # everything the server started.
-        group = {"process_group": 0} if same_session else {"start_new_session": True}
+        if not same_session:
+            group = {"start_new_session": True}
+        elif sys.version_info >= (3, 11):
+            group = {"process_group": 0}
+        else:
+            group = {"preexec_fn": os.setpgrp}  # the driver has no threads
         t0 = time.monotonic()
         for argv in argvs:
             self.procs.append(
