@@ -153,16 +153,20 @@ class Server:
 
 
 class Bare(Server):
+    """The bare C loop; mode "epoll" is the vfork loop shaped like spawnd's
+    event loop (bareloop -e), the least any server built that way can do."""
+
     def __init__(self, tools, mode):
         super().__init__(tools)
         self.mode = mode
-        self.name = f"bare {mode}" if mode != "vfork" else "bare vfork"
+        self.name = f"bare {mode}"
 
     def available(self):
         return None if os.access(self.tools["bareloop"], os.X_OK) else "bareloop not built"
 
     def argvs(self, prog, ports, workdir):
-        return [[self.tools["bareloop"], "-m", self.mode, "-p", str(ports[0]), "-n", str(len(ports)), "--", prog]]
+        how = ["-m", "vfork", "-e"] if self.mode == "epoll" else ["-m", self.mode]
+        return [[self.tools["bareloop"], *how, "-p", str(ports[0]), "-n", str(len(ports)), "--", prog]]
 
 
 class Spawnd(Server):
@@ -317,7 +321,7 @@ class SocketActivate(Server):
 
 
 ALL_SERVERS = [
-    "bare-vfork", "bare-fork", "bare-spawn", "spawnd", "spawnd+checks", "busybox-inetd",
+    "bare-vfork", "bare-epoll", "bare-fork", "bare-spawn", "spawnd", "spawnd+checks", "busybox-inetd",
     "tcpserver", "tcpsvd", "xinetd", "openbsd-inetd", "systemd-socket-activate",
 ]
 
@@ -919,6 +923,26 @@ def targets(a, servers, results, info, conc, nservices, progs):
             if v is not None and v0:
                 row(f"conns/s with {n:,} services ≥ 0.95 × with {n0:,}, {prog}, c={cmid}",
                     f"{v / v0:.3f} × ({v:,.0f} vs {v0:,.0f})", v / v0 >= 0.95)
+    L.append("")
+    return L + event_loop_share(servers, results, n0, conc, progs, who)
+
+
+def event_loop_share(servers, results, n0, conc, progs, who):
+    """How far the bare loop's figures are reachable by a server built like
+    spawnd at all: `bare epoll` has spawnd's event loop and none of its work."""
+    if "bare epoll" not in [s.name for s in servers]:
+        return []
+    L = [f"### The event loop's share: `bare epoll` against `bare vfork`, and `{who}` against `bare epoll`\n",
+         "| service | " + " | ".join(f"c={c} epoll/vfork" for c in conc) + " | "
+         + " | ".join(f"c={c} {who}/epoll" for c in conc) + " |",
+         "|---|" + "---|" * (2 * len(conc))]
+    for prog in progs:
+        def ratio(a, b, c):
+            va = med([x["conns_per_s"] for x in results.get((n0, prog, a, c), [])])
+            vb = med([x["conns_per_s"] for x in results.get((n0, prog, b, c), [])])
+            return f"{va / vb:.3f}" if va is not None and vb else "–"
+        L.append(f"| {prog} | " + " | ".join(ratio("bare epoll", "bare vfork", c) for c in conc) + " | "
+                 + " | ".join(ratio(who, "bare epoll", c) for c in conc) + " |")
     L.append("")
     return L
 

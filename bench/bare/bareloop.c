@@ -15,6 +15,13 @@
  *                        never served): they only fill the descriptor table,
  *                        as 3,000 configured services would
  *   -b N                 listen backlog (default 128)
+ *   -e                   event loop shaped like spawnd's (the `bare epoll` row):
+ *                        every listener, even a single one, non-blocking in an
+ *                        edge-triggered epoll and accepted until EAGAIN; SIGCHLD
+ *                        blocked and read from a signalfd in the same epoll, and
+ *                        children reaped only when it fires; the child empties
+ *                        its signal mask before execve. Nothing else of
+ *                        spawnd's: no access check, limits, log or process group.
  *   -- PROG [ARG...]     the program (absolute path); argv[0] defaults to PROG
  *
  * The child gets a fixed environment of PATH only. Only loopback addresses are
@@ -32,6 +39,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +47,7 @@
 enum mode { M_VFORK, M_FORK, M_SPAWN };
 
 static enum mode mode = M_VFORK;
+static int event_loop; /* -e */
 static char **child_argv;
 static char *child_envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 
@@ -91,6 +100,11 @@ static void serve(int c)
             /* the connection is SOCK_CLOEXEC; its dup2 copies are not */
             dup2(c, 0);
             dup2(c, 1);
+            if (event_loop) {
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+            }
             execve(child_argv[0], child_argv, child_envp);
             _exit(127);
         }
@@ -98,13 +112,82 @@ static void serve(int c)
             perror("bareloop: fork");
     }
     close(c);
-    reap();
+    if (!event_loop)
+        reap();
+}
+
+/* -e: accepts up to BATCH connections from one listener before the others
+ * (and the signalfd) get a turn, as spawnd does. Returns whether it stopped
+ * with connections possibly still waiting. */
+enum { BATCH = 64 };
+
+static int accept_batch(int fd)
+{
+    for (int taken = 0; taken < BATCH;) {
+        int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c >= 0) {
+            serve(c);
+            taken++;
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno != EAGAIN) {
+            /* out of descriptors: reap, rest, and look again next turn */
+            reap();
+            usleep(1000);
+            return 1;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+/* -e: the shape of spawnd's loop, with none of its work. An edge-triggered
+ * listener left with connections waiting is not reported again, so it is
+ * served next turn without waiting for an event. */
+static void serve_event_loop(int ep, int sfd, int nlisteners)
+{
+    struct epoll_event evs[64];
+    int *again = calloc(nlisteners, sizeof *again), *turn = calloc(nlisteners, sizeof *turn);
+    if (!again || !turn)
+        die("calloc");
+    int nagain = 0;
+    for (;;) {
+        int n = epoll_wait(ep, evs, 64, nagain ? 0 : -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        int nturn = nagain;
+        memcpy(turn, again, nagain * sizeof *again);
+        nagain = 0;
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == sfd) {
+                struct signalfd_siginfo info[8];
+                while (read(sfd, info, sizeof info) == (ssize_t)sizeof info)
+                    ;
+                reap();
+                continue;
+            }
+            int seen = 0;
+            for (int k = 0; k < nturn && !seen; k++)
+                seen = turn[k] == fd;
+            if (!seen)
+                turn[nturn++] = fd;
+        }
+        for (int k = 0; k < nturn; k++)
+            if (accept_batch(turn[k]))
+                again[nagain++] = turn[k];
+    }
 }
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bareloop [-m vfork|fork|spawn] [-a 127.0.0.1] [-p PORT] [-n NPORTS] "
-                    "[-x EXTRA] [-b BACKLOG] -- PROG [ARG...]\n");
+                    "[-x EXTRA] [-b BACKLOG] [-e] -- PROG [ARG...]\n");
     exit(2);
 }
 
@@ -112,7 +195,7 @@ int main(int argc, char **argv)
 {
     const char *addr_s = "127.0.0.1";
     int port = 20000, nports = 1, extra = 0, backlog = 128, opt;
-    while ((opt = getopt(argc, argv, "m:a:p:n:x:b:")) != -1) {
+    while ((opt = getopt(argc, argv, "m:a:p:n:x:b:e")) != -1) {
         switch (opt) {
         case 'm':
             if (!strcmp(optarg, "vfork"))
@@ -129,6 +212,7 @@ int main(int argc, char **argv)
         case 'n': nports = atoi(optarg); break;
         case 'x': extra = atoi(optarg); break;
         case 'b': backlog = atoi(optarg); break;
+        case 'e': event_loop = 1; break;
         default: usage();
         }
     }
@@ -159,7 +243,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < extra; i++)
         listen_on(any_lo, 0, 16, 0);
 
-    if (nports == 1) {
+    if (event_loop && mode != M_VFORK) {
+        fprintf(stderr, "bareloop: -e goes with -m vfork\n");
+        return 2;
+    }
+
+    if (nports == 1 && !event_loop) {
         int l = listen_on(addr, port, backlog, 0);
         for (;;) {
             int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
@@ -182,9 +271,23 @@ int main(int argc, char **argv)
         die("epoll_create1");
     for (int i = 0; i < nports; i++) {
         int l = listen_on(addr, port + i, backlog, 1);
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = l};
+        struct epoll_event ev = {.events = EPOLLIN | (event_loop ? EPOLLET : 0), .data.fd = l};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) < 0)
             die("epoll_ctl");
+    }
+    if (event_loop) {
+        sigset_t chld;
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0)
+            die("sigprocmask");
+        int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (sfd < 0)
+            die("signalfd");
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = sfd};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) < 0)
+            die("epoll_ctl");
+        serve_event_loop(ep, sfd, nports);
     }
     struct epoll_event evs[64];
     for (;;) {
