@@ -71,7 +71,9 @@ apt_update() {
 }
 
 have() { command -v "$1" >/dev/null 2>&1; }
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+# grep reads everything (no -q): under pipefail, a grep that quits at the first
+# match can kill the writer with SIGPIPE and turn a match into a failure.
+have_lib() { ldconfig -p 2>/dev/null | grep -c "$1" >/dev/null; }
 
 install_peers() {
     local need=()
@@ -95,7 +97,7 @@ install_peers() {
         apt_update
         local ok=() p
         for p in "${need[@]}"; do
-            if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+            if apt-cache policy "$p" 2>/dev/null | grep -c 'Candidate: [^(]' >/dev/null; then
                 ok+=("$p")
             else
                 say "package $p is not available here; skipping it"
