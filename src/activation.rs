@@ -35,7 +35,7 @@ pub fn take() -> Inherited {
     for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count.min(4096) {
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor number the launcher
         // promised us; a failure (not open) is checked.
-        let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, crate::spawn::FIRST_FREE) };
+        let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, crate::spawn::first_free()) };
         if moved < 0 {
             log::warn!(
                 "activation_error fd={fd} error=\"{}\"",

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::units::canonical_ip;
+use crate::decimal::{push_decimal, push_ipv4};
 
 /// What is known about the two ends of a connection or datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,36 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical_ip(addr.ip()), addr.port())
 }
 
+/// Starts an entry: `prefix` + `name` (`TCP` + `REMOTEIP=`); the caller
+/// appends the value and the closing NUL.
+fn push_name(out: &mut Vec<u8>, prefix: &[u8], name: &[u8]) {
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(name);
+}
+
+/// `{prefix}{end}IP=...` and `{prefix}{end}PORT=...`, each NUL-terminated.
+fn push_end(out: &mut Vec<u8>, prefix: &[u8], end: &[u8], addr: SocketAddr) {
+    push_name(out, prefix, end);
+    out.extend_from_slice(b"IP=");
+    push_ip(out, addr.ip());
+    out.push(0);
+    push_name(out, prefix, end);
+    out.extend_from_slice(b"PORT=");
+    push_decimal(out, u32::from(addr.port()));
+    out.push(0);
+}
+
+/// The address as `Display` writes it; IPv4, the common case, without
+/// `core::fmt` (see `crate::decimal`).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => push_ipv4(out, ip),
+        IpAddr::V6(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
 /// Appends the UCSPI variables for `peer` to `out` (which is cleared first).
 pub fn write_connection_env(out: &mut Vec<u8>, transport: Transport, peer: &Peer) {
     out.clear();
@@ -40,28 +71,21 @@ pub fn write_connection_env(out: &mut Vec<u8>, transport: Transport, peer: &Peer
         Peer::Inet { local, remote } => {
             let remote = canonical(remote);
             let v6 = matches!(remote.ip(), IpAddr::V6(_));
-            let (proto, prefix) = match (transport, v6) {
-                (Transport::Tcp, false) => ("TCP", "TCP"),
-                (Transport::Tcp, true) => ("TCP6", "TCP"),
-                (Transport::Udp, false) => ("UDP", "UDP"),
-                (Transport::Udp, true) => ("UDP6", "UDP"),
+            let (proto, prefix): (&[u8], &[u8]) = match (transport, v6) {
+                (Transport::Tcp, false) => (b"TCP", b"TCP"),
+                (Transport::Tcp, true) => (b"TCP6", b"TCP"),
+                (Transport::Udp, false) => (b"UDP", b"UDP"),
+                (Transport::Udp, true) => (b"UDP6", b"UDP"),
             };
-            let _ = write!(out, "PROTO={proto}\0");
-            let _ = write!(
-                out,
-                "{prefix}REMOTEIP={}\0{prefix}REMOTEPORT={}\0",
-                remote.ip(),
-                remote.port()
-            );
+            push_name(out, b"PROTO=", proto);
+            out.push(0);
+            push_end(out, prefix, b"REMOTE", remote);
             if let Some(local) = local.map(canonical) {
-                let _ = write!(
-                    out,
-                    "{prefix}LOCALIP={}\0{prefix}LOCALPORT={}\0",
-                    local.ip(),
-                    local.port()
-                );
+                push_end(out, prefix, b"LOCAL", local);
             }
-            let _ = write!(out, "REMOTE_ADDR={}\0", remote.ip());
+            out.extend_from_slice(b"REMOTE_ADDR=");
+            push_ip(out, remote.ip());
+            out.push(0);
         }
         Peer::Unix { pid, uid, gid } => {
             out.extend_from_slice(b"PROTO=UNIX\0");

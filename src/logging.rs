@@ -31,13 +31,13 @@
 // configuration is loaded; until that wiring lands they look unused.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -60,17 +60,23 @@ const FACILITY_DAEMON: u8 = 3;
 const MAX_MESSAGE: usize = 8 * 1024;
 
 struct Logger {
-    sink: Mutex<Sink>,
-    /// Lines for stderr gathered during one turn of the event loop, written
-    /// with one `write` by `flush` (a busy spawnd logs two lines per
-    /// connection; one syscall each would be a tenth of its work).
-    pending: Mutex<Vec<u8>>,
+    /// One lock for all of it: it is taken for every line.
+    state: Mutex<State>,
     batching: AtomicBool,
     /// Lines lost since the last one that got through.
     dropped: AtomicU64,
     /// The level came from the command line or `RUST_LOG`, so `log.level`
     /// in `spawnd.yaml` does not override it.
     level_from_command_line: AtomicBool,
+}
+
+struct State {
+    sink: Sink,
+    /// Lines for stderr gathered during one turn of the event loop, written
+    /// with one `write` by `flush` (a busy spawnd logs a line per
+    /// connection; a syscall for each would be a tenth of its work).
+    pending: Vec<u8>,
+    stamp: Stamp,
 }
 
 #[derive(Debug)]
@@ -100,11 +106,14 @@ struct Datagram {
 }
 
 static LOGGER: Logger = Logger {
-    sink: Mutex::new(Sink::Stderr(StderrStyle {
-        timestamps: true,
-        level_prefix: false,
-    })),
-    pending: Mutex::new(Vec::new()),
+    state: Mutex::new(State {
+        sink: Sink::Stderr(StderrStyle {
+            timestamps: true,
+            level_prefix: false,
+        }),
+        pending: Vec::new(),
+        stamp: Stamp::new(),
+    }),
     batching: AtomicBool::new(false),
     dropped: AtomicU64::new(0),
     level_from_command_line: AtomicBool::new(false),
@@ -121,7 +130,7 @@ pub fn init(explicit: Option<LevelFilter>, verbose: u8, quiet: u8) {
     LOGGER
         .level_from_command_line
         .store(given, Ordering::Relaxed);
-    *LOGGER.lock_sink() = Sink::Stderr(stderr_style());
+    LOGGER.lock_state().sink = Sink::Stderr(stderr_style());
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
@@ -155,7 +164,7 @@ pub fn set_target(target: LogTarget) {
         },
     };
     let using = sink.label();
-    *LOGGER.lock_sink() = sink;
+    LOGGER.lock_state().sink = sink;
     if let Some((wanted, reason)) = fallback {
         log::warn!("log_target_unavailable wanted={wanted} using={using} error=\"{reason}\"");
     }
@@ -218,17 +227,15 @@ fn open(protocol: Protocol) -> Result<Datagram, String> {
     })
 }
 
-/// The lowest descriptor the log socket may use. The server claims fixed
-/// low slots (3-6) for the child's stdio with dup3, which would silently
-/// replace a log socket opened before it; keep clear of them.
-const FIRST_LOG_FD: RawFd = 10;
-
-/// Moves `socket` to a descriptor of at least `FIRST_LOG_FD` (close-on-exec).
+/// Moves `socket` above the low descriptor slots (close-on-exec): the
+/// server claims them for its children with dup3, which would silently
+/// replace a log socket opened before it.
 fn out_of_the_way(socket: UnixDatagram) -> std::io::Result<UnixDatagram> {
-    if socket.as_raw_fd() >= FIRST_LOG_FD {
+    let first_free = crate::spawn::first_free();
+    if socket.as_raw_fd() >= first_free {
         return Ok(socket);
     }
-    let raw = nix::fcntl::fcntl(&socket, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(FIRST_LOG_FD))?;
+    let raw = nix::fcntl::fcntl(&socket, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
     Ok(unsafe { UnixDatagram::from_raw_fd(raw) })
 }
@@ -294,9 +301,9 @@ impl Sink {
 }
 
 impl Logger {
-    fn lock_sink(&self) -> MutexGuard<'_, Sink> {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves a usable sink.
-        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -309,13 +316,18 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let sink = self.lock_sink();
-        match &*sink {
+        let mut state = self.lock_state();
+        let State {
+            sink,
+            pending,
+            stamp,
+        } = &mut *state;
+        match sink {
             Sink::Stderr(style) => {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                append_stderr_line(&mut pending, *style, record.level(), *record.args());
+                let stamp = style.timestamps.then_some(stamp);
+                append_stderr_line(pending, *style, stamp, record.level(), *record.args());
                 if !self.batching.load(Ordering::Relaxed) || pending.len() >= MAX_PENDING {
-                    let _ = std::io::stderr().lock().write_all(&pending);
+                    let _ = std::io::stderr().lock().write_all(pending);
                     pending.clear();
                 }
             }
@@ -365,25 +377,40 @@ fn severity(level: Level) -> u8 {
 #[cfg(test)]
 fn stderr_line(style: StderrStyle, level: Level, message: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(message.len() + 40);
-    append_stderr_line(&mut line, style, level, format_args!("{message}"));
+    let mut stamp = Stamp::new();
+    let stamp = style.timestamps.then_some(&mut stamp);
+    append_stderr_line(&mut line, style, stamp, level, format_args!("{message}"));
     line
 }
 
-/// Appends one formatted line to `out` (no intermediate allocation).
+/// Appends one formatted line to `out` (no intermediate allocation), time
+/// stamped through `stamp` if given.
 fn append_stderr_line(
     out: &mut Vec<u8>,
     style: StderrStyle,
+    stamp: Option<&mut Stamp>,
     level: Level,
     message: std::fmt::Arguments,
 ) {
     if style.level_prefix {
         let _ = write!(out, "<{}>", severity(level));
     }
-    if style.timestamps {
-        write_utc_timestamp(out);
+    if let Some(stamp) = stamp {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        out.extend_from_slice(stamp.at(now));
         out.push(b' ');
     }
-    let _ = writeln!(out, "{} {message}", level_name(level));
+    out.extend_from_slice(level_name(level).as_bytes());
+    out.push(b' ');
+    match message.as_str() {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        None => {
+            let _ = out.write_fmt(message);
+        }
+    }
+    out.push(b'\n');
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -410,10 +437,10 @@ pub fn set_batching(on: bool) {
 
 /// Writes the lines gathered so far.
 pub fn flush() {
-    let mut pending = LOGGER.pending.lock().unwrap_or_else(|e| e.into_inner());
-    if !pending.is_empty() {
-        let _ = std::io::stderr().lock().write_all(&pending);
-        pending.clear();
+    let mut state = LOGGER.lock_state();
+    if !state.pending.is_empty() {
+        let _ = std::io::stderr().lock().write_all(&state.pending);
+        state.pending.clear();
     }
 }
 
@@ -507,25 +534,43 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// RFC 3339 UTC with milliseconds, without pulling in a date crate.
-fn write_utc_timestamp(out: &mut Vec<u8>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    // Digit by digit: this runs for every line, and `write!` costs more
-    // than the rest of the line's work.
-    let mut stamp = *b"0000-00-00T00:00:00.000Z";
-    put_digits(&mut stamp[0..4], year.clamp(0, 9999) as u64);
-    put_digits(&mut stamp[5..7], u64::from(month));
-    put_digits(&mut stamp[8..10], u64::from(day));
-    put_digits(&mut stamp[11..13], rem / 3600);
-    put_digits(&mut stamp[14..16], rem / 60 % 60);
-    put_digits(&mut stamp[17..19], rem % 60);
-    put_digits(&mut stamp[20..23], u64::from(now.subsec_millis()));
-    out.extend_from_slice(&stamp);
+/// RFC 3339 UTC time stamps with milliseconds, without pulling in a date
+/// crate. The text of the current second is kept: a busy spawnd writes
+/// thousands of lines a second, and each then only needs its milliseconds.
+struct Stamp {
+    second: u64,
+    text: [u8; 24],
+}
+
+impl Stamp {
+    const fn new() -> Stamp {
+        Stamp {
+            second: u64::MAX,
+            text: *b"0000-00-00T00:00:00.000Z",
+        }
+    }
+
+    /// The stamp of `since_epoch`.
+    fn at(&mut self, since_epoch: Duration) -> &[u8; 24] {
+        let secs = since_epoch.as_secs();
+        if secs != self.second {
+            self.second = secs;
+            let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            let text = &mut self.text;
+            put_digits(&mut text[0..4], year.clamp(0, 9999) as u64);
+            put_digits(&mut text[5..7], u64::from(month));
+            put_digits(&mut text[8..10], u64::from(day));
+            put_digits(&mut text[11..13], rem / 3600);
+            put_digits(&mut text[14..16], rem / 60 % 60);
+            put_digits(&mut text[17..19], rem % 60);
+        }
+        put_digits(
+            &mut self.text[20..23],
+            u64::from(since_epoch.subsec_millis()),
+        );
+        &self.text
+    }
 }
 
 /// Fills `field` with the last `field.len()` decimal digits of `value`.
@@ -724,6 +769,20 @@ mod tests {
                 _ => assert!(byte.is_ascii_digit(), "{line}"),
             }
         }
+    }
+
+    #[test]
+    fn stamps_follow_the_clock_across_seconds_and_days() {
+        let mut stamp = Stamp::new();
+        let at = |stamp: &mut Stamp, secs: u64, millis: u32| {
+            String::from_utf8(stamp.at(Duration::new(secs, millis * 1_000_000)).to_vec()).unwrap()
+        };
+        // 2026-11-24T23:59:59 UTC
+        let secs = 20_781 * 86_400 + 86_399;
+        assert_eq!(at(&mut stamp, secs, 5), "2026-11-24T23:59:59.005Z");
+        assert_eq!(at(&mut stamp, secs, 999), "2026-11-24T23:59:59.999Z");
+        assert_eq!(at(&mut stamp, secs + 1, 0), "2026-11-25T00:00:00.000Z");
+        assert_eq!(at(&mut stamp, 0, 42), "1970-01-01T00:00:00.042Z");
     }
 
     #[test]

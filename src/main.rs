@@ -15,6 +15,7 @@ mod limits;
 mod listener;
 mod logging;
 mod notify;
+mod raw_syscall;
 mod report;
 mod server;
 mod spawn;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
 
 fn run(args: &RunArgs) -> ExitCode {
     // Before anything opens a descriptor or clears the environment.
+    spawn::prepare_descriptors();
     let inherited = activation::take();
     notify::init();
     let loaded = match report::load(&args.config) {

@@ -1,21 +1,31 @@
 //! Starting a service's program: the one place with `clone(2)`.
 //!
-//! The child is started vfork-style (`CLONE_VM | CLONE_VFORK`), so no page
-//! tables are copied and the parent resumes only once the child has exec'd or
-//! died. With `CLONE_FILES` the descriptor table is not copied either: the
-//! child's first act is `close_range(6, ~0, CLOSE_RANGE_UNSHARE)`, which gives
-//! it a private table holding only descriptors 0–6, so the cost of a spawn
-//! does not grow with the number of listening sockets. What the child needs
-//! must be there before the clone: slot 3 is left free while spawnd serves,
-//! so `accept4` (which takes the lowest free number) puts a connection there
-//! and the child can use it as it is; anything else (a connection that came
-//! while something held 3, a wait-mode socket) is put into the reserved slot
-//! 6 first. Slots 4 and 5 hold a stderr pipe and /dev/null.
+//! The child is started vfork-style (`CLONE_VM`), so no page tables are
+//! copied. With `CLONE_FILES` the descriptor table is not copied either: the
+//! child's first act is `close_range(first_free(), ~0, CLOSE_RANGE_UNSHARE)`,
+//! which gives it a private table holding only the descriptor slots below
+//! `first_free()`, so the cost of a spawn does not grow with the number of
+//! listening sockets. What the child needs must be in a slot when clone
+//! runs: the launch slots (3, and 8 up to 54 as the descriptor limit allows)
+//! are left free while spawnd serves,
+//! so `accept4` (which takes the lowest free number) puts a connection in
+//! one of them and the child can use it as it is; anything else (a
+//! connection that came while every launch slot was taken, a wait-mode
+//! socket) is put into the reserved slot 6 first. Slots 4 and 5 hold a
+//! stderr pipe and /dev/null, slot 7 the eventfd that wakes spawnd (below).
+//!
+//! A connection's child is normally not waited for (see `launch`): spawnd
+//! goes on serving while the child execs, which is most of what a spawn
+//! costs. Until the child has its own descriptor table, spawnd keeps the
+//! connection's slot as it is; the child says when it has one. Every other
+//! start (a wait-mode socket, a `stderr: log` pipe, `LISTEN_FDS`, no free
+//! launch entry) waits as vfork does (`CLONE_VFORK`): the parent resumes
+//! only once the child has exec'd or died.
 //!
 //! Everything the child touches is prepared before the clone (argv, envp,
 //! credentials, limits); between clone and exec it makes raw system calls
-//! only, and reports a failure through memory it shares with the suspended
-//! parent.
+//! only (`crate::raw_syscall`: no libc, so not even `errno` is written) and
+//! reports a failure through memory it shares with the parent.
 //!
 //! The child leads a process group of its own, so a timeout can signal
 //! everything it started. It gets a session of its own (`setsid`) only where
@@ -26,10 +36,16 @@
 //! and later destroys a task group, which measured 8–10% of the throughput
 //! of a tiny service.
 
-use std::ffi::{c_char, c_int, c_uint, c_void, CString};
+mod launch;
+
+use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CString};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use crate::raw_syscall;
 
 use crate::config::{Service, StderrMode};
 
@@ -39,10 +55,60 @@ pub const SLOT_ACCEPT: RawFd = 3;
 pub const SLOT_STDERR: RawFd = 4;
 pub const SLOT_NULL: RawFd = 5;
 pub const SLOT_PRIMARY: RawFd = 6;
+/// The eventfd a child writes when spawnd sleeps and waits for it.
+pub const SLOT_WAKE: RawFd = 7;
+/// More slots left free for connections, as 3 is, from here up to
+/// `first_free()`.
+const FIRST_EXTRA_LAUNCH_SLOT: RawFd = 8;
+/// At most this many of them. A table of up to 64 descriptors is copied at
+/// one cost, and 48 launch slots are as many children before their exec as
+/// 32 busy clients on 2 cores were seen to keep (16 cost a tenth of the
+/// throughput there).
+const MOST_EXTRA_LAUNCH_SLOTS: u64 = 47;
+
 /// The first descriptor number that is not a slot; the child's table stops
-/// below it.
-pub const FIRST_FREE: RawFd = 7;
-const FIRST_UNCOPIED: c_uint = FIRST_FREE as c_uint;
+/// below it. Set once by `prepare_descriptors`.
+static FIRST_FREE: AtomicI32 = AtomicI32::new(FIRST_EXTRA_LAUNCH_SLOT);
+/// spawnd's soft RLIMIT_NOFILE before `prepare_descriptors` raised it.
+static ORIGINAL_NOFILE: OnceLock<Option<libc::rlimit>> = OnceLock::new();
+
+/// The first descriptor number above the slots.
+pub fn first_free() -> RawFd {
+    FIRST_FREE.load(Ordering::Relaxed)
+}
+
+/// Raises spawnd's soft descriptor limit to the hard one (children get the
+/// original back) and decides how many launch slots there are: up to 48,
+/// but no more than a quarter of the limit leaves for them, so that a tight
+/// limit still has room for listeners and connections. Call first thing,
+/// before any descriptor is opened or moved above the slots.
+pub fn prepare_descriptors() {
+    ORIGINAL_NOFILE.get_or_init(|| {
+        let original = crate::sys::raise_nofile();
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        FIRST_FREE.store(first_free_for(limit), Ordering::Relaxed);
+        original
+    });
+}
+
+/// `first_free()` under a soft descriptor limit of `limit`.
+fn first_free_for(limit: u64) -> RawFd {
+    let extra = (limit / 4)
+        .saturating_sub(FIRST_EXTRA_LAUNCH_SLOT as u64)
+        .min(MOST_EXTRA_LAUNCH_SLOTS);
+    FIRST_EXTRA_LAUNCH_SLOT + extra as RawFd
+}
+
+/// The slots left free for connections: accept4 fills them lowest first.
+fn launch_slots() -> impl Iterator<Item = RawFd> {
+    std::iter::once(SLOT_ACCEPT).chain(FIRST_EXTRA_LAUNCH_SLOT..first_free())
+}
+
+/// A connection a child can use where it is, without a move to slot 6.
+fn in_launch_slot(fd: RawFd) -> bool {
+    fd == SLOT_ACCEPT || (FIRST_EXTRA_LAUNCH_SLOT..first_free()).contains(&fd)
+}
 
 const CHILD_STACK_SIZE: usize = 256 * 1024;
 
@@ -267,11 +333,12 @@ impl ExecPlan {
 }
 
 /// Shared between parent and child: the child writes `stage`/`errno` when a
-/// step fails, the parent reads them after `clone` returns.
+/// step fails, the parent reads them once the child has exec'd or died.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct ChildArgs {
     plan: *const ExecPlan,
-    /// Where the connection (or wait-mode socket) is: below `FIRST_FREE`.
+    /// Where the connection (or wait-mode socket) is: below `first_free()`.
     primary: RawFd,
     /// spawnd's own soft RLIMIT_NOFILE before it raised it, restored in
     /// children whose service sets no `files` limit.
@@ -280,9 +347,63 @@ struct ChildArgs {
     /// `LISTEN_PID=<pid>\0`, completed by the child (envp points here).
     listen_pid: [u8; 32],
     use_close_range: bool,
+    /// `first_free()`: where the child's descriptor table stops.
+    first_uncopied: c_uint,
     new_session: bool,
+    /// For a child spawnd does not wait for (see `launch`): set once its
+    /// descriptor table is its own, and, when `parent_sleeping` is set
+    /// then, announced through `SLOT_WAKE`. Null for a waited-for child.
+    unshared: *const AtomicU32,
+    parent_sleeping: *const AtomicU32,
     stage: c_int,
     errno: c_int,
+}
+
+impl ChildArgs {
+    /// Nothing to start yet (a launch entry before its first use).
+    fn blank() -> ChildArgs {
+        ChildArgs {
+            plan: ptr::null(),
+            primary: -1,
+            restore_nofile: None,
+            envp: ptr::null(),
+            listen_pid: [0; 32],
+            use_close_range: false,
+            first_uncopied: 0,
+            new_session: false,
+            unshared: ptr::null(),
+            parent_sleeping: ptr::null(),
+            stage: 0,
+            errno: 0,
+        }
+    }
+
+    fn new(plan: &ExecPlan, primary: RawFd, spawner: &Spawner) -> ChildArgs {
+        let sets_files = plan.setup.as_ref().is_some_and(|setup| {
+            setup
+                .rlimits
+                .iter()
+                .any(|(r, _)| *r == libc::RLIMIT_NOFILE as c_int)
+        });
+        ChildArgs {
+            plan,
+            primary,
+            restore_nofile: if sets_files {
+                None
+            } else {
+                spawner.original_nofile
+            },
+            envp: ptr::null(),
+            listen_pid: [0; 32],
+            use_close_range: spawner.use_close_range,
+            first_uncopied: first_free() as c_uint,
+            new_session: plan.new_session || spawner.terminal,
+            unshared: ptr::null(),
+            parent_sleeping: ptr::null(),
+            stage: 0,
+            errno: 0,
+        }
+    }
 }
 
 /// The step of the child's setup that failed, for the log.
@@ -315,42 +436,73 @@ pub enum SpawnError {
     },
 }
 
-/// One step in the child: the raw result of a system call wrapper.
+/// A failed step in the child: (stage, errno).
+type Failure = (c_int, c_int);
+
+/// One system call in the child, `stage` naming it if it fails.
+///
+/// # Safety
+/// As for `raw_syscall::call`.
 #[inline(always)]
-fn step(stage: c_int, result: libc::c_long) -> Result<(), c_int> {
+unsafe fn step(stage: c_int, number: c_long, args: [usize; 6]) -> Result<c_long, Failure> {
+    // SAFETY: the caller vouches for the arguments.
+    let result = unsafe { raw_syscall::call(number, args) };
     if result < 0 {
-        Err(stage)
+        Err((stage, (-result) as c_int))
     } else {
-        Ok(())
+        Ok(result)
     }
 }
 
-/// Runs in the child, on its own stack, sharing memory with the suspended
-/// parent: raw system calls only, no allocation, no locks, no panics.
+/// Arguments for `step`, padded to six.
+#[inline(always)]
+fn a<const N: usize>(given: [usize; N]) -> [usize; 6] {
+    let mut all = [0; 6];
+    all[..N].copy_from_slice(&given);
+    all
+}
+
+/// Runs in the child, on its own stack, sharing memory with the parent:
+/// raw system calls only, no allocation, no locks, no panics, no `errno`.
 ///
 /// # Safety
-/// `args` must point to a live `ChildArgs` whose pointers are valid.
-unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
+/// `args` must point to a live `ChildArgs` whose pointers are valid until
+/// the child has exec'd or exited.
+unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
     let plan = &*(*args).plan;
     if plan.listen_fds {
-        write_listen_pid(
-            &mut (*args).listen_pid,
-            libc::syscall(libc::SYS_getpid) as u32,
-        );
+        let pid = step(13, libc::SYS_getpid, a([]))?;
+        write_listen_pid(&mut (*args).listen_pid, pid as u32);
     }
     let args = &*args;
     if args.use_close_range {
         step(
             1,
-            libc::syscall(
-                libc::SYS_close_range,
-                FIRST_UNCOPIED,
-                c_uint::MAX,
-                libc::CLOSE_RANGE_UNSHARE,
-            ),
+            libc::SYS_close_range,
+            a([
+                args.first_uncopied as usize,
+                c_uint::MAX as usize,
+                libc::CLOSE_RANGE_UNSHARE as usize,
+            ]),
         )?;
     }
-    let dup = |from: RawFd, to: RawFd| step(2, libc::syscall(libc::SYS_dup3, from, to, 0));
+    if let Some(unshared) = args.unshared.as_ref() {
+        // spawnd may close the connection's slot in its table from now on.
+        // SeqCst pairs with `launch::Launches::before_sleep`: either spawnd
+        // sees this store, or this child sees that spawnd sleeps.
+        unshared.store(1, Ordering::SeqCst);
+        if (*args.parent_sleeping).load(Ordering::SeqCst) != 0 {
+            let one = 1u64;
+            // A full counter (never in practice) only skips a wake-up that
+            // another child already caused.
+            let _ = step(
+                1,
+                libc::SYS_write,
+                a([SLOT_WAKE as usize, ptr::addr_of!(one) as usize, 8]),
+            );
+        }
+    }
+    let dup = |from: RawFd, to: RawFd| step(2, libc::SYS_dup3, a([from as usize, to as usize, 0]));
     let primary = args.primary;
     let stderr_from = match plan.stderr {
         StderrTarget::Primary => primary,
@@ -363,7 +515,7 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
         dup(stderr_from, 2)?;
         if primary == 3 {
             // fd 3 already is the socket; it only has to survive exec.
-            step(2, libc::syscall(libc::SYS_fcntl, 3, libc::F_SETFD, 0))?;
+            step(2, libc::SYS_fcntl, a([3, libc::F_SETFD as usize, 0]))?;
         } else {
             // The table is this child's own now; dup3 clears close-on-exec.
             dup(primary, 3)?;
@@ -374,9 +526,9 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
         dup(stderr_from, 2)?;
     }
     if args.new_session {
-        step(3, libc::syscall(libc::SYS_setsid))?;
+        step(3, libc::SYS_setsid, a([]))?;
     } else {
-        step(3, libc::syscall(libc::SYS_setpgid, 0, 0))?;
+        step(3, libc::SYS_setpgid, a([0, 0]))?;
     }
     // No disposition to reset: spawnd keeps SIGPIPE at its default action
     // and blocked (see `server::blocked_signals`), so emptying the mask
@@ -384,13 +536,13 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
     if let Some(limit) = &args.restore_nofile {
         step(
             5,
-            libc::syscall(
-                libc::SYS_prlimit64,
+            libc::SYS_prlimit64,
+            a([
                 0,
-                libc::RLIMIT_NOFILE,
-                limit as *const libc::rlimit,
-                ptr::null_mut::<libc::rlimit>(),
-            ),
+                libc::RLIMIT_NOFILE as usize,
+                limit as *const libc::rlimit as usize,
+                0,
+            ]),
         )?;
     }
     if let Some(setup) = &plan.setup {
@@ -399,21 +551,24 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
     let empty: libc::sigset_t = std::mem::zeroed();
     step(
         12,
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty as *const libc::sigset_t,
-            ptr::null_mut::<libc::sigset_t>(),
-            8usize,
-        ),
+        libc::SYS_rt_sigprocmask,
+        a([
+            libc::SIG_SETMASK as usize,
+            ptr::addr_of!(empty) as usize,
+            0,
+            8,
+        ]),
     )?;
-    libc::syscall(
+    step(
+        13,
         libc::SYS_execve,
-        plan.strings.as_ptr().cast::<c_char>(),
-        plan.pointers.as_ptr(),
-        args.envp,
-    );
-    Err(13)
+        a([
+            plan.strings.as_ptr() as usize,
+            plan.pointers.as_ptr() as usize,
+            args.envp as usize,
+        ]),
+    )?;
+    Ok(())
 }
 
 /// The service's process controls, in the child (raw system calls only).
@@ -421,7 +576,7 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), c_int> {
 /// # Safety
 /// Called only from `child_steps`, between clone and exec.
 #[inline(always)]
-unsafe fn apply_setup(setup: &ChildSetup) -> Result<(), c_int> {
+unsafe fn apply_setup(setup: &ChildSetup) -> Result<(), Failure> {
     for (resource, value) in &setup.rlimits {
         let limit = libc::rlimit {
             rlim_cur: *value,
@@ -429,40 +584,45 @@ unsafe fn apply_setup(setup: &ChildSetup) -> Result<(), c_int> {
         };
         step(
             5,
-            libc::syscall(
-                libc::SYS_prlimit64,
-                0,
-                *resource,
-                &limit as *const libc::rlimit,
-                ptr::null_mut::<libc::rlimit>(),
-            ),
+            libc::SYS_prlimit64,
+            a([0, *resource as usize, ptr::addr_of!(limit) as usize, 0]),
         )?;
     }
     if let Some(nice) = setup.nice {
         step(
             6,
-            libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, nice),
+            libc::SYS_setpriority,
+            a([libc::PRIO_PROCESS as usize, 0, nice as usize]),
         )?;
     }
     if let Some(mask) = setup.umask {
-        libc::syscall(libc::SYS_umask, mask);
+        step(6, libc::SYS_umask, a([mask as usize]))?;
     }
     if let Some(root) = &setup.chroot {
-        step(7, libc::syscall(libc::SYS_chroot, root.as_ptr()))?;
-        step(8, libc::syscall(libc::SYS_chdir, c"/".as_ptr()))?;
+        step(7, libc::SYS_chroot, a([root.as_ptr() as usize]))?;
+        step(8, libc::SYS_chdir, a([c"/".as_ptr() as usize]))?;
     }
     if let Some(dir) = &setup.workdir {
-        step(8, libc::syscall(libc::SYS_chdir, dir.as_ptr()))?;
+        step(8, libc::SYS_chdir, a([dir.as_ptr() as usize]))?;
     }
     if let Some((uid, gid, groups)) = &setup.credentials {
         // Groups first, then gid, then uid: after setuid the others are no
         // longer permitted. Raw calls change only this task, as wanted.
         step(
             9,
-            libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()),
+            libc::SYS_setgroups,
+            a([groups.len(), groups.as_ptr() as usize]),
         )?;
-        step(10, libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid))?;
-        step(11, libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid))?;
+        step(
+            10,
+            libc::SYS_setresgid,
+            a([*gid as usize, *gid as usize, *gid as usize]),
+        )?;
+        step(
+            11,
+            libc::SYS_setresuid,
+            a([*uid as usize, *uid as usize, *uid as usize]),
+        )?;
     }
     Ok(())
 }
@@ -481,15 +641,16 @@ fn write_listen_pid(buffer: &mut [u8; 32], pid: u32) {
 
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
     let args = arg.cast::<ChildArgs>();
-    // SAFETY: `arg` is the `ChildArgs` the parent passed to clone; the parent
-    // is suspended (CLONE_VFORK) until we exec or exit, so it stays valid.
+    // SAFETY: `arg` is the `ChildArgs` the parent passed to clone, valid
+    // until this child execs or exits: a waited-for child's parent is
+    // suspended meanwhile (CLONE_VFORK), and a launch entry is reused only
+    // after the kernel has cleared its tid word, at exec or exit.
     unsafe {
-        if let Err(stage) = child_steps(args) {
-            let errno = *libc::__errno_location();
+        if let Err((stage, errno)) = child_steps(args) {
             ptr::write_volatile(ptr::addr_of_mut!((*args).errno), errno);
             ptr::write_volatile(ptr::addr_of_mut!((*args).stage), stage);
         }
-        libc::syscall(libc::SYS_exit_group, 127);
+        raw_syscall::call(libc::SYS_exit_group, a([127]));
     }
     127
 }
@@ -539,6 +700,28 @@ fn fill_slot(fd: RawFd, slot: RawFd) -> io::Result<()> {
     crate::sys::dup_onto(fd, slot)
 }
 
+/// The plan's environment followed by the connection's entries (each
+/// NUL-terminated in `conn_env`), the listen_pid entry if given, and NULL.
+fn build_envp(
+    envp: &mut Vec<*const c_char>,
+    plan: &ExecPlan,
+    conn_env: &[u8],
+    listen_pid: Option<*const c_char>,
+) {
+    envp.clear();
+    // The plan's environment without its closing NULL.
+    envp.extend_from_slice(&plan.pointers[plan.env_at..plan.pointers.len() - 1]);
+    let mut start = 0;
+    for (index, byte) in conn_env.iter().enumerate() {
+        if *byte == 0 {
+            envp.push(conn_env[start..].as_ptr().cast());
+            start = index + 1;
+        }
+    }
+    envp.extend(listen_pid);
+    envp.push(ptr::null());
+}
+
 /// Starts children. Owns the child stack and scratch space for envp, so a
 /// spawn allocates nothing once warm.
 pub struct Spawner {
@@ -550,26 +733,49 @@ pub struct Spawner {
     envp: Vec<*const c_char>,
     /// Per-connection environment entries, each NUL-terminated.
     pub conn_env: Vec<u8>,
+    /// Children spawnd does not wait for, until they have exec'd.
+    launches: launch::Launches,
+}
+
+/// The launch of a child spawnd did not wait for failed: `stage` names the
+/// step, as for `SpawnError::Exec`.
+pub struct LaunchFailure {
+    pub stage: &'static str,
+    pub error: io::Error,
 }
 
 impl Spawner {
-    /// Reserves descriptor slots 3–6 (on /dev/null) and maps the child stack.
-    /// Call once, early, before any other descriptor is opened. Slot 3 is
+    /// Reserves the descriptor slots below `first_free()` (on /dev/null, the
+    /// wake-up eventfd in its own) and maps the child stack. Call once,
+    /// early, before any other descriptor is opened. The launch slots are
     /// held only until `open_accept_slot`.
     pub fn new() -> io::Result<Spawner> {
+        prepare_descriptors();
         let null = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/null")?;
-        for slot in [SLOT_NULL, SLOT_ACCEPT, SLOT_STDERR, SLOT_PRIMARY] {
+        let reserved = [SLOT_NULL, SLOT_STDERR, SLOT_PRIMARY, SLOT_WAKE]
+            .into_iter()
+            .chain(launch_slots());
+        for slot in reserved {
             if null.as_raw_fd() != slot {
                 fill_slot(null.as_raw_fd(), slot)?;
             }
         }
-        if null.as_raw_fd() < FIRST_FREE {
+        if null.as_raw_fd() < first_free() {
             // The file landed in a slot itself: keep it open, it is /dev/null.
             std::mem::forget(null);
         }
+        // SAFETY: eventfd takes plain integers; the result is checked.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if wake < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let moved = fill_slot(wake, SLOT_WAKE);
+        // SAFETY: `wake` is ours and now has a copy in SLOT_WAKE (or failed).
+        unsafe { libc::close(wake) };
+        moved?;
         // SAFETY: an empty range with UNSHARE only unshares our own table,
         // which is not shared; this just asks whether the kernel knows it.
         let use_close_range = unsafe {
@@ -587,19 +793,25 @@ impl Spawner {
         }
         Ok(Spawner {
             stack: ChildStack::new(CHILD_STACK_SIZE)?,
-            original_nofile: crate::sys::raise_nofile(),
+            original_nofile: ORIGINAL_NOFILE.get().copied().flatten(),
             use_close_range,
             terminal: crate::sys::has_controlling_terminal(),
             envp: Vec::with_capacity(64),
             conn_env: Vec::with_capacity(512),
+            // Without close_range a child's table is a copy made by clone,
+            // which the parent would have to wait for; without raw system
+            // calls a child could not leave spawnd's errno alone.
+            launches: launch::Launches::new(use_close_range && raw_syscall::AVAILABLE),
         })
     }
 
-    /// Frees slot 3 once every long-lived descriptor of start-up exists, so
-    /// that connections land there (see the module comment). Whatever else
-    /// takes it later only sends spawns through slot 6 meanwhile.
+    /// Frees the launch slots once every long-lived descriptor of start-up
+    /// exists, so that connections land there (see the module comment).
+    /// Whatever else takes one later only leaves one fewer.
     pub fn open_accept_slot(&self) {
-        crate::sys::close_slot(SLOT_ACCEPT);
+        for slot in launch_slots() {
+            crate::sys::close_slot(slot);
+        }
     }
 
     /// After `--daemon` has detached: no terminal to keep children from.
@@ -607,8 +819,30 @@ impl Spawner {
         self.terminal = false;
     }
 
+    /// Starts `plan` on a connection. Normally spawnd does not wait for the
+    /// child (see `launch`) and holds `conn` until the child has a copy of
+    /// its own; otherwise it spawns as `spawn` does and closes `conn`.
+    pub fn spawn_connection(
+        &mut self,
+        plan: &ExecPlan,
+        conn: OwnedFd,
+        stderr_pipe: Option<RawFd>,
+    ) -> Result<i32, SpawnError> {
+        if stderr_pipe.is_none() && !plan.listen_fds && in_launch_slot(conn.as_raw_fd()) {
+            if let Some(entry) = self.launches.free_entry() {
+                let mut args = ChildArgs::new(plan, conn.as_raw_fd(), self);
+                return self
+                    .launches
+                    .launch(entry, &mut args, plan, &mut self.conn_env, conn)
+                    .map_err(SpawnError::Fork);
+            }
+        }
+        self.spawn(plan, conn.as_raw_fd(), stderr_pipe)
+    }
+
     /// Starts `plan` with `primary` (a connection, or a socket handed over in
-    /// wait mode) and the write end of a stderr pipe if the plan wants one.
+    /// wait mode) and the write end of a stderr pipe if the plan wants one,
+    /// and waits until the child has exec'd or died.
     /// The per-connection environment is taken from `self.conn_env`.
     pub fn spawn(
         &mut self,
@@ -616,10 +850,10 @@ impl Spawner {
         primary: RawFd,
         stderr_pipe: Option<RawFd>,
     ) -> Result<i32, SpawnError> {
-        // A descriptor in slot 3 is used where it is (no other number below
-        // FIRST_FREE can be one: 0–2 are stdio, 4–6 reserved); anything else
-        // is put into slot 6.
-        let moved = primary != SLOT_ACCEPT;
+        // A descriptor in a launch slot is used where it is (no other number
+        // below first_free() can be one: 0–2 are stdio, 4–7 reserved); anything
+        // else is put into slot 6.
+        let moved = !in_launch_slot(primary);
         if moved {
             fill_slot(primary, SLOT_PRIMARY).map_err(SpawnError::Fork)?;
         }
@@ -632,42 +866,9 @@ impl Spawner {
                 return Err(SpawnError::Fork(e));
             }
         }
-        self.envp.clear();
-        // The plan's environment without its closing NULL.
-        let env = &plan.pointers[plan.env_at..plan.pointers.len() - 1];
-        self.envp.extend_from_slice(env);
-        let mut start = 0;
-        for (index, byte) in self.conn_env.iter().enumerate() {
-            if *byte == 0 {
-                self.envp.push(self.conn_env[start..].as_ptr().cast());
-                start = index + 1;
-            }
-        }
-        let sets_files = plan.setup.as_ref().is_some_and(|setup| {
-            setup
-                .rlimits
-                .iter()
-                .any(|(r, _)| *r == libc::RLIMIT_NOFILE as c_int)
-        });
-        let mut args = ChildArgs {
-            plan,
-            primary,
-            restore_nofile: if sets_files {
-                None
-            } else {
-                self.original_nofile
-            },
-            envp: ptr::null(),
-            listen_pid: [0; 32],
-            use_close_range: self.use_close_range,
-            new_session: plan.new_session || self.terminal,
-            stage: 0,
-            errno: 0,
-        };
-        if plan.listen_fds {
-            self.envp.push(args.listen_pid.as_ptr().cast());
-        }
-        self.envp.push(ptr::null());
+        let mut args = ChildArgs::new(plan, primary, self);
+        let listen_pid = plan.listen_fds.then(|| args.listen_pid.as_ptr().cast());
+        build_envp(&mut self.envp, plan, &self.conn_env, listen_pid);
         args.envp = self.envp.as_ptr();
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
         if self.use_close_range {
@@ -711,6 +912,40 @@ impl Spawner {
             });
         }
         Ok(pid)
+    }
+
+    /// Once a turn, before spawnd polls: closes the connections children
+    /// have their own copies of, and frees the entries of those that have
+    /// exec'd.
+    pub fn collect(&mut self) {
+        self.launches.collect();
+    }
+
+    /// Just before spawnd sleeps: whether a child must wake it (through
+    /// `SLOT_WAKE`) to have its connection closed. Call `awake` after.
+    pub fn before_sleep(&mut self) -> bool {
+        self.launches.before_sleep()
+    }
+
+    pub fn awake(&mut self) {
+        self.launches.awake();
+    }
+
+    /// `SLOT_WAKE` was readable: empty it.
+    pub fn drain_wake(&self) {
+        let mut counter = [0u8; 8];
+        // SAFETY: reading 8 bytes into our buffer from our eventfd.
+        unsafe { libc::read(SLOT_WAKE, counter.as_mut_ptr().cast(), counter.len()) };
+    }
+
+    /// A child was reaped: how its launch failed, if it was one that did.
+    pub fn reaped(&mut self, pid: i32) -> Option<LaunchFailure> {
+        self.launches.reaped(pid)
+    }
+
+    /// Keeps a plan that a reload replaced until no child may still read it.
+    pub fn retire(&mut self, plan: ExecPlan) {
+        self.launches.retire(plan);
     }
 }
 
@@ -786,6 +1021,16 @@ mod tests {
             ["PATH=/opt/bin", "SPAWND_SERVICE=svc"]
         );
         assert_eq!(plan.setup.as_ref().and_then(|s| s.umask), Some(0o27));
+    }
+
+    #[test]
+    fn launch_slots_shrink_with_a_tight_descriptor_limit() {
+        assert_eq!(first_free_for(1_048_576), 55, "48 launch slots at most");
+        assert_eq!(first_free_for(1024), 55);
+        assert_eq!(first_free_for(160), 40, "a quarter of the limit");
+        assert_eq!(first_free_for(40), 10);
+        assert_eq!(first_free_for(16), 8, "only slot 3");
+        assert_eq!(first_free_for(0), 8);
     }
 
     #[test]

@@ -24,12 +24,12 @@ pub fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
 
 /// `fd`, moved above the descriptor slots if it landed in one.
 pub fn above_slots(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() >= crate::spawn::FIRST_FREE {
+    if fd.as_raw_fd() >= crate::spawn::first_free() {
         return Ok(fd);
     }
     let moved = nix::fcntl::fcntl(
         &fd,
-        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(crate::spawn::FIRST_FREE),
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(crate::spawn::first_free()),
     )?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
     // owns; `fd` is closed when it goes out of scope here.

@@ -622,3 +622,66 @@ fn clean_exits_are_logged_only_at_debug_level() {
     assert_eq!(spawnd.log.count("accept service=fail"), 1, "{log}");
     assert_eq!(spawnd.log.count("exit service=ok"), 0, "{log}");
 }
+
+/// spawnd does not wait for a connection's child to exec: it keeps its own
+/// copy of the connection until the child has one, then closes it. A
+/// program that closes the connection and goes on running must end the
+/// client's reply there, not when it exits.
+#[test]
+fn a_connection_ends_when_the_program_closes_it_not_when_it_exits() {
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "lingers",
+        &format!(
+            "listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo done; exec 0<&- 1>&- 2>&-; exec sleep 600']\n"
+        ),
+    );
+    let spawnd = Spawnd::start(&config);
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", spawnd.pid()))
+            .unwrap()
+            .flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    };
+    let sockets_at_start = sockets();
+    for _ in 0..20 {
+        // Reads to EOF: only returns once every copy of the connection is closed.
+        assert_eq!(tcp_read(port), "done\n");
+    }
+    let lingering = children_of(spawnd.pid())
+        .iter()
+        .filter(|(_, state)| *state != 'Z')
+        .count();
+    assert_eq!(
+        lingering, 20,
+        "every program still runs after its client saw EOF"
+    );
+    // No connection is left open in spawnd either.
+    assert_eq!(sockets(), sockets_at_start);
+}
+
+/// Many clients at once: more children between clone and exec than spawnd
+/// has launch entries for, so some wait as vfork does; every one is served.
+#[test]
+fn a_burst_beyond_the_launch_entries_is_served_in_full() {
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "burst",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, burst]\nbacklog: 1024\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    let clients: Vec<_> = (0..96)
+        .map(|_| std::thread::spawn(move || tcp_read(port)))
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), "burst\n");
+    }
+    assert_eq!(spawnd.log.count("accept service=burst"), 96);
+    assert!(spawnd.no_zombies());
+}

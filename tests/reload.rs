@@ -645,3 +645,57 @@ fn a_bind_failure_on_reload_fails_only_that_service() {
     assert_eq!(tcp_read(c), "fresh\n", "the other change applied");
     spawnd.log.expect(&["reload_done", "failed=1"]);
 }
+
+/// A reload replaces a service's command line while its children are being
+/// started: a child that has not exec'd yet still reads the old one, which
+/// must stay intact until it has. Every reply names one of the rounds.
+#[test]
+fn a_changed_command_line_under_load_starts_only_whole_programs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ROUNDS: usize = 150;
+    use std::sync::{Arc, Mutex};
+    let config = Config::new();
+    let port = free_port();
+    let write = |round: usize| {
+        config.service(
+            "changing",
+            &format!(
+                "listen: 127.0.0.1:{port}\nexec: [/bin/echo, round-{round}, {}]\nbacklog: 1024\n",
+                "x".repeat(round * 7 + 1)
+            ),
+        );
+    };
+    write(0);
+    let spawnd = Spawnd::start(&config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let replies = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, replies) = (stop.clone(), replies.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = tcp_exchange(local(port), b"").unwrap_or_default();
+                    replies.lock().unwrap().push(reply);
+                }
+            })
+        })
+        .collect();
+    for round in 1..=ROUNDS {
+        write(round);
+        spawnd.reload();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let replies = replies.lock().unwrap();
+    assert!(replies.len() > ROUNDS, "{} replies", replies.len());
+    for reply in replies.iter() {
+        let text = String::from_utf8_lossy(reply);
+        let whole = (0..=ROUNDS)
+            .any(|round| text == format!("round-{round} {}\n", "x".repeat(round * 7 + 1)));
+        assert!(whole, "reply {text:?}");
+    }
+    assert_eq!(spawnd.log.count("exec_failed"), 0, "{}", spawnd.log.text());
+    assert!(spawnd.no_zombies());
+}

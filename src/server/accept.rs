@@ -11,6 +11,7 @@ use super::{
 };
 use crate::childenv::{write_connection_env, Peer, Transport};
 use crate::config::SocketKind;
+use crate::decimal::{ipv4_with_port, IPV4_WITH_PORT_MAX};
 use crate::limits::{check_access, Decision, LogBudget, PauseStarted, Refusal, SourceKey};
 use crate::spawn::SpawnError;
 
@@ -23,7 +24,7 @@ impl std::fmt::Display for PeerLabel<'_> {
             Peer::Inet { remote, .. } => match crate::config::units::canonical_ip(remote.ip()) {
                 // The common case, on every accept line: no formatting machinery.
                 IpAddr::V4(ip) => {
-                    let mut buffer = [0u8; 21];
+                    let mut buffer = [0u8; IPV4_WITH_PORT_MAX];
                     f.write_str(ipv4_with_port(ip, remote.port(), &mut buffer))
                 }
                 ip => write!(f, "{}", SocketAddr::new(ip, remote.port())),
@@ -41,27 +42,66 @@ impl std::fmt::Display for PeerLabel<'_> {
     }
 }
 
-/// `a.b.c.d:port` written into `buffer` (21 bytes is the longest).
-fn ipv4_with_port(ip: std::net::Ipv4Addr, port: u16, buffer: &mut [u8; 21]) -> &str {
-    fn push_number(buffer: &mut [u8; 21], at: &mut usize, value: u16) {
-        let mut scratch = [0u8; 10];
-        let digits = crate::decimal::digits(u32::from(value), &mut scratch);
-        buffer[*at..*at + digits.len()].copy_from_slice(digits);
-        *at += digits.len();
-    }
-    let mut at = 0;
-    for (index, octet) in ip.octets().into_iter().enumerate() {
-        if index > 0 {
-            buffer[at] = b'.';
-            at += 1;
+/// `accept service=NAME peer=IP:PORT pid=PID`, the one line per connection
+/// at the default level, written piece by piece: through `format_args!` its
+/// six arguments cost more than the rest of the line's work.
+struct AcceptLine<'a> {
+    service: &'a str,
+    peer: &'a Peer,
+    pid: i32,
+}
+
+impl std::fmt::Display for AcceptLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let mut buffer = [0u8; 128];
+        if let Some(line) = self.render_ipv4(&mut buffer) {
+            return f.write_str(line);
         }
-        push_number(buffer, &mut at, u16::from(octet));
+        f.write_str("accept service=")?;
+        f.write_str(self.service)?;
+        f.write_str(" peer=")?;
+        std::fmt::Display::fmt(&PeerLabel(self.peer), f)?;
+        write!(f, " pid={}", self.pid)
     }
-    buffer[at] = b':';
-    at += 1;
-    push_number(buffer, &mut at, port);
-    // Only ASCII digits, dots and a colon were written.
-    std::str::from_utf8(&buffer[..at]).unwrap_or_default()
+}
+
+impl AcceptLine<'_> {
+    /// The whole line in `buffer`, when the client has an IPv4 address and
+    /// the line fits: it then reaches the log as one piece.
+    fn render_ipv4<'b>(&self, buffer: &'b mut [u8; 128]) -> Option<&'b str> {
+        let Peer::Inet { remote, .. } = self.peer else {
+            return None;
+        };
+        let IpAddr::V4(ip) = crate::config::units::canonical_ip(remote.ip()) else {
+            return None;
+        };
+        let pid = u32::try_from(self.pid).ok()?;
+        let mut peer = [0u8; IPV4_WITH_PORT_MAX];
+        let peer = ipv4_with_port(ip, remote.port(), &mut peer);
+        let mut digits = [0u8; 10];
+        let pid = crate::decimal::digits(pid, &mut digits);
+        let mut at = 0;
+        for piece in [
+            b"accept service=".as_slice(),
+            self.service.as_bytes(),
+            b" peer=",
+            peer.as_bytes(),
+            b" pid=",
+            pid,
+        ] {
+            buffer.get_mut(at..at + piece.len())?.copy_from_slice(piece);
+            at += piece.len();
+        }
+        std::str::from_utf8(&buffer[..at]).ok()
+    }
+}
+
+/// What a child is started on.
+enum Primary {
+    /// An accepted connection, which the spawner closes in time.
+    Connection(OwnedFd),
+    /// A listening socket handed over in wait mode, which stays spawnd's.
+    Socket(RawFd),
 }
 
 pub(super) fn peer_ip(peer: &Peer) -> Option<IpAddr> {
@@ -390,8 +430,14 @@ impl Server {
         );
         match self.services[service_id].work {
             Work::Exec(_) => {
-                let _ = self.start_child(service_id, fd, &peer, Transport::Tcp, None);
-                // `conn` closes here: the child holds its own copies.
+                // The spawner closes `conn` once the child has its own copy.
+                let _ = self.start_child(
+                    service_id,
+                    Primary::Connection(conn),
+                    &peer,
+                    Transport::Tcp,
+                    None,
+                );
             }
             Work::Internal(kind) => self.start_internal(service_id, kind, conn, peer),
             Work::Redirect(target) => self.start_redirect(service_id, target, conn, peer),
@@ -402,7 +448,7 @@ impl Server {
     fn start_child(
         &mut self,
         service_id: usize,
-        primary: RawFd,
+        primary: Primary,
         peer: &Peer,
         transport: Transport,
         handed_off: Option<usize>,
@@ -433,17 +479,22 @@ impl Server {
         let Work::Exec(plan) = &service.work else {
             return Outcome::Refused;
         };
-        let result = self
-            .spawner
-            .spawn(plan, primary, pipe.as_ref().map(|(_, w)| w.as_raw_fd()));
+        let pipe_end = pipe.as_ref().map(|(_, w)| w.as_raw_fd());
+        let result = match primary {
+            Primary::Connection(conn) => self.spawner.spawn_connection(plan, conn, pipe_end),
+            Primary::Socket(fd) => self.spawner.spawn(plan, fd, pipe_end),
+        };
         match result {
             Ok(pid) => {
                 service.counters.accepted += 1;
                 service.admission.started(peer_source(peer));
                 log::info!(
-                    "accept service={} peer={} pid={pid}",
-                    service.name,
-                    PeerLabel(peer)
+                    "{}",
+                    AcceptLine {
+                        service: &service.name,
+                        peer,
+                        pid
+                    }
                 );
                 if let Some(timeout) = service.limits().timeout {
                     self.timers
@@ -479,6 +530,33 @@ impl Server {
                 Outcome::Failed
             }
         }
+    }
+
+    /// A launched child failed before its exec (found when it was reaped):
+    /// logged and counted as `start_child` does for a waited-for one. Its
+    /// instance was counted at launch, so it is given back here.
+    pub(super) fn launch_failed(
+        &mut self,
+        pid: i32,
+        child: &super::Child,
+        failure: crate::spawn::LaunchFailure,
+    ) {
+        let Some(service) = self.services.get_mut(child.service) else {
+            return;
+        };
+        service.counters.spawn_failures += 1;
+        service.counters.accepted = service.counters.accepted.saturating_sub(1);
+        if child.counted {
+            service.admission.finished(peer_source(&child.peer));
+        }
+        let program = service.program_label();
+        log::error!(
+            "exec_failed service={} peer={} pid={pid} stage={} program=\"{program}\" error=\"{}\"",
+            service.name,
+            PeerLabel(&child.peer),
+            failure.stage,
+            failure.error
+        );
     }
 
     fn record_child(
@@ -548,7 +626,13 @@ impl Server {
             self.pause_listener(source, FORK_FAILED_PAUSE);
             return;
         }
-        match self.start_child(service_id, fd, &peer, transport, Some(source)) {
+        match self.start_child(
+            service_id,
+            Primary::Socket(fd),
+            &peer,
+            transport,
+            Some(source),
+        ) {
             Outcome::Started(pid) => {
                 if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
                     listener.state = ListenerState::HandedOff(pid);
@@ -593,20 +677,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ipv4_peers_are_written_like_std_does() {
-        for (ip, port) in [
-            ([127, 0, 0, 1], 8013),
-            ([0, 0, 0, 0], 0),
-            ([255, 255, 255, 255], 65535),
-            ([10, 20, 3, 40], 9),
-        ] {
-            let ip = std::net::Ipv4Addr::from(ip);
-            let mut buffer = [0u8; 21];
-            assert_eq!(
-                ipv4_with_port(ip, port, &mut buffer),
-                SocketAddr::from((ip, port)).to_string()
-            );
+    fn the_accept_line_reads_as_its_format_would() {
+        let long_name = "n".repeat(200);
+        for remote in ["127.0.0.1:8013", "[::ffff:10.0.0.1]:9", "[2001:db8::1]:53"] {
+            let peer = Peer::Inet {
+                local: None,
+                remote: remote.parse().unwrap(),
+            };
+            for service in ["echo-1", &long_name] {
+                for pid in [1, 4_194_304, -1] {
+                    let line = AcceptLine {
+                        service,
+                        peer: &peer,
+                        pid,
+                    };
+                    assert_eq!(
+                        line.to_string(),
+                        format!(
+                            "accept service={service} peer={} pid={pid}",
+                            PeerLabel(&peer)
+                        )
+                    );
+                }
+            }
         }
+        let unix = Peer::Unix {
+            pid: Some(7),
+            uid: Some(1000),
+            gid: None,
+        };
+        let line = AcceptLine {
+            service: "s",
+            peer: &unix,
+            pid: 42,
+        };
+        assert_eq!(
+            line.to_string(),
+            "accept service=s peer=unix:uid=1000,pid=7 pid=42"
+        );
     }
 
     #[test]

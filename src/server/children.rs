@@ -36,6 +36,17 @@ pub(super) struct Stopping {
     terminating: bool,
 }
 
+/// Signals the process group a child leads. A launched child makes itself
+/// its group's leader a moment after spawnd has gone on (see
+/// `crate::spawn::launch`): until then, the child alone gets the signal (it
+/// blocks signals until just before its exec, so it dies then).
+fn signal_group(pid: i32, signal: Signal) {
+    let pid = Pid::from_raw(pid);
+    if killpg(pid, signal) == Err(nix::errno::Errno::ESRCH) {
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+}
+
 fn describe(status: &WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("status={code}"),
@@ -103,6 +114,15 @@ impl Server {
         let Some(child) = self.children.remove(&pid) else {
             return;
         };
+        if let Some(failure) = self.spawner.reaped(pid) {
+            self.launch_failed(pid, &child, failure);
+            if let Some(source) = child.handed_off {
+                self.take_back(source);
+            }
+            self.release_queued();
+            self.drop_retired(child.service);
+            return;
+        }
         let abnormal = !matches!(status, WaitStatus::Exited(_, 0));
         if let Some(service) = self.services.get_mut(child.service) {
             if child.counted {
@@ -161,7 +181,7 @@ impl Server {
             if child.signalled < 2 {
                 child.signalled = 2;
                 log::warn!("timeout_kill service={name} pid={pid}");
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                signal_group(pid, Signal::SIGKILL);
             }
         } else if child.signalled == 0 {
             child.signalled = 1;
@@ -169,7 +189,7 @@ impl Server {
                 "timeout service={name} pid={pid} action=SIGTERM kill_after={:.1}s",
                 kill_after.as_secs_f64()
             );
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+            signal_group(pid, Signal::SIGTERM);
             self.timers.schedule(
                 Instant::now() + kill_after,
                 TimerKey::ChildKill { pid, started },
@@ -224,7 +244,7 @@ impl Server {
         for (pid, child) in self.children.iter_mut() {
             if child.signalled == 0 {
                 child.signalled = 1;
-                let _ = killpg(Pid::from_raw(*pid), Signal::SIGTERM);
+                signal_group(*pid, Signal::SIGTERM);
             }
             let kill_after = self
                 .services

@@ -35,6 +35,8 @@ use crate::timers::Timers;
 use turns::Turns;
 
 const SIGNALS: Token = Token(0);
+/// A launched child's word that spawnd may close its connection.
+const LAUNCH_WAKE: Token = Token(1);
 const FIRST_SOURCE: usize = 16;
 
 /// Most connections taken from one listener before others get a turn.
@@ -221,15 +223,17 @@ impl ServiceRt {
     }
 
     /// Takes a changed definition of the same service from a reload,
-    /// keeping its listeners, counters and running children.
-    fn update(&mut self, spec: &Service, work: Work, fingerprint: u64, now: Instant) {
+    /// keeping its listeners, counters and running children. Returns what
+    /// the service did before, which a child may still be reading.
+    fn update(&mut self, spec: &Service, work: Work, fingerprint: u64, now: Instant) -> Work {
         self.fingerprint = fingerprint;
         self.socket = spec.socket;
         self.wait = spec.wait;
-        self.work = work;
+        let old = std::mem::replace(&mut self.work, work);
         self.access = spec.access.clone();
         self.admission.update(spec.limits.clone(), now);
         self.banners = Banners::load(spec);
+        old
     }
 
     fn limits(&self) -> &crate::config::Limits {
@@ -376,7 +380,7 @@ impl Server {
         crate::sys::reset_ignored_signals();
         let spawner =
             Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
-        crate::sys::cloexec_from(crate::spawn::FIRST_FREE);
+        crate::sys::cloexec_from(crate::spawn::first_free());
         blocked_signals()
             .thread_block()
             .map_err(|e| StartError(format!("cannot block signals: {e}")))?;
@@ -397,6 +401,13 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(|e| StartError(format!("cannot watch signals: {e}")))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&crate::spawn::SLOT_WAKE),
+                LAUNCH_WAKE,
+                Interest::READABLE,
+            )
+            .map_err(|e| StartError(format!("cannot watch launches: {e}")))?;
         Ok(Server {
             poll,
             signals,
@@ -586,17 +597,26 @@ impl Server {
         loop {
             crate::logging::flush();
             self.skip_stale_timers();
+            self.spawner.collect();
             let timeout = if self.turns.has_more() {
                 Some(Duration::ZERO)
             } else {
                 self.timers.timeout(Instant::now())
             };
-            if let Err(e) = self.poll.poll(events, timeout) {
+            let sleeping = timeout != Some(Duration::ZERO) && self.spawner.before_sleep();
+            let polled = self.poll.poll(events, timeout);
+            if sleeping {
+                self.spawner.awake();
+            }
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 log::error!("poll_error error=\"{e}\"");
                 return 3;
+            }
+            if events.iter().any(|event| event.token() == LAUNCH_WAKE) {
+                self.spawner.drain_wake();
             }
             // Reap first: an exit frees the instance a waiting client needs.
             if events.iter().any(|event| event.token() == SIGNALS) {

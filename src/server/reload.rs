@@ -224,7 +224,10 @@ impl Server {
                 }
                 Change::Updated(id, work) => {
                     updated += 1;
-                    self.services[id].update(spec, work, fingerprint, now);
+                    let old = self.services[id].update(spec, work, fingerprint, now);
+                    if let super::Work::Exec(plan) = old {
+                        self.spawner.retire(plan);
+                    }
                     id
                 }
                 Change::Added(work) => {

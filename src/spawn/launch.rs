@@ -1,0 +1,315 @@
+//! Children spawnd does not wait for: a connection's program is started
+//! with `CLONE_VM` but without `CLONE_VFORK`, so spawnd goes back to its
+//! event loop while the child execs, instead of sleeping until the exec is
+//! done and being woken for it. Measured with the bare loop of `bench/`
+//! on 2 cores, that is 1.3 times the connections per second of the vfork
+//! loop with a two-syscall service.
+//!
+//! The child then runs beside spawnd in the same memory, so each launch
+//! has an entry of its own: its stack, the clone arguments, the
+//! environment pointers and the connection's environment strings. The
+//! entry is reused only after the kernel has cleared its `tid` word, which
+//! it does when the child execs or exits (`CLONE_CHILD_CLEARTID`, as for a
+//! thread's join): from then on the child no longer reads spawnd's memory.
+//! A plan that a reload replaces is kept until no entry is busy.
+//!
+//! The child also shares spawnd's descriptor table until its
+//! `close_range(..., CLOSE_RANGE_UNSHARE)`, so spawnd keeps the
+//! connection's slot as it is until the child says it has its own table
+//! (`unshared`). spawnd closes its copy then, at the end of a turn. A child
+//! that finds spawnd asleep (`sleeping`) writes to the wake-up eventfd, so
+//! that the connection is closed without waiting for another event: a
+//! client that reads to the end of the reply must not wait for spawnd.
+//!
+//! Everything here is bookkeeping on memory the kernel and the children
+//! also write: only through atomics, or after the `tid` word says the
+//! child is done with it.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_char;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{build_envp, child_main, stage_name, ChildArgs, ChildStack, ExecPlan, LaunchFailure};
+
+/// At most this many children between clone and exec at once (one per
+/// launch slot); more wait for their exec as vfork does. Under load the
+/// children queue for a CPU behind spawnd, so about one per busy client.
+const MAX_ENTRIES: usize = 48;
+
+/// The child only makes system calls: a few pages are touched at most.
+const STACK_SIZE: usize = 64 * 1024;
+
+/// How long dropping the pool waits for children still before their exec
+/// (only a stopped one would take longer).
+const DROP_WAIT: Duration = Duration::from_secs(2);
+
+/// The part of an entry that the kernel and the child write while it is
+/// busy. Boxed, so its address stays put.
+#[repr(C)]
+struct Shared {
+    /// The child's pid while it may still read the entry: written by the
+    /// kernel at clone (`CLONE_PARENT_SETTID`), zeroed by the kernel when
+    /// the child execs or exits (`CLONE_CHILD_CLEARTID`).
+    tid: AtomicI32,
+    /// Set by the child once its descriptor table is its own.
+    unshared: AtomicU32,
+    /// Read by the child; its `stage` and `errno` written by it on failure.
+    args: UnsafeCell<ChildArgs>,
+}
+
+struct Entry {
+    shared: Box<Shared>,
+    /// The child reads these two through raw pointers: they are changed
+    /// only while the entry is free, so their heap blocks stay put.
+    envp: Vec<*const c_char>,
+    conn_env: Vec<u8>,
+    stack: ChildStack,
+    /// The connection, until the child has a copy of its own.
+    conn: Option<OwnedFd>,
+    pid: i32,
+    busy: bool,
+}
+
+impl Entry {
+    fn new() -> io::Result<Entry> {
+        Ok(Entry {
+            shared: Box::new(Shared {
+                tid: AtomicI32::new(0),
+                unshared: AtomicU32::new(0),
+                args: UnsafeCell::new(ChildArgs::blank()),
+            }),
+            envp: Vec::with_capacity(64),
+            conn_env: Vec::with_capacity(512),
+            stack: ChildStack::new(STACK_SIZE)?,
+            conn: None,
+            pid: 0,
+            busy: false,
+        })
+    }
+
+    /// Whether the child has exec'd or exited: it no longer reads the entry.
+    fn child_done(&self) -> bool {
+        self.shared.tid.load(Ordering::Acquire) == 0
+    }
+
+    /// The failed step and errno the child left, (0, 0) if none.
+    ///
+    /// Call only once `child_done` (or the child was reaped).
+    fn failure(&self) -> (i32, i32) {
+        let args = self.shared.args.get();
+        // SAFETY: the child is done: nobody else writes these now, and the
+        // Acquire load of `tid` ordered its writes before this read.
+        unsafe {
+            (
+                ptr::read_volatile(ptr::addr_of!((*args).stage)),
+                ptr::read_volatile(ptr::addr_of!((*args).errno)),
+            )
+        }
+    }
+}
+
+pub(super) struct Launches {
+    /// Off where a child could not run beside spawnd (see `Spawner::new`).
+    usable: bool,
+    entries: Vec<Entry>,
+    busy: usize,
+    /// Busy entries whose connection spawnd still holds.
+    holding: usize,
+    /// Set while spawnd sleeps with connections held; boxed, the children
+    /// read it by address.
+    sleeping: Box<AtomicU32>,
+    /// Plans a reload replaced while entries were busy.
+    retired: Vec<ExecPlan>,
+}
+
+impl Launches {
+    pub(super) fn new(usable: bool) -> Launches {
+        Launches {
+            usable,
+            entries: Vec::new(),
+            busy: 0,
+            holding: 0,
+            sleeping: Box::new(AtomicU32::new(0)),
+            retired: Vec::new(),
+        }
+    }
+
+    /// A free entry's index: an existing one, after collecting if all are
+    /// busy, or a new one while there are fewer than `MAX_ENTRIES`.
+    pub(super) fn free_entry(&mut self) -> Option<usize> {
+        if !self.usable {
+            return None;
+        }
+        // Each spawn also closes what it can: a client waits for spawnd's
+        // copy of its connection to close before it sees the end of a reply.
+        self.collect();
+        if let Some(index) = self.entries.iter().position(|e| !e.busy) {
+            return Some(index);
+        }
+        if self.entries.len() < MAX_ENTRIES {
+            match Entry::new() {
+                Ok(entry) => {
+                    self.entries.push(entry);
+                    return Some(self.entries.len() - 1);
+                }
+                Err(e) => log::debug!("launch_entry_failed error=\"{e}\""),
+            }
+        }
+        None
+    }
+
+    /// Starts the child of `args` from entry `index` (free, from
+    /// `free_entry`) on `conn`, which must be in a launch slot. Takes the
+    /// connection's environment from `conn_env` (swapping buffers).
+    pub(super) fn launch(
+        &mut self,
+        index: usize,
+        args: &mut ChildArgs,
+        plan: &ExecPlan,
+        conn_env: &mut Vec<u8>,
+        conn: OwnedFd,
+    ) -> io::Result<i32> {
+        let sleeping: *const AtomicU32 = &*self.sleeping;
+        let entry = &mut self.entries[index];
+        std::mem::swap(&mut entry.conn_env, conn_env);
+        build_envp(&mut entry.envp, plan, &entry.conn_env, None);
+        args.envp = entry.envp.as_ptr();
+        args.unshared = &entry.shared.unshared;
+        args.parent_sleeping = sleeping;
+        entry.shared.unshared.store(0, Ordering::Relaxed);
+        let shared_args = entry.shared.args.get();
+        // SAFETY: the entry is free: no child and no kernel write uses it.
+        unsafe { shared_args.write(*args) };
+        let tid = entry.shared.tid.as_ptr();
+        let flags = libc::CLONE_VM
+            | libc::CLONE_FILES
+            | libc::CLONE_PARENT_SETTID
+            | libc::CLONE_CHILD_CLEARTID
+            | libc::SIGCHLD;
+        // SAFETY: the child runs `child_main` on the entry's own stack and
+        // reads only the entry, `plan` and `sleeping`. The entry is not
+        // reused before the kernel has zeroed `tid` (the child's exec or
+        // exit), the plan outlives it (`retire`), and `sleeping` lives as
+        // long as the pool, which waits for busy entries when dropped.
+        // The child makes raw system calls only (`child_steps`).
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                entry.stack.top(),
+                flags,
+                shared_args.cast(),
+                tid,
+                ptr::null_mut::<libc::c_void>(),
+                tid,
+            )
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        entry.conn = Some(conn);
+        entry.pid = pid;
+        entry.busy = true;
+        self.busy += 1;
+        self.holding += 1;
+        Ok(pid)
+    }
+
+    /// Closes the connections whose children have their own copies, and
+    /// frees the entries of children that have exec'd. An entry whose
+    /// child failed waits for `reaped`, which reports the failure.
+    pub(super) fn collect(&mut self) {
+        if self.busy == 0 {
+            return;
+        }
+        for entry in self.entries.iter_mut().filter(|e| e.busy) {
+            let done = entry.child_done();
+            // SeqCst: see `before_sleep`.
+            if entry.conn.is_some() && (done || entry.shared.unshared.load(Ordering::SeqCst) != 0) {
+                entry.conn = None;
+                self.holding -= 1;
+            }
+            if done && entry.failure().0 == 0 {
+                entry.busy = false;
+                self.busy -= 1;
+            }
+        }
+        if self.busy == 0 {
+            self.retired.clear();
+        }
+    }
+
+    /// Called just before spawnd sleeps: whether a child still has to say
+    /// that spawnd may close its connection. If so, the children are told
+    /// that spawnd sleeps, so the first to unshare its table wakes it.
+    pub(super) fn before_sleep(&mut self) -> bool {
+        if self.holding == 0 {
+            return false;
+        }
+        // A Dekker handshake with `child_steps`: this store, then the loads
+        // of `unshared` in `collect`; the child stores `unshared`, then
+        // loads this. With all four SeqCst, at least one side sees the
+        // other's store: spawnd closes the connection now, or the child
+        // wakes it.
+        self.sleeping.store(1, Ordering::SeqCst);
+        self.collect();
+        if self.holding == 0 {
+            self.sleeping.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn awake(&mut self) {
+        self.sleeping.store(0, Ordering::Relaxed);
+    }
+
+    /// A child was reaped: frees its entry, if it still had one, and says
+    /// how its launch failed, if it did.
+    pub(super) fn reaped(&mut self, pid: i32) -> Option<LaunchFailure> {
+        if self.busy == 0 {
+            return None;
+        }
+        let entry = self.entries.iter_mut().find(|e| e.busy && e.pid == pid)?;
+        if entry.conn.take().is_some() {
+            self.holding -= 1;
+        }
+        entry.busy = false;
+        self.busy -= 1;
+        let (stage, errno) = entry.failure();
+        if self.busy == 0 {
+            self.retired.clear();
+        }
+        (stage != 0).then(|| LaunchFailure {
+            stage: stage_name(stage),
+            error: io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    /// Keeps `plan` until no entry is busy, since a child may read it.
+    pub(super) fn retire(&mut self, plan: ExecPlan) {
+        if self.busy > 0 {
+            self.retired.push(plan);
+        }
+    }
+}
+
+impl Drop for Launches {
+    /// Children before their exec still read their entries (and plans,
+    /// which the caller drops after this): wait for them, briefly.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + DROP_WAIT;
+        while self.entries.iter().any(|e| e.busy && !e.child_done()) {
+            if Instant::now() > deadline {
+                // A child stopped before its exec: leave it the memory.
+                std::mem::forget(std::mem::take(&mut self.entries));
+                std::mem::forget(std::mem::take(&mut self.retired));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
