@@ -165,7 +165,7 @@ class Bare(Server):
         return None if os.access(self.tools["bareloop"], os.X_OK) else "bareloop not built"
 
     def argvs(self, prog, ports, workdir):
-        how = ["-m", "vfork", "-e"] if self.mode == "epoll" else ["-m", self.mode]
+        how = {"epoll": ["-m", "vfork", "-e"], "launch": ["-m", "launch", "-e"]}.get(self.mode, ["-m", self.mode])
         return [[self.tools["bareloop"], *how, "-p", str(ports[0]), "-n", str(len(ports)), "--", prog]]
 
 
@@ -324,6 +324,9 @@ ALL_SERVERS = [
     "bare-vfork", "bare-epoll", "bare-fork", "bare-spawn", "spawnd", "spawnd+checks", "busybox-inetd",
     "tcpserver", "tcpsvd", "xinetd", "openbsd-inetd", "systemd-socket-activate",
 ]
+# Run only when named in --servers: `bare launch` is `bare epoll` starting
+# children as spawnd does, without waiting for their exec (bareloop -m launch -e).
+OPTIONAL_SERVERS = ["bare-launch"]
 
 
 def make_server(key, tools):
@@ -660,7 +663,7 @@ def main():
     ap.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell")
     ap.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up per cell")
     ap.add_argument("--conns", default="1,8,32", help="concurrencies, comma-separated")
-    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated, from: " + ",".join(ALL_SERVERS))
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated, from: " + ",".join(ALL_SERVERS + OPTIONAL_SERVERS))
     ap.add_argument("--programs", default="libc,nolibc", help="service programs: libc,nolibc")
     ap.add_argument("--services", default="1", help="numbers of configured services, e.g. 1,3000,10000")
     ap.add_argument("--per-port-max", type=int, default=100,
@@ -722,7 +725,7 @@ def main():
 
     servers, skipped = [], []
     for key in [s for s in a.servers.split(",") if s]:
-        if key not in ALL_SERVERS:
+        if key not in ALL_SERVERS + OPTIONAL_SERVERS:
             print(f"driver: unknown server {key!r}", file=sys.stderr)
             return 2
         srv = make_server(key, tools)

@@ -6,7 +6,7 @@
 //! which gives it a private table holding only the descriptor slots below
 //! `first_free()`, so the cost of a spawn does not grow with the number of
 //! listening sockets. What the child needs must be in a slot when clone
-//! runs: the launch slots (3, and 8 up to 54 as the descriptor limit allows)
+//! runs: the launch slots (3, and 8 up to 38 as the descriptor limit allows)
 //! are left free while spawnd serves,
 //! so `accept4` (which takes the lowest free number) puts a connection in
 //! one of them and the child can use it as it is; anything else (a
@@ -60,11 +60,11 @@ pub const SLOT_WAKE: RawFd = 7;
 /// More slots left free for connections, as 3 is, from here up to
 /// `first_free()`.
 const FIRST_EXTRA_LAUNCH_SLOT: RawFd = 8;
-/// At most this many of them. A table of up to 64 descriptors is copied at
-/// one cost, and 48 launch slots are as many children before their exec as
-/// 32 busy clients on 2 cores were seen to keep (16 cost a tenth of the
-/// throughput there).
-const MOST_EXTRA_LAUNCH_SLOTS: u64 = 47;
+/// At most this many of them: room for as many children before their exec
+/// as there are launch entries (16 at most), and for other descriptors that
+/// take a free slot meanwhile (an in-process connection, a pipe). A table
+/// of up to 64 descriptors is copied at one cost.
+const MOST_EXTRA_LAUNCH_SLOTS: u64 = 31;
 
 /// The first descriptor number that is not a slot; the child's table stops
 /// below it. Set once by `prepare_descriptors`.
@@ -78,7 +78,7 @@ pub fn first_free() -> RawFd {
 }
 
 /// Raises spawnd's soft descriptor limit to the hard one (children get the
-/// original back) and decides how many launch slots there are: up to 48,
+/// original back) and decides how many launch slots there are: up to 32,
 /// but no more than a quarter of the limit leaves for them, so that a tight
 /// limit still has room for listeners and connections. Call first thing,
 /// before any descriptor is opened or moved above the slots.
@@ -820,20 +820,31 @@ impl Spawner {
     }
 
     /// Starts `plan` on a connection. Normally spawnd does not wait for the
-    /// child (see `launch`) and holds `conn` until the child has a copy of
-    /// its own; otherwise it spawns as `spawn` does and closes `conn`.
+    /// child (see `launch`); otherwise it spawns as `spawn` does. Either way
+    /// `conn` is closed in spawnd as soon as the child has its own copy.
+    /// `descriptors` is about how many spawnd has open: up to
+    /// `launch::COPIED_TABLE_MOST`, clone copies the table (see there).
     pub fn spawn_connection(
         &mut self,
         plan: &ExecPlan,
         conn: OwnedFd,
         stderr_pipe: Option<RawFd>,
+        descriptors: usize,
     ) -> Result<i32, SpawnError> {
         if stderr_pipe.is_none() && !plan.listen_fds && in_launch_slot(conn.as_raw_fd()) {
             if let Some(entry) = self.launches.free_entry() {
                 let mut args = ChildArgs::new(plan, conn.as_raw_fd(), self);
+                let share_table = descriptors > launch::COPIED_TABLE_MOST;
                 return self
                     .launches
-                    .launch(entry, &mut args, plan, &mut self.conn_env, conn)
+                    .launch(
+                        entry,
+                        &mut args,
+                        plan,
+                        &mut self.conn_env,
+                        conn,
+                        share_table,
+                    )
                     .map_err(SpawnError::Fork);
             }
         }
@@ -1025,9 +1036,9 @@ mod tests {
 
     #[test]
     fn launch_slots_shrink_with_a_tight_descriptor_limit() {
-        assert_eq!(first_free_for(1_048_576), 55, "48 launch slots at most");
-        assert_eq!(first_free_for(1024), 55);
-        assert_eq!(first_free_for(160), 40, "a quarter of the limit");
+        assert_eq!(first_free_for(1_048_576), 39, "32 launch slots at most");
+        assert_eq!(first_free_for(1024), 39);
+        assert_eq!(first_free_for(120), 30, "a quarter of the limit");
         assert_eq!(first_free_for(40), 10);
         assert_eq!(first_free_for(16), 8, "only slot 3");
         assert_eq!(first_free_for(0), 8);

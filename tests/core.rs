@@ -623,12 +623,13 @@ fn clean_exits_are_logged_only_at_debug_level() {
     assert_eq!(spawnd.log.count("exit service=ok"), 0, "{log}");
 }
 
-/// spawnd does not wait for a connection's child to exec: it keeps its own
-/// copy of the connection until the child has one, then closes it. A
-/// program that closes the connection and goes on running must end the
-/// client's reply there, not when it exits.
-#[test]
-fn a_connection_ends_when_the_program_closes_it_not_when_it_exits() {
+/// A program that closes its connection and goes on running must end the
+/// client's reply there, not when it exits. spawnd, which starts a
+/// connection's program without waiting for its exec, closes its own copy
+/// of the connection at once when clone copied its descriptor table for
+/// the child, and, with many descriptors open (`extra` idle services), as
+/// soon as the child says it has a table of its own.
+fn a_connection_ends_when_the_program_closes_it(extra: usize) {
     let config = Config::new();
     let port = free_port();
     config.service(
@@ -637,6 +638,12 @@ fn a_connection_ends_when_the_program_closes_it_not_when_it_exits() {
             "listen: 127.0.0.1:{port}\nexec: [/bin/sh, -c, 'echo done; exec 0<&- 1>&- 2>&-; exec sleep 600']\n"
         ),
     );
+    for index in 0..extra {
+        config.service(
+            &format!("idle{index}"),
+            &format!("listen: 127.0.0.1:{}\nexec: [/bin/true]\n", free_port()),
+        );
+    }
     let spawnd = Spawnd::start(&config);
     let sockets = || {
         std::fs::read_dir(format!("/proc/{}/fd", spawnd.pid()))
@@ -663,6 +670,16 @@ fn a_connection_ends_when_the_program_closes_it_not_when_it_exits() {
     );
     // No connection is left open in spawnd either.
     assert_eq!(sockets(), sockets_at_start);
+}
+
+#[test]
+fn a_connection_ends_when_the_program_closes_it_not_when_it_exits() {
+    a_connection_ends_when_the_program_closes_it(0);
+}
+
+#[test]
+fn a_connection_ends_when_the_program_closes_it_with_many_services() {
+    a_connection_ends_when_the_program_closes_it(80);
 }
 
 /// Many clients at once: more children between clone and exec than spawnd

@@ -6,7 +6,12 @@
  *         connection, reap finished children with waitpid(WNOHANG).
  *
  * Options:
- *   -m vfork|fork|spawn  how the child is started (default vfork)
+ *   -m vfork|fork|spawn|launch  how the child is started (default vfork);
+ *                        launch is clone(CLONE_VM) without CLONE_VFORK: the
+ *                        loop goes on while the child execs, as spawnd's
+ *                        launches do (a stack per child in flight, reused
+ *                        once the kernel clears its CLONE_CHILD_CLEARTID
+ *                        word at the child's exec or exit)
  *   -a ADDR              IPv4 loopback address to listen on (default 127.0.0.1)
  *   -p PORT              first port (default 20000)
  *   -n N                 serve N ports, PORT .. PORT+N-1 (default 1); with N > 1
@@ -30,6 +35,10 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -44,7 +53,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum mode { M_VFORK, M_FORK, M_SPAWN };
+enum mode { M_VFORK, M_FORK, M_SPAWN, M_LAUNCH };
 
 static enum mode mode = M_VFORK;
 static int event_loop; /* -e */
@@ -74,6 +83,49 @@ static int listen_on(struct in_addr addr, int port, int backlog, int nonblock)
     return fd;
 }
 
+/* -m launch: children in flight, each with its own stack. */
+enum { LAUNCHES = 64, LAUNCH_STACK = 64 * 1024 };
+static char *launch_stack[LAUNCHES];
+static volatile pid_t launch_tid[LAUNCHES]; /* set at clone, zeroed by the kernel at exec or exit */
+
+/* The child runs beside the loop in the same memory: raw system calls only,
+ * so that not even errno (the loop's, in the shared TLS block) is written. */
+static int launch_child(void *arg)
+{
+    long c = (long)arg;
+    sigset_t none;
+    sigemptyset(&none);
+    syscall(SYS_dup2, c, 0);
+    syscall(SYS_dup2, c, 1);
+    if (event_loop)
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    syscall(SYS_execve, child_argv[0], child_argv, child_envp);
+    syscall(SYS_exit, 127);
+    return 127;
+}
+
+/* A free launch slot, waiting (futex) for the oldest child's exec if all
+ * are in flight. */
+static int launch_slot(void)
+{
+    for (;;) {
+        for (int k = 0; k < LAUNCHES; k++) {
+            if (launch_tid[k] == 0) {
+                if (!launch_stack[k]) {
+                    launch_stack[k] = mmap(NULL, LAUNCH_STACK, PROT_READ | PROT_WRITE,
+                                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+                    if (launch_stack[k] == MAP_FAILED)
+                        die("mmap");
+                }
+                return k;
+            }
+        }
+        pid_t t = launch_tid[0];
+        if (t)
+            syscall(SYS_futex, &launch_tid[0], FUTEX_WAIT, t, NULL, NULL, 0);
+    }
+}
+
 static void reap(void)
 {
     while (waitpid(-1, NULL, WNOHANG) > 0)
@@ -94,6 +146,15 @@ static void serve(int c)
             errno = e;
             perror("bareloop: posix_spawn");
         }
+    } else if (mode == M_LAUNCH) {
+        /* The child gets a copy of the descriptor table at clone (no
+         * CLONE_FILES), so closing the connection below is safe at once. */
+        int k = launch_slot();
+        pid = clone(launch_child, launch_stack[k] + LAUNCH_STACK,
+                    CLONE_VM | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD, (void *)(long)c,
+                    (pid_t *)&launch_tid[k], NULL, (pid_t *)&launch_tid[k]);
+        if (pid < 0)
+            perror("bareloop: clone");
     } else {
         pid = mode == M_VFORK ? vfork() : fork();
         if (pid == 0) {
@@ -186,7 +247,7 @@ static void serve_event_loop(int ep, int sfd, int nlisteners)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bareloop [-m vfork|fork|spawn] [-a 127.0.0.1] [-p PORT] [-n NPORTS] "
+    fprintf(stderr, "usage: bareloop [-m vfork|fork|spawn|launch] [-a 127.0.0.1] [-p PORT] [-n NPORTS] "
                     "[-x EXTRA] [-b BACKLOG] [-e] -- PROG [ARG...]\n");
     exit(2);
 }
@@ -202,6 +263,8 @@ int main(int argc, char **argv)
                 mode = M_VFORK;
             else if (!strcmp(optarg, "fork"))
                 mode = M_FORK;
+            else if (!strcmp(optarg, "launch"))
+                mode = M_LAUNCH;
             else if (!strcmp(optarg, "spawn") || !strcmp(optarg, "posix_spawn"))
                 mode = M_SPAWN;
             else
@@ -243,8 +306,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < extra; i++)
         listen_on(any_lo, 0, 16, 0);
 
-    if (event_loop && mode != M_VFORK) {
-        fprintf(stderr, "bareloop: -e goes with -m vfork\n");
+    if (event_loop && mode != M_VFORK && mode != M_LAUNCH) {
+        fprintf(stderr, "bareloop: -e goes with -m vfork or -m launch\n");
         return 2;
     }
 

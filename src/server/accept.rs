@@ -480,8 +480,13 @@ impl Server {
             return Outcome::Refused;
         };
         let pipe_end = pipe.as_ref().map(|(_, w)| w.as_raw_fd());
+        // Every source holds a descriptor (a relay two), next to a few fixed.
+        let descriptors = 16 + self.sources.len() + 2 * self.relays.len();
         let result = match primary {
-            Primary::Connection(conn) => self.spawner.spawn_connection(plan, conn, pipe_end),
+            Primary::Connection(conn) => {
+                self.spawner
+                    .spawn_connection(plan, conn, pipe_end, descriptors)
+            }
             Primary::Socket(fd) => self.spawner.spawn(plan, fd, pipe_end),
         };
         match result {

@@ -13,13 +13,20 @@
 //! thread's join): from then on the child no longer reads spawnd's memory.
 //! A plan that a reload replaces is kept until no entry is busy.
 //!
-//! The child also shares spawnd's descriptor table until its
-//! `close_range(..., CLOSE_RANGE_UNSHARE)`, so spawnd keeps the
+//! A client that reads to the end of the reply waits until spawnd has
+//! closed its copy of the connection too. With few descriptors open, clone
+//! copies spawnd's table for the child (without `CLONE_FILES`), as fork
+//! does, and spawnd closes its copy at once. With many (thousands of
+//! listeners), copying would make every spawn cost more per configured
+//! service, so the child shares spawnd's table until its
+//! `close_range(..., CLOSE_RANGE_UNSHARE)`: spawnd then keeps the
 //! connection's slot as it is until the child says it has its own table
-//! (`unshared`). spawnd closes its copy then, at the end of a turn. A child
-//! that finds spawnd asleep (`sleeping`) writes to the wake-up eventfd, so
-//! that the connection is closed without waiting for another event: a
-//! client that reads to the end of the reply must not wait for spawnd.
+//! (`unshared`), and closes its copy at its next spawn or at the end of the
+//! turn. A child that finds spawnd asleep (`sleeping`) writes to the
+//! wake-up eventfd, so that the connection is closed without waiting for
+//! another event. Measured with the libc service at c=8, holding the copy
+//! that way doubled the p99 latency (spawnd waits for a CPU behind the
+//! children it started), hence the copy while it is cheap.
 //!
 //! Everything here is bookkeeping on memory the kernel and the children
 //! also write: only through atomics, or after the `tid` word says the
@@ -35,13 +42,24 @@ use std::time::{Duration, Instant};
 
 use super::{build_envp, child_main, stage_name, ChildArgs, ChildStack, ExecPlan, LaunchFailure};
 
-/// At most this many children between clone and exec at once (one per
-/// launch slot); more wait for their exec as vfork does. Under load the
-/// children queue for a CPU behind spawnd, so about one per busy client.
-const MAX_ENTRIES: usize = 48;
+/// At most one child between clone and exec per CPU spawnd may use, and
+/// never more than this; further spawns wait for their child's exec as
+/// vfork does. More would only queue for a CPU: measured on 2 cores (A/B
+/// rounds against the bare vfork loop, c=8), 2 entries gave 1.18 × its
+/// connections per second at 1.02 × its p99 latency with the libc-free
+/// service, and 1.03 × at 0.94 × with the libc one; 48 entries gave 1.27 ×
+/// but 1.24 × and 1.34 × the p99, as the extra children share the CPUs
+/// and each takes longer.
+const MOST_ENTRIES: usize = 16;
 
 /// The child only makes system calls: a few pages are touched at most.
 const STACK_SIZE: usize = 64 * 1024;
+
+/// Up to this many open descriptors, a launched child gets a copy of
+/// spawnd's table from clone: each costs a reference taken at clone and
+/// dropped at exec (close-on-exec), a few nanoseconds, where holding the
+/// connection costs a client up to a scheduler slice.
+pub(super) const COPIED_TABLE_MOST: usize = 64;
 
 /// How long dropping the pool waits for children still before their exec
 /// (only a stopped one would take longer).
@@ -115,6 +133,8 @@ impl Entry {
 pub(super) struct Launches {
     /// Off where a child could not run beside spawnd (see `Spawner::new`).
     usable: bool,
+    /// How many entries there may be.
+    most: usize,
     entries: Vec<Entry>,
     busy: usize,
     /// Busy entries whose connection spawnd still holds.
@@ -128,8 +148,10 @@ pub(super) struct Launches {
 
 impl Launches {
     pub(super) fn new(usable: bool) -> Launches {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Launches {
             usable,
+            most: cpus.clamp(1, MOST_ENTRIES),
             entries: Vec::new(),
             busy: 0,
             holding: 0,
@@ -138,8 +160,8 @@ impl Launches {
         }
     }
 
-    /// A free entry's index: an existing one, after collecting if all are
-    /// busy, or a new one while there are fewer than `MAX_ENTRIES`.
+    /// A free entry's index: an existing one, after collecting, or a new
+    /// one while there are fewer than `most`.
     pub(super) fn free_entry(&mut self) -> Option<usize> {
         if !self.usable {
             return None;
@@ -150,7 +172,7 @@ impl Launches {
         if let Some(index) = self.entries.iter().position(|e| !e.busy) {
             return Some(index);
         }
-        if self.entries.len() < MAX_ENTRIES {
+        if self.entries.len() < self.most {
             match Entry::new() {
                 Ok(entry) => {
                     self.entries.push(entry);
@@ -164,7 +186,9 @@ impl Launches {
 
     /// Starts the child of `args` from entry `index` (free, from
     /// `free_entry`) on `conn`, which must be in a launch slot. Takes the
-    /// connection's environment from `conn_env` (swapping buffers).
+    /// connection's environment from `conn_env` (swapping buffers). With
+    /// `share_table` the child shares spawnd's descriptor table until it
+    /// unshares it, and spawnd holds `conn` until then.
     pub(super) fn launch(
         &mut self,
         index: usize,
@@ -172,24 +196,27 @@ impl Launches {
         plan: &ExecPlan,
         conn_env: &mut Vec<u8>,
         conn: OwnedFd,
+        share_table: bool,
     ) -> io::Result<i32> {
         let sleeping: *const AtomicU32 = &*self.sleeping;
         let entry = &mut self.entries[index];
         std::mem::swap(&mut entry.conn_env, conn_env);
         build_envp(&mut entry.envp, plan, &entry.conn_env, None);
         args.envp = entry.envp.as_ptr();
-        args.unshared = &entry.shared.unshared;
-        args.parent_sleeping = sleeping;
+        if share_table {
+            args.unshared = &entry.shared.unshared;
+            args.parent_sleeping = sleeping;
+        }
         entry.shared.unshared.store(0, Ordering::Relaxed);
         let shared_args = entry.shared.args.get();
         // SAFETY: the entry is free: no child and no kernel write uses it.
         unsafe { shared_args.write(*args) };
         let tid = entry.shared.tid.as_ptr();
-        let flags = libc::CLONE_VM
-            | libc::CLONE_FILES
-            | libc::CLONE_PARENT_SETTID
-            | libc::CLONE_CHILD_CLEARTID
-            | libc::SIGCHLD;
+        let mut flags =
+            libc::CLONE_VM | libc::CLONE_PARENT_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+        if share_table {
+            flags |= libc::CLONE_FILES;
+        }
         // SAFETY: the child runs `child_main` on the entry's own stack and
         // reads only the entry, `plan` and `sleeping`. The entry is not
         // reused before the kernel has zeroed `tid` (the child's exec or
@@ -210,11 +237,14 @@ impl Launches {
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
-        entry.conn = Some(conn);
         entry.pid = pid;
         entry.busy = true;
         self.busy += 1;
-        self.holding += 1;
+        if share_table {
+            entry.conn = Some(conn);
+            self.holding += 1;
+        }
+        // Otherwise the child has a copy of its own: `conn` closes here.
         Ok(pid)
     }
 
