@@ -7,20 +7,22 @@
 //! `first_free()`, so the cost of a spawn does not grow with the number of
 //! listening sockets. What the child needs must be in a slot when clone
 //! runs: the launch slots (3, and 8 up to 38 as the descriptor limit allows)
-//! are left free while spawnd serves,
-//! so `accept4` (which takes the lowest free number) puts a connection in
-//! one of them and the child can use it as it is; anything else (a
+//! are left free while spawnd serves, so `accept4` (which takes the lowest
+//! free number) puts a connection in one of them and the child can use it
+//! as it is; anything else (a
 //! connection that came while every launch slot was taken, a wait-mode
 //! socket) is put into the reserved slot 6 first. Slots 4 and 5 hold a
 //! stderr pipe and /dev/null, slot 7 the eventfd that wakes spawnd (below).
 //!
 //! A connection's child is normally not waited for (see `launch`): spawnd
 //! goes on serving while the child execs, which is most of what a spawn
-//! costs. Until the child has its own descriptor table, spawnd keeps the
-//! connection's slot as it is; the child says when it has one. Every other
-//! start (a wait-mode socket, a `stderr: log` pipe, `LISTEN_FDS`, no free
-//! launch entry) waits as vfork does (`CLONE_VFORK`): the parent resumes
-//! only once the child has exec'd or died.
+//! costs, with up to one such child per CPU. With few descriptors open the
+//! child gets a copy of spawnd's table from clone instead of sharing it;
+//! with many, spawnd keeps the connection's slot as it is until the child
+//! says it has a table of its own. Every other start (a wait-mode socket,
+//! a `stderr: log` pipe, `LISTEN_FDS`, no free launch entry) waits as vfork
+//! does (`CLONE_VFORK`): the parent resumes only once the child has exec'd
+//! or died.
 //!
 //! Everything the child touches is prepared before the clone (argv, envp,
 //! credentials, limits); between clone and exec it makes raw system calls
