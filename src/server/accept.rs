@@ -96,6 +96,24 @@ impl AcceptLine<'_> {
     }
 }
 
+/// A child died before its exec: counted and logged, whether spawnd waited
+/// for it or found out when it was reaped.
+fn exec_failed(
+    service: &mut super::ServiceRt,
+    peer: &Peer,
+    pid: i32,
+    stage: &str,
+    error: &std::io::Error,
+) {
+    service.counters.spawn_failures += 1;
+    let program = service.program_label();
+    log::error!(
+        "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"",
+        service.name,
+        PeerLabel(peer)
+    );
+}
+
 /// What a child is started on.
 enum Primary {
     /// An accepted connection, which the spawner closes in time.
@@ -523,13 +541,7 @@ impl Server {
                 Outcome::Failed
             }
             Err(SpawnError::Exec { pid, stage, error }) => {
-                service.counters.spawn_failures += 1;
-                let program = service.program_label();
-                log::error!(
-                    "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"",
-                    service.name,
-                    PeerLabel(peer)
-                );
+                exec_failed(service, peer, pid, stage, &error);
                 // Reaped quietly; the slot it would have taken is not counted.
                 self.record_child(pid, service_id, peer, now, handed_off, false);
                 Outcome::Failed
@@ -549,19 +561,11 @@ impl Server {
         let Some(service) = self.services.get_mut(child.service) else {
             return;
         };
-        service.counters.spawn_failures += 1;
         service.counters.accepted = service.counters.accepted.saturating_sub(1);
         if child.counted {
             service.admission.finished(peer_source(&child.peer));
         }
-        let program = service.program_label();
-        log::error!(
-            "exec_failed service={} peer={} pid={pid} stage={} program=\"{program}\" error=\"{}\"",
-            service.name,
-            PeerLabel(&child.peer),
-            failure.stage,
-            failure.error
-        );
+        exec_failed(service, &child.peer, pid, failure.stage, &failure.error);
     }
 
     fn record_child(
