@@ -762,10 +762,15 @@ def main():
     total_cells = len(nservices) * a.reps * len(progs) * len(servers) * len(conc)
     done = 0
     t_start = time.monotonic()
-    for n in nservices:
-        for rep in range(a.reps):
-            k = rep % len(servers)
-            order = servers[k:] + servers[:k]  # alternate who goes first
+    # Every repetition visits every service count (starting from a different
+    # one each time), so that a ratio between service counts compares cells
+    # measured minutes apart at most, not a whole run apart: on a shared
+    # machine the speed drifts.
+    for rep in range(a.reps):
+        k = rep % len(servers)
+        order = servers[k:] + servers[:k]  # alternate who goes first
+        m = rep % len(nservices)
+        for n in nservices[m:] + nservices[:m]:
             for prog in progs:
                 for srv in order:
                     if not srv.multi and n > a.per_port_max:
@@ -971,7 +976,7 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
     L.append(f"- Load average (1, 5, 15 min) before the run: {LOAD_AT_START}; after: {loadavg()}. Anything "
              "else running on the machine shows up as wide min–max ranges: compare ratios, rerun if they are wide.")
     L.append(f"- {a.reps} repetition(s), {a.duration:g} s measured after {a.warmup:g} s warm-up per cell; servers "
-             "alternate (each repetition starts with the next server); cells show the median and (min–max) of the "
+             "alternate (each repetition starts with the next server, and visits every service count); cells show the median and (min–max) of the "
              "repetitions; ratios are of medians against `bare vfork` in the same run.")
     L.append("- One loopback-only network namespace; the load generator (`loadgen`) and the server share the machine's "
              "CPUs. Each connection: connect to 127.0.0.1, read to EOF, compare the 16-byte reply.")

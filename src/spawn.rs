@@ -6,23 +6,24 @@
 //! which gives it a private table holding only the descriptor slots below
 //! `first_free()`, so the cost of a spawn does not grow with the number of
 //! listening sockets. What the child needs must be in a slot when clone
-//! runs: the launch slots (3, and 8 up to 38 as the descriptor limit allows)
+//! runs: the launch slots (3, and 7 up to 37 as the descriptor limit allows)
 //! are left free while spawnd serves, so `accept4` (which takes the lowest
 //! free number) puts a connection in one of them and the child can use it
 //! as it is; anything else (a
 //! connection that came while every launch slot was taken, a wait-mode
 //! socket) is put into the reserved slot 6 first. Slots 4 and 5 hold a
-//! stderr pipe and /dev/null, slot 7 the eventfd that wakes spawnd (below).
+//! stderr pipe and /dev/null.
 //!
 //! A connection's child is normally not waited for (see `launch`): spawnd
 //! goes on serving while the child execs, which is most of what a spawn
 //! costs, with up to one such child per CPU. With few descriptors open the
 //! child gets a copy of spawnd's table from clone instead of sharing it;
-//! with many, spawnd keeps the connection's slot as it is until the child
-//! says it has a table of its own. Every other start (a wait-mode socket,
-//! a `stderr: log` pipe, `LISTEN_FDS`, no free launch entry) waits as vfork
-//! does (`CLONE_VFORK`): the parent resumes only once the child has exec'd
-//! or died.
+//! with many, spawnd sends it the connection over a socket pair whose
+//! child's end lives in a launch slot. Either way spawnd closes its own
+//! copy at once. Every other start (a wait-mode socket, a `stderr: log`
+//! pipe, `LISTEN_FDS`, no free launch entry) waits as vfork does
+//! (`CLONE_VFORK`): the parent resumes only once the child has exec'd or
+//! died.
 //!
 //! Everything the child touches is prepared before the clone (argv, envp,
 //! credentials, limits); between clone and exec it makes raw system calls
@@ -57,15 +58,14 @@ pub const SLOT_ACCEPT: RawFd = 3;
 pub const SLOT_STDERR: RawFd = 4;
 pub const SLOT_NULL: RawFd = 5;
 pub const SLOT_PRIMARY: RawFd = 6;
-/// The eventfd a child writes when spawnd sleeps and waits for it.
-pub const SLOT_WAKE: RawFd = 7;
 /// More slots left free for connections, as 3 is, from here up to
 /// `first_free()`.
-const FIRST_EXTRA_LAUNCH_SLOT: RawFd = 8;
-/// At most this many of them: room for as many children before their exec
-/// as there are launch entries (16 at most), and for other descriptors that
-/// take a free slot meanwhile (an in-process connection, a pipe). A table
-/// of up to 64 descriptors is copied at one cost.
+const FIRST_EXTRA_LAUNCH_SLOT: RawFd = 7;
+/// At most this many of them: room for the children's ends of the launch
+/// entries' socket pairs (16 at most), for the connections being started,
+/// and for other descriptors that take a free slot meanwhile (an
+/// in-process connection, a pipe). A table of up to 64 descriptors is
+/// copied at one cost.
 const MOST_EXTRA_LAUNCH_SLOTS: u64 = 31;
 
 /// The first descriptor number that is not a slot; the child's table stops
@@ -352,11 +352,12 @@ struct ChildArgs {
     /// `first_free()`: where the child's descriptor table stops.
     first_uncopied: c_uint,
     new_session: bool,
-    /// For a child spawnd does not wait for (see `launch`): set once its
-    /// descriptor table is its own, and, when `parent_sleeping` is set
-    /// then, announced through `SLOT_WAKE`. Null for a waited-for child.
-    unshared: *const AtomicU32,
-    parent_sleeping: *const AtomicU32,
+    /// For a launched child that shares spawnd's table (see `launch`): the
+    /// socket, below `first_free()`, on which spawnd sent the connection
+    /// (which then replaces `primary`), and the flag the child sets once it
+    /// has taken it. -1 and null otherwise.
+    handoff: RawFd,
+    received: *const AtomicU32,
     stage: c_int,
     errno: c_int,
 }
@@ -373,8 +374,8 @@ impl ChildArgs {
             use_close_range: false,
             first_uncopied: 0,
             new_session: false,
-            unshared: ptr::null(),
-            parent_sleeping: ptr::null(),
+            handoff: -1,
+            received: ptr::null(),
             stage: 0,
             errno: 0,
         }
@@ -400,8 +401,8 @@ impl ChildArgs {
             use_close_range: spawner.use_close_range,
             first_uncopied: first_free() as c_uint,
             new_session: plan.new_session || spawner.terminal,
-            unshared: ptr::null(),
-            parent_sleeping: ptr::null(),
+            handoff: -1,
+            received: ptr::null(),
             stage: 0,
             errno: 0,
         }
@@ -422,6 +423,7 @@ pub fn stage_name(stage: i32) -> &'static str {
         10 => "setgid",
         11 => "setuid",
         12 => "sigprocmask",
+        14 => "handoff",
         _ => "exec",
     }
 }
@@ -488,24 +490,15 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
             ]),
         )?;
     }
-    if let Some(unshared) = args.unshared.as_ref() {
-        // spawnd may close the connection's slot in its table from now on.
-        // SeqCst pairs with `launch::Launches::before_sleep`: either spawnd
-        // sees this store, or this child sees that spawnd sleeps.
-        unshared.store(1, Ordering::SeqCst);
-        if (*args.parent_sleeping).load(Ordering::SeqCst) != 0 {
-            let one = 1u64;
-            // A full counter (never in practice) only skips a wake-up that
-            // another child already caused.
-            let _ = step(
-                1,
-                libc::SYS_write,
-                a([SLOT_WAKE as usize, ptr::addr_of!(one) as usize, 8]),
-            );
-        }
+    let mut primary = args.primary;
+    if args.handoff >= 0 {
+        // spawnd has closed its copy of the connection already, and may
+        // have put another one in `primary`'s slot since: this child's
+        // connection is the one waiting on its socket.
+        primary = receive_connection(args.handoff)?;
+        (*args.received).store(1, Ordering::Release);
     }
     let dup = |from: RawFd, to: RawFd| step(2, libc::SYS_dup3, a([from as usize, to as usize, 0]));
-    let primary = args.primary;
     let stderr_from = match plan.stderr {
         StderrTarget::Primary => primary,
         StderrTarget::Null => SLOT_NULL,
@@ -571,6 +564,45 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
         ]),
     )?;
     Ok(())
+}
+
+/// Takes the connection spawnd sent on `socket` (see `launch`); it lands
+/// close-on-exec in the child's own table.
+///
+/// # Safety
+/// Called only from `child_steps`, between clone and exec, after the
+/// child's table is its own.
+#[inline(always)]
+unsafe fn receive_connection(socket: RawFd) -> Result<RawFd, Failure> {
+    let mut byte = 0u8;
+    let mut data = libc::iovec {
+        iov_base: ptr::addr_of_mut!(byte).cast(),
+        iov_len: 1,
+    };
+    // Room for one descriptor's control message, aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    let mut message: libc::msghdr = std::mem::zeroed();
+    message.msg_iov = &mut data;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(&control) as _;
+    step(
+        14,
+        libc::SYS_recvmsg,
+        a([
+            socket as usize,
+            ptr::addr_of_mut!(message) as usize,
+            libc::MSG_CMSG_CLOEXEC as usize,
+        ]),
+    )?;
+    let header = control.as_ptr().cast::<libc::cmsghdr>();
+    if (message.msg_controllen as usize) < libc::CMSG_LEN(4) as usize
+        || (*header).cmsg_level != libc::SOL_SOCKET
+        || (*header).cmsg_type != libc::SCM_RIGHTS
+    {
+        return Err((14, libc::EBADMSG));
+    }
+    Ok(ptr::read_unaligned(libc::CMSG_DATA(header).cast::<c_int>()))
 }
 
 /// The service's process controls, in the child (raw system calls only).
@@ -748,8 +780,8 @@ pub struct LaunchFailure {
 }
 
 impl Spawner {
-    /// Reserves the descriptor slots below `first_free()` (on /dev/null, the
-    /// wake-up eventfd in its own) and maps the child stack. Call once,
+    /// Reserves the descriptor slots below `first_free()` (on /dev/null)
+    /// and maps the child stack. Call once,
     /// early, before any other descriptor is opened. The launch slots are
     /// held only until `open_accept_slot`.
     pub fn new() -> io::Result<Spawner> {
@@ -758,7 +790,7 @@ impl Spawner {
             .read(true)
             .write(true)
             .open("/dev/null")?;
-        let reserved = [SLOT_NULL, SLOT_STDERR, SLOT_PRIMARY, SLOT_WAKE]
+        let reserved = [SLOT_NULL, SLOT_STDERR, SLOT_PRIMARY]
             .into_iter()
             .chain(launch_slots());
         for slot in reserved {
@@ -770,15 +802,6 @@ impl Spawner {
             // The file landed in a slot itself: keep it open, it is /dev/null.
             std::mem::forget(null);
         }
-        // SAFETY: eventfd takes plain integers; the result is checked.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if wake < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let moved = fill_slot(wake, SLOT_WAKE);
-        // SAFETY: `wake` is ours and now has a copy in SLOT_WAKE (or failed).
-        unsafe { libc::close(wake) };
-        moved?;
         // SAFETY: an empty range with UNSHARE only unshares our own table,
         // which is not shared; this just asks whether the kernel knows it.
         let use_close_range = unsafe {
@@ -824,9 +847,10 @@ impl Spawner {
 
     /// Starts `plan` on a connection. Normally spawnd does not wait for the
     /// child (see `launch`); otherwise it spawns as `spawn` does. Either way
-    /// `conn` is closed in spawnd as soon as the child has its own copy.
+    /// `conn` is closed in spawnd when this returns.
     /// `descriptors` is about how many spawnd has open: up to
-    /// `launch::COPIED_TABLE_MOST`, clone copies the table (see there).
+    /// `launch::COPIED_TABLE_MOST`, clone copies the table; past that the
+    /// child shares it and is sent the connection (see `launch`).
     pub fn spawn_connection(
         &mut self,
         plan: &ExecPlan,
@@ -836,19 +860,15 @@ impl Spawner {
     ) -> Result<i32, SpawnError> {
         if stderr_pipe.is_none() && !plan.listen_fds && in_launch_slot(conn.as_raw_fd()) {
             if let Some(entry) = self.launches.free_entry() {
-                let mut args = ChildArgs::new(plan, conn.as_raw_fd(), self);
                 let share_table = descriptors > launch::COPIED_TABLE_MOST;
-                return self
-                    .launches
-                    .launch(
-                        entry,
-                        &mut args,
-                        plan,
-                        &mut self.conn_env,
-                        conn,
-                        share_table,
-                    )
-                    .map_err(SpawnError::Fork);
+                // A connection that cannot be sent is started the waited-for way.
+                if !share_table || self.launches.hand_over(entry, &conn) {
+                    let mut args = ChildArgs::new(plan, conn.as_raw_fd(), self);
+                    return self
+                        .launches
+                        .launch(entry, &mut args, plan, &mut self.conn_env, conn)
+                        .map_err(SpawnError::Fork);
+                }
             }
         }
         self.spawn(plan, conn.as_raw_fd(), stderr_pipe)
@@ -926,30 +946,6 @@ impl Spawner {
             });
         }
         Ok(pid)
-    }
-
-    /// Once a turn, before spawnd polls: closes the connections children
-    /// have their own copies of, and frees the entries of those that have
-    /// exec'd.
-    pub fn collect(&mut self) {
-        self.launches.collect();
-    }
-
-    /// Just before spawnd sleeps: whether a child must wake it (through
-    /// `SLOT_WAKE`) to have its connection closed. Call `awake` after.
-    pub fn before_sleep(&mut self) -> bool {
-        self.launches.before_sleep()
-    }
-
-    pub fn awake(&mut self) {
-        self.launches.awake();
-    }
-
-    /// `SLOT_WAKE` was readable: empty it.
-    pub fn drain_wake(&self) {
-        let mut counter = [0u8; 8];
-        // SAFETY: reading 8 bytes into our buffer from our eventfd.
-        unsafe { libc::read(SLOT_WAKE, counter.as_mut_ptr().cast(), counter.len()) };
     }
 
     /// A child was reaped: how its launch failed, if it was one that did.
@@ -1039,12 +1035,12 @@ mod tests {
 
     #[test]
     fn launch_slots_shrink_with_a_tight_descriptor_limit() {
-        assert_eq!(first_free_for(1_048_576), 39, "32 launch slots at most");
-        assert_eq!(first_free_for(1024), 39);
+        assert_eq!(first_free_for(1_048_576), 38, "32 launch slots at most");
+        assert_eq!(first_free_for(1024), 38);
         assert_eq!(first_free_for(120), 30, "a quarter of the limit");
         assert_eq!(first_free_for(40), 10);
-        assert_eq!(first_free_for(16), 8, "only slot 3");
-        assert_eq!(first_free_for(0), 8);
+        assert_eq!(first_free_for(16), 7, "only slot 3");
+        assert_eq!(first_free_for(0), 7);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! call, a peek at a datagram's sender, dup3 onto a fixed slot).
 
 use std::io;
-use std::mem::{size_of, MaybeUninit};
+use std::mem::{size_of, size_of_val, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -34,6 +34,81 @@ pub fn above_slots(fd: OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
     // owns; `fd` is closed when it goes out of scope here.
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// A connected pair of Unix datagram sockets (close-on-exec), for handing
+/// descriptors to a child.
+pub fn datagram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Datagram,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// Sends `fd` on `socket` (one byte of data and SCM_RIGHTS), without
+/// blocking and without allocating.
+pub fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
+    let byte = 0u8;
+    let mut data = libc::iovec {
+        iov_base: std::ptr::addr_of!(byte).cast_mut().cast(),
+        iov_len: 1,
+    };
+    // Room for one descriptor's control message, aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE is arithmetic on a constant.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut data;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = space.min(size_of_val(&control)) as _;
+    // SAFETY: reads msg_control and msg_controllen of `message` only.
+    let header = unsafe { libc::CMSG_FIRSTHDR(&message) };
+    if header.is_null() {
+        return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+    }
+    // SAFETY: CMSG_FIRSTHDR found room in `control` for the header, and
+    // `space` (at most the buffer) has room for the descriptor after it.
+    unsafe {
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
+    }
+    // SAFETY: every pointer in `message` refers to locals that outlive the
+    // call.
+    let sent = unsafe { libc::sendmsg(socket, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Receives and closes every descriptor waiting on `socket`.
+pub fn discard_received_fds(socket: RawFd) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    loop {
+        let mut byte = [0u8; 1];
+        let mut data = [io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!(RawFd);
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let Ok(message) = recvmsg::<()>(socket, &mut data, Some(&mut space), flags) else {
+            return;
+        };
+        let Ok(control) = message.cmsgs() else { return };
+        for item in control {
+            if let ControlMessageOwned::ScmRights(fds) = item {
+                for fd in fds {
+                    // SAFETY: a descriptor just received is ours alone.
+                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+    }
 }
 
 /// Closes a reserved descriptor slot (one no `OwnedFd` owns).
@@ -448,5 +523,23 @@ Anonymous:             0 kB
     fn this_process_has_clean_text_to_release() {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         assert!(!clean_file_mappings(&smaps).is_empty());
+    }
+
+    #[test]
+    fn a_descriptor_in_flight_is_closed_when_discarded() {
+        use std::io::Write;
+        let (ours, theirs) = datagram_pair().unwrap();
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        let mut writer = std::fs::File::from(writer);
+        send_fd(ours.as_raw_fd(), reader.as_raw_fd()).unwrap();
+        drop(reader);
+        // The copy in flight keeps the pipe open for reading...
+        writer.write_all(b"x").unwrap();
+        discard_received_fds(theirs.as_raw_fd());
+        // ...until it is discarded: the pipe has no reader left.
+        let error = writer.write_all(b"x").unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EPIPE));
+        // Nothing else waits: discarding again returns at once.
+        discard_received_fds(theirs.as_raw_fd());
     }
 }

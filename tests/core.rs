@@ -625,10 +625,10 @@ fn clean_exits_are_logged_only_at_debug_level() {
 
 /// A program that closes its connection and goes on running must end the
 /// client's reply there, not when it exits. spawnd, which starts a
-/// connection's program without waiting for its exec, closes its own copy
-/// of the connection at once when clone copied its descriptor table for
-/// the child, and, with many descriptors open (`extra` idle services), as
-/// soon as the child says it has a table of its own.
+/// connection's program without waiting for its exec, must close its own
+/// copy of the connection, whether clone copied its descriptor table for
+/// the child or, with many descriptors open (`extra` idle services), the
+/// child shares it and is sent the connection.
 fn a_connection_ends_when_the_program_closes_it(extra: usize) {
     let config = Config::new();
     let port = free_port();
@@ -645,13 +645,24 @@ fn a_connection_ends_when_the_program_closes_it(extra: usize) {
         );
     }
     let spawnd = Spawnd::start(&config);
+    // TCP sockets only: spawnd makes Unix socket pairs to hand connections
+    // over on as it needs them.
     let sockets = || {
+        let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
+        let unix_inodes: std::collections::HashSet<&str> = unix
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().nth(6))
+            .collect();
         std::fs::read_dir(format!("/proc/{}/fd", spawnd.pid()))
             .unwrap()
             .flatten()
-            .filter(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| {
+                let target = target.to_string_lossy();
+                target
+                    .strip_prefix("socket:[")
+                    .is_some_and(|inode| !unix_inodes.contains(inode.trim_end_matches(']')))
             })
             .count()
     };
@@ -680,6 +691,39 @@ fn a_connection_ends_when_the_program_closes_it_not_when_it_exits() {
 #[test]
 fn a_connection_ends_when_the_program_closes_it_with_many_services() {
     a_connection_ends_when_the_program_closes_it(80);
+}
+
+/// With many descriptors open each connection is sent to its child over
+/// the launch entry's own socket pair: clients of many services at once
+/// must each get their own service's reply, every time.
+#[test]
+fn clients_of_many_services_at_once_each_reach_their_own() {
+    const SERVICES: usize = 80;
+    let config = Config::new();
+    let ports: Vec<u16> = (0..SERVICES).map(|_| free_port()).collect();
+    for (index, port) in ports.iter().enumerate() {
+        config.service(
+            &format!("s{index}"),
+            &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, s{index}]\nbacklog: 256\n"),
+        );
+    }
+    let spawnd = Spawnd::start(&config);
+    let clients: Vec<_> = (0..8)
+        .map(|thread| {
+            let ports = ports.clone();
+            std::thread::spawn(move || {
+                for round in 0..40 {
+                    let index = (thread * 37 + round * 11) % SERVICES;
+                    assert_eq!(tcp_read(ports[index]), format!("s{index}\n"));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(spawnd.log.count("accept service="), 320);
+    assert!(spawnd.no_zombies());
 }
 
 /// Many clients at once: more children between clone and exec than spawnd

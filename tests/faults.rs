@@ -91,16 +91,36 @@ fn fd_exhaustion_pauses_the_listener_without_spinning() {
 
 #[test]
 fn process_exhaustion_closes_the_client_and_recovers() {
+    process_exhaustion(0, 65534);
+}
+
+/// With many descriptors open a connection is sent to its child before
+/// the clone: when the clone fails, that copy must be closed too, and must
+/// not go to the next child.
+#[test]
+fn process_exhaustion_closes_the_client_and_recovers_with_many_services() {
+    process_exhaustion(80, 65533);
+}
+
+/// Runs spawnd as `uid` (its process limit counts every process of the
+/// user, so tests running at once need users of their own).
+fn process_exhaustion(extra: usize, uid: u32) {
     require!(
         is_root() && has_command("setpriv"),
         "needs root and setpriv"
     );
     let config = Config::new();
     let port = free_port();
+    for index in 0..extra {
+        config.service(
+            &format!("idle{index}"),
+            &format!("listen: 127.0.0.1:{}\nexec: [/bin/true]\n", free_port()),
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     config.global(&format!(
-        "control_socket: /tmp/spawnd-faults-{}/c.sock\n",
+        "control_socket: /tmp/spawnd-faults-{}-{uid}/c.sock\n",
         std::process::id()
     ));
     config.service(
@@ -110,8 +130,8 @@ fn process_exhaustion_closes_the_client_and_recovers() {
     let mut command = std::process::Command::new("setpriv");
     command
         .args([
-            "--reuid=65534",
-            "--regid=65534",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
             "--clear-groups",
             BIN,
             "run",
@@ -119,7 +139,7 @@ fn process_exhaustion_closes_the_client_and_recovers() {
         ])
         .arg(config.path());
     // SAFETY: setrlimit is async-signal-safe. spawnd itself is the one
-    // process of uid 65534 allowed besides one child.
+    // process of `uid` allowed besides one child.
     unsafe {
         command.pre_exec(|| {
             let limit = libc::rlimit {
@@ -133,7 +153,9 @@ fn process_exhaustion_closes_the_client_and_recovers() {
         });
     }
     let spawnd = Spawnd::spawn(command, |_| {});
-    spawnd.log.expect(&["ready services=1"]);
+    spawnd
+        .log
+        .expect(&[&format!("ready services={}", extra + 1)]);
     let mut first = TcpStream::connect(local(port)).unwrap();
     let mut hi = [0u8; 3];
     first.read_exact(&mut hi).unwrap();

@@ -35,8 +35,6 @@ use crate::timers::Timers;
 use turns::Turns;
 
 const SIGNALS: Token = Token(0);
-/// A launched child's word that spawnd may close its connection.
-const LAUNCH_WAKE: Token = Token(1);
 const FIRST_SOURCE: usize = 16;
 
 /// Most connections taken from one listener before others get a turn.
@@ -401,13 +399,6 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(|e| StartError(format!("cannot watch signals: {e}")))?;
-        poll.registry()
-            .register(
-                &mut SourceFd(&crate::spawn::SLOT_WAKE),
-                LAUNCH_WAKE,
-                Interest::READABLE,
-            )
-            .map_err(|e| StartError(format!("cannot watch launches: {e}")))?;
         Ok(Server {
             poll,
             signals,
@@ -597,26 +588,17 @@ impl Server {
         loop {
             crate::logging::flush();
             self.skip_stale_timers();
-            self.spawner.collect();
             let timeout = if self.turns.has_more() {
                 Some(Duration::ZERO)
             } else {
                 self.timers.timeout(Instant::now())
             };
-            let sleeping = timeout != Some(Duration::ZERO) && self.spawner.before_sleep();
-            let polled = self.poll.poll(events, timeout);
-            if sleeping {
-                self.spawner.awake();
-            }
-            if let Err(e) = polled {
+            if let Err(e) = self.poll.poll(events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 log::error!("poll_error error=\"{e}\"");
                 return 3;
-            }
-            if events.iter().any(|event| event.token() == LAUNCH_WAKE) {
-                self.spawner.drain_wake();
             }
             // Reap first: an exit frees the instance a waiting client needs.
             if events.iter().any(|event| event.token() == SIGNALS) {

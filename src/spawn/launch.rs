@@ -14,19 +14,22 @@
 //! A plan that a reload replaces is kept until no entry is busy.
 //!
 //! A client that reads to the end of the reply waits until spawnd has
-//! closed its copy of the connection too. With few descriptors open, clone
-//! copies spawnd's table for the child (without `CLONE_FILES`), as fork
-//! does, and spawnd closes its copy at once. With many (thousands of
-//! listeners), copying would make every spawn cost more per configured
-//! service, so the child shares spawnd's table until its
-//! `close_range(..., CLOSE_RANGE_UNSHARE)`: spawnd then keeps the
-//! connection's slot as it is until the child says it has its own table
-//! (`unshared`), and closes its copy at its next spawn or at the end of the
-//! turn. A child that finds spawnd asleep (`sleeping`) writes to the
-//! wake-up eventfd, so that the connection is closed without waiting for
-//! another event. Measured with the libc service at c=8, holding the copy
-//! that way doubled the p99 latency (spawnd waits for a CPU behind the
-//! children it started), hence the copy while it is cheap.
+//! closed its copy of the connection too, so spawnd closes it as soon as
+//! clone returns. With few descriptors open, clone copies spawnd's table
+//! for the child (without `CLONE_FILES`), as fork does. With many
+//! (thousands of listeners), copying would make every spawn cost more per
+//! configured service, so the child shares spawnd's table until its
+//! `close_range(..., CLOSE_RANGE_UNSHARE)`, which keeps only the slots. A
+//! slot spawnd closes meanwhile would be closed for the child too, so the
+//! connection goes to the child another way: spawnd sends it (SCM_RIGHTS)
+//! on the entry's own socket pair before the clone, and the child receives
+//! it once its table is its own. In A/B rounds at c=8 with the load spread
+//! over every port, 3,000 and 10,000 services did 1.02 and 0.99 × the
+//! connections per second of one; keeping the connection open in spawnd
+//! until the child said it had unshared (and having it wake spawnd for
+//! that) had given 0.89 and 0.96 × in the harness. With a small table the
+//! copy is still the cheaper of the two: the handoff forced on one service
+//! did 0.94–0.98 × in A/B rounds.
 //!
 //! Everything here is bookkeeping on memory the kernel and the children
 //! also write: only through atomics, or after the `tid` word says the
@@ -35,7 +38,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_char;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -57,8 +60,8 @@ const STACK_SIZE: usize = 64 * 1024;
 
 /// Up to this many open descriptors, a launched child gets a copy of
 /// spawnd's table from clone: each costs a reference taken at clone and
-/// dropped at exec (close-on-exec), a few nanoseconds, where holding the
-/// connection costs a client up to a scheduler slice.
+/// dropped at exec (close-on-exec), a few nanoseconds, where a handoff
+/// costs two system calls.
 pub(super) const COPIED_TABLE_MOST: usize = 64;
 
 /// How long dropping the pool waits for children still before their exec
@@ -73,8 +76,8 @@ struct Shared {
     /// kernel at clone (`CLONE_PARENT_SETTID`), zeroed by the kernel when
     /// the child execs or exits (`CLONE_CHILD_CLEARTID`).
     tid: AtomicI32,
-    /// Set by the child once its descriptor table is its own.
-    unshared: AtomicU32,
+    /// Set by the child once it has taken the connection off `handoff`.
+    received: AtomicU32,
     /// Read by the child; its `stage` and `errno` written by it on failure.
     args: UnsafeCell<ChildArgs>,
 }
@@ -86,8 +89,12 @@ struct Entry {
     envp: Vec<*const c_char>,
     conn_env: Vec<u8>,
     stack: ChildStack,
-    /// The connection, until the child has a copy of its own.
-    conn: Option<OwnedFd>,
+    /// spawnd's end (above the slots) and the child's end (in a launch
+    /// slot, so that the child keeps it) of the socket pair connections
+    /// are sent on, made on first use.
+    handoff: Option<(OwnedFd, OwnedFd)>,
+    /// A connection was sent on `handoff` that the child may not have taken.
+    sent: bool,
     pid: i32,
     busy: bool,
 }
@@ -97,13 +104,14 @@ impl Entry {
         Ok(Entry {
             shared: Box::new(Shared {
                 tid: AtomicI32::new(0),
-                unshared: AtomicU32::new(0),
+                received: AtomicU32::new(0),
                 args: UnsafeCell::new(ChildArgs::blank()),
             }),
             envp: Vec::with_capacity(64),
             conn_env: Vec::with_capacity(512),
             stack: ChildStack::new(STACK_SIZE)?,
-            conn: None,
+            handoff: None,
+            sent: false,
             pid: 0,
             busy: false,
         })
@@ -112,6 +120,43 @@ impl Entry {
     /// Whether the child has exec'd or exited: it no longer reads the entry.
     fn child_done(&self) -> bool {
         self.shared.tid.load(Ordering::Acquire) == 0
+    }
+
+    /// The two ends of the handoff pair, (spawnd's, the child's).
+    fn handoff_pair(&mut self) -> io::Result<(RawFd, RawFd)> {
+        if let Some((ours, theirs)) = &self.handoff {
+            return Ok((ours.as_raw_fd(), theirs.as_raw_fd()));
+        }
+        let (ours, theirs) = crate::sys::datagram_pair()?;
+        // The pair took the lowest free numbers: move spawnd's end out of
+        // the slots; the child's must stay in one.
+        let ours = crate::sys::above_slots(ours)?;
+        if theirs.as_raw_fd() >= super::first_free() {
+            return Err(io::Error::other("no launch slot free for a handoff socket"));
+        }
+        let fds = (ours.as_raw_fd(), theirs.as_raw_fd());
+        self.handoff = Some((ours, theirs));
+        Ok(fds)
+    }
+
+    /// The entry's child is gone or has exec'd: the entry may be reused.
+    /// A connection it never took would otherwise stay open, and go to the
+    /// entry's next child.
+    fn release(&mut self) {
+        self.busy = false;
+        self.discard_unreceived();
+    }
+
+    fn discard_unreceived(&mut self) {
+        if !self.sent {
+            return;
+        }
+        self.sent = false;
+        if self.shared.received.load(Ordering::Acquire) == 0 {
+            if let Some((_, theirs)) = &self.handoff {
+                crate::sys::discard_received_fds(theirs.as_raw_fd());
+            }
+        }
     }
 
     /// The failed step and errno the child left, (0, 0) if none.
@@ -137,11 +182,6 @@ pub(super) struct Launches {
     most: usize,
     entries: Vec<Entry>,
     busy: usize,
-    /// Busy entries whose connection spawnd still holds.
-    holding: usize,
-    /// Set while spawnd sleeps with connections held; boxed, the children
-    /// read it by address.
-    sleeping: Box<AtomicU32>,
     /// Plans a reload replaced while entries were busy.
     retired: Vec<ExecPlan>,
 }
@@ -154,8 +194,6 @@ impl Launches {
             most: cpus.clamp(1, MOST_ENTRIES),
             entries: Vec::new(),
             busy: 0,
-            holding: 0,
-            sleeping: Box::new(AtomicU32::new(0)),
             retired: Vec::new(),
         }
     }
@@ -166,8 +204,6 @@ impl Launches {
         if !self.usable {
             return None;
         }
-        // Each spawn also closes what it can: a client waits for spawnd's
-        // copy of its connection to close before it sees the end of a reply.
         self.collect();
         if let Some(index) = self.entries.iter().position(|e| !e.busy) {
             return Some(index);
@@ -184,11 +220,34 @@ impl Launches {
         None
     }
 
+    /// Sends `conn` on the handoff pair of entry `index` (free, from
+    /// `free_entry`), for a child that will share spawnd's table. False if
+    /// it could not be sent.
+    pub(super) fn hand_over(&mut self, index: usize, conn: &OwnedFd) -> bool {
+        let entry = &mut self.entries[index];
+        let sent = entry
+            .handoff_pair()
+            .and_then(|(ours, _)| crate::sys::send_fd(ours, conn.as_raw_fd()));
+        match sent {
+            Ok(()) => {
+                entry.shared.received.store(0, Ordering::Relaxed);
+                entry.sent = true;
+                true
+            }
+            Err(e) => {
+                log::debug!("handoff_failed error=\"{e}\"");
+                false
+            }
+        }
+    }
+
     /// Starts the child of `args` from entry `index` (free, from
-    /// `free_entry`) on `conn`, which must be in a launch slot. Takes the
-    /// connection's environment from `conn_env` (swapping buffers). With
-    /// `share_table` the child shares spawnd's descriptor table until it
-    /// unshares it, and spawnd holds `conn` until then.
+    /// `free_entry`) on `conn`, which must be in a launch slot, and closes
+    /// `conn`. Takes the connection's environment from `conn_env`
+    /// (swapping buffers). If `hand_over` sent `conn` on the entry's pair,
+    /// the child shares spawnd's descriptor table until it unshares it,
+    /// and takes the connection from there; otherwise clone copies the
+    /// table.
     pub(super) fn launch(
         &mut self,
         index: usize,
@@ -196,18 +255,20 @@ impl Launches {
         plan: &ExecPlan,
         conn_env: &mut Vec<u8>,
         conn: OwnedFd,
-        share_table: bool,
     ) -> io::Result<i32> {
-        let sleeping: *const AtomicU32 = &*self.sleeping;
         let entry = &mut self.entries[index];
         std::mem::swap(&mut entry.conn_env, conn_env);
         build_envp(&mut entry.envp, plan, &entry.conn_env, None);
         args.envp = entry.envp.as_ptr();
-        if share_table {
-            args.unshared = &entry.shared.unshared;
-            args.parent_sleeping = sleeping;
-        }
-        entry.shared.unshared.store(0, Ordering::Relaxed);
+        // A free entry has `sent` set only by the `hand_over` just before.
+        let share_table = match (&entry.handoff, entry.sent) {
+            (Some((_, theirs)), true) => {
+                args.handoff = theirs.as_raw_fd();
+                args.received = &entry.shared.received;
+                true
+            }
+            _ => false,
+        };
         let shared_args = entry.shared.args.get();
         // SAFETY: the entry is free: no child and no kernel write uses it.
         unsafe { shared_args.write(*args) };
@@ -218,11 +279,11 @@ impl Launches {
             flags |= libc::CLONE_FILES;
         }
         // SAFETY: the child runs `child_main` on the entry's own stack and
-        // reads only the entry, `plan` and `sleeping`. The entry is not
-        // reused before the kernel has zeroed `tid` (the child's exec or
-        // exit), the plan outlives it (`retire`), and `sleeping` lives as
-        // long as the pool, which waits for busy entries when dropped.
-        // The child makes raw system calls only (`child_steps`).
+        // reads only the entry and `plan`. The entry is not reused before
+        // the kernel has zeroed `tid` (the child's exec or exit), and lives
+        // as long as the pool, which waits for busy entries when dropped;
+        // the plan outlives it (`retire`). The child makes raw system calls
+        // only (`child_steps`).
         let pid = unsafe {
             libc::clone(
                 child_main,
@@ -235,66 +296,33 @@ impl Launches {
             )
         };
         if pid < 0 {
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            entry.discard_unreceived();
+            return Err(error);
         }
         entry.pid = pid;
         entry.busy = true;
         self.busy += 1;
-        if share_table {
-            entry.conn = Some(conn);
-            self.holding += 1;
-        }
-        // Otherwise the child has a copy of its own: `conn` closes here.
+        // The child has a copy of its own, or one waiting for it.
+        drop(conn);
         Ok(pid)
     }
 
-    /// Closes the connections whose children have their own copies, and
-    /// frees the entries of children that have exec'd. An entry whose
+    /// Frees the entries of children that have exec'd. An entry whose
     /// child failed waits for `reaped`, which reports the failure.
-    pub(super) fn collect(&mut self) {
+    fn collect(&mut self) {
         if self.busy == 0 {
             return;
         }
         for entry in self.entries.iter_mut().filter(|e| e.busy) {
-            let done = entry.child_done();
-            // SeqCst: see `before_sleep`.
-            if entry.conn.is_some() && (done || entry.shared.unshared.load(Ordering::SeqCst) != 0) {
-                entry.conn = None;
-                self.holding -= 1;
-            }
-            if done && entry.failure().0 == 0 {
-                entry.busy = false;
+            if entry.child_done() && entry.failure().0 == 0 {
+                entry.release();
                 self.busy -= 1;
             }
         }
         if self.busy == 0 {
             self.retired.clear();
         }
-    }
-
-    /// Called just before spawnd sleeps: whether a child still has to say
-    /// that spawnd may close its connection. If so, the children are told
-    /// that spawnd sleeps, so the first to unshare its table wakes it.
-    pub(super) fn before_sleep(&mut self) -> bool {
-        if self.holding == 0 {
-            return false;
-        }
-        // A Dekker handshake with `child_steps`: this store, then the loads
-        // of `unshared` in `collect`; the child stores `unshared`, then
-        // loads this. With all four SeqCst, at least one side sees the
-        // other's store: spawnd closes the connection now, or the child
-        // wakes it.
-        self.sleeping.store(1, Ordering::SeqCst);
-        self.collect();
-        if self.holding == 0 {
-            self.sleeping.store(0, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    pub(super) fn awake(&mut self) {
-        self.sleeping.store(0, Ordering::Relaxed);
     }
 
     /// A child was reaped: frees its entry, if it still had one, and says
@@ -304,10 +332,7 @@ impl Launches {
             return None;
         }
         let entry = self.entries.iter_mut().find(|e| e.busy && e.pid == pid)?;
-        if entry.conn.take().is_some() {
-            self.holding -= 1;
-        }
-        entry.busy = false;
+        entry.release();
         self.busy -= 1;
         let (stage, errno) = entry.failure();
         if self.busy == 0 {
