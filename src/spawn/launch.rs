@@ -24,12 +24,12 @@
 //! connection goes to the child another way: spawnd sends it (SCM_RIGHTS)
 //! on the entry's own socket pair before the clone, and the child receives
 //! it once its table is its own. In A/B rounds at c=8 with the load spread
-//! over every port, 3,000 and 10,000 services did 1.02 and 0.99 × the
-//! connections per second of one; keeping the connection open in spawnd
-//! until the child said it had unshared (and having it wake spawnd for
-//! that) had given 0.89 and 0.96 × in the harness. With a small table the
-//! copy is still the cheaper of the two: the handoff forced on one service
-//! did 0.94–0.98 × in A/B rounds.
+//! over every port, 3,000 and 10,000 services did 0.95–1.02 and 0.955–0.99
+//! × the connections per second of one; keeping the connection open in
+//! spawnd until the child said it had unshared (and having it wake spawnd
+//! for that) had given 0.89 and 0.96 × in the harness. With a small table
+//! the copy is still the cheaper of the two: the handoff forced on one
+//! service did 0.94–0.98 × in A/B rounds.
 //!
 //! Everything here is bookkeeping on memory the kernel and the children
 //! also write: only through atomics, or after the `tid` word says the
