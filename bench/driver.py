@@ -165,7 +165,12 @@ class Bare(Server):
         return None if os.access(self.tools["bareloop"], os.X_OK) else "bareloop not built"
 
     def argvs(self, prog, ports, workdir):
-        how = {"epoll": ["-m", "vfork", "-e"], "launch": ["-m", "launch", "-e"]}.get(self.mode, ["-m", self.mode])
+        how = {
+            "epoll": ["-m", "vfork", "-e"],
+            "launch": ["-m", "launch", "-e"],
+            "shared": ["-m", "vfork", "-s", "-e"],
+            "handoff": ["-m", "launch", "-s", "-e"],
+        }.get(self.mode, ["-m", self.mode])
         return [[self.tools["bareloop"], *how, "-p", str(ports[0]), "-n", str(len(ports)), "--", prog]]
 
 
@@ -325,8 +330,11 @@ ALL_SERVERS = [
     "tcpserver", "tcpsvd", "xinetd", "openbsd-inetd", "systemd-socket-activate",
 ]
 # Run only when named in --servers: `bare launch` is `bare epoll` starting
-# children as spawnd does, without waiting for their exec (bareloop -m launch -e).
-OPTIONAL_SERVERS = ["bare-launch"]
+# children as spawnd does, without waiting for their exec (bareloop -m launch -e);
+# `bare shared` and `bare handoff` are `bare epoll` and `bare launch` with the
+# descriptor table shared with the child until it unshares it (bareloop -s), as
+# spawnd's is with many listeners: the references for a scaling run.
+OPTIONAL_SERVERS = ["bare-launch", "bare-shared", "bare-handoff"]
 
 
 def make_server(key, tools):
