@@ -110,9 +110,9 @@ static int keep_below = 3;
 static char *wait_stack; /* -s: the stack of a child the loop waits for */
 
 /* The child's end: the connection on stdin and stdout, the program. A
- * launched child runs beside the loop in the same memory: raw system calls
- * only, so that not even errno (the loop's, in the shared TLS block) is
- * written. */
+ * launched child runs beside the loop in the same memory: system calls only
+ * (through syscall(), which writes errno, in the loop's TLS block, only when
+ * a call fails), no allocation and no locks. */
 static int exec_on(long c)
 {
     syscall(SYS_dup2, c, 0);
@@ -503,8 +503,6 @@ int main(int argc, char **argv)
     }
     if (event_loop) {
         sigset_t chld;
-        int sfd_reserved = reserved;
-        reserved = -1;
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
         if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0)
@@ -515,9 +513,9 @@ int main(int argc, char **argv)
         struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = sfd};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) < 0)
             die("epoll_ctl");
-        if (sfd_reserved >= 0)
-            close(sfd_reserved);
-        serve_event_loop(ep, sfd, nports);
+        if (reserved >= 0)
+            close(reserved);
+        serve_event_loop(ep, sfd, nports); /* never returns */
     }
     if (reserved >= 0)
         close(reserved);
