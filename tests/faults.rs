@@ -46,21 +46,7 @@ fn fd_exhaustion_pauses_the_listener_without_spinning() {
         "echo",
         &format!("listen: 127.0.0.1:{port}\ninternal: echo\nbacklog: 256\n"),
     );
-    let spawnd = Spawnd::start_with(&config, &[], |command| {
-        // SAFETY: setrlimit is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 40,
-                    rlim_max: 40,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let spawnd = Spawnd::start_with(&config, &[], |command| limit_files(command, 40));
     // Every echo connection holds a descriptor in spawnd.
     let mut clients: Vec<TcpStream> = (0..60)
         .map(|_| TcpStream::connect(local(port)).unwrap())
@@ -174,6 +160,90 @@ fn process_exhaustion(extra: usize, uid: u32) {
     second.set_read_timeout(Some(WAIT)).unwrap();
     second.read_exact(&mut hi).unwrap();
     assert_eq!(&hi, b"hi\n", "service resumes");
+}
+
+/// With many descriptors open a connection is sent to its child on the
+/// launch entry's socket pair. When it cannot be (here spawnd's end of the
+/// pair finds no descriptor number left), the child is started the
+/// waited-for way and gets the connection all the same.
+#[test]
+fn a_connection_that_cannot_be_sent_is_served_by_a_waited_spawn() {
+    let config = Config::new();
+    config.private_control_socket();
+    for index in 0..80 {
+        config.service(
+            &format!("idle{index}"),
+            &format!("listen: 127.0.0.1:{}\nexec: [/bin/true]\n", free_port()),
+        );
+    }
+    let port = free_port();
+    config.service(
+        "hello",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, hi]\n"),
+    );
+    // A soft limit equal to the hard one: spawnd leaves it as it is, and
+    // has none to give back to its children.
+    let spawnd = Spawnd::start_with(&config, &[], |command| limit_files(command, 4096));
+    spawnd.log.expect(&["ready services=81 failed=0"]);
+    // spawnd's own descriptors start with its signalfd, above the launch
+    // slots; the first number free after it is where spawnd's end of a
+    // socket pair would go. Allow no number from there on.
+    let open = open_fd_numbers(spawnd.pid());
+    let signals = open
+        .iter()
+        .copied()
+        .find(|fd| {
+            std::fs::read_link(format!("/proc/{}/fd/{fd}", spawnd.pid()))
+                .is_ok_and(|target| target.to_string_lossy().contains("signalfd"))
+        })
+        .expect("spawnd's signalfd");
+    let limit = (signals..).find(|fd| !open.contains(fd)).unwrap();
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit only reads the struct; the result is checked.
+    let lowered = unsafe {
+        libc::prlimit(
+            spawnd.pid(),
+            libc::RLIMIT_NOFILE,
+            &rlimit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(lowered, 0, "prlimit: {}", std::io::Error::last_os_error());
+
+    assert_eq!(tcp_read(port), "hi\n");
+    spawnd
+        .log
+        .expect(&["handoff_failed", "Too many open files"]);
+    assert_eq!(tcp_read(port), "hi\n", "and the next client too");
+    assert!(spawnd.log.wait_for_n(&["exit service=hello"], 2));
+    assert_eq!(open_fd_numbers(spawnd.pid()), open, "nothing left open");
+}
+
+/// Runs the command with soft and hard RLIMIT_NOFILE at `limit`.
+fn limit_files(command: &mut std::process::Command, limit: u64) {
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn open_fd_numbers(pid: i32) -> std::collections::BTreeSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 #[test]
