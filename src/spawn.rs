@@ -45,6 +45,7 @@ use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -358,6 +359,9 @@ struct ChildArgs {
     /// has taken it. -1 and null otherwise.
     handoff: RawFd,
     received: *const AtomicU32,
+    /// Test hook (`SPAWND_TEST_EXEC_DELAY_MS`): how long the child sleeps
+    /// between its setup and its exec; zero otherwise.
+    exec_delay: libc::timespec,
     stage: c_int,
     errno: c_int,
 }
@@ -376,6 +380,7 @@ impl ChildArgs {
             new_session: false,
             handoff: -1,
             received: ptr::null(),
+            exec_delay: NO_DELAY,
             stage: 0,
             errno: 0,
         }
@@ -403,6 +408,7 @@ impl ChildArgs {
             new_session: plan.new_session || spawner.terminal,
             handoff: -1,
             received: ptr::null(),
+            exec_delay: spawner.exec_delay,
             stage: 0,
             errno: 0,
         }
@@ -542,6 +548,15 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
     }
     if let Some(setup) = &plan.setup {
         apply_setup(setup)?;
+    }
+    if args.exec_delay.tv_sec != 0 || args.exec_delay.tv_nsec != 0 {
+        // Test hook: widens the window in which a reload could change what
+        // this child is about to exec (tests/reload.rs).
+        let _ = step(
+            0,
+            libc::SYS_nanosleep,
+            a([ptr::addr_of!(args.exec_delay) as usize, 0]),
+        );
     }
     let empty: libc::sigset_t = std::mem::zeroed();
     step(
@@ -757,6 +772,26 @@ fn build_envp(
     envp.push(ptr::null());
 }
 
+const NO_DELAY: libc::timespec = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
+
+/// `SPAWND_TEST_EXEC_DELAY_MS`, a test hook: each child sleeps this long
+/// right before its exec, after reading its credentials and limits, so a
+/// test can change the configuration under a child that is starting.
+fn test_exec_delay() -> libc::timespec {
+    let millis: u64 = std::env::var("SPAWND_TEST_EXEC_DELAY_MS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
+        .min(60_000);
+    libc::timespec {
+        tv_sec: (millis / 1000) as libc::time_t,
+        tv_nsec: ((millis % 1000) * 1_000_000) as libc::c_long,
+    }
+}
+
 /// Starts children. Owns the child stack and scratch space for envp, so a
 /// spawn allocates nothing once warm.
 pub struct Spawner {
@@ -770,6 +805,7 @@ pub struct Spawner {
     pub conn_env: Vec<u8>,
     /// Children spawnd does not wait for, until they have exec'd.
     launches: launch::Launches,
+    exec_delay: libc::timespec,
 }
 
 /// The launch of a child spawnd did not wait for failed: `stage` names the
@@ -777,6 +813,8 @@ pub struct Spawner {
 pub struct LaunchFailure {
     pub stage: &'static str,
     pub error: io::Error,
+    /// The command line the child was started with.
+    pub program: String,
 }
 
 impl Spawner {
@@ -828,6 +866,7 @@ impl Spawner {
             // which the parent would have to wait for; without raw system
             // calls a child could not leave spawnd's errno alone.
             launches: launch::Launches::new(use_close_range && raw_syscall::AVAILABLE),
+            exec_delay: test_exec_delay(),
         })
     }
 
@@ -853,7 +892,7 @@ impl Spawner {
     /// child shares it and is sent the connection (see `launch`).
     pub fn spawn_connection(
         &mut self,
-        plan: &ExecPlan,
+        plan: &Rc<ExecPlan>,
         conn: OwnedFd,
         stderr_pipe: Option<RawFd>,
         descriptors: usize,
@@ -951,11 +990,6 @@ impl Spawner {
     /// A child was reaped: how its launch failed, if it was one that did.
     pub fn reaped(&mut self, pid: i32) -> Option<LaunchFailure> {
         self.launches.reaped(pid)
-    }
-
-    /// Keeps a plan that a reload replaced until no child may still read it.
-    pub fn retire(&mut self, plan: ExecPlan) {
-        self.launches.retire(plan);
     }
 }
 

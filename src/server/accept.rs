@@ -104,9 +104,10 @@ fn exec_failed(
     pid: i32,
     stage: &str,
     error: &std::io::Error,
+    program: Option<&str>,
 ) {
     service.counters.spawn_failures += 1;
-    let program = service.program_label();
+    let program = program.map_or_else(|| service.program_label(), str::to_string);
     log::error!(
         "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"",
         service.name,
@@ -541,7 +542,7 @@ impl Server {
                 Outcome::Failed
             }
             Err(SpawnError::Exec { pid, stage, error }) => {
-                exec_failed(service, peer, pid, stage, &error);
+                exec_failed(service, peer, pid, stage, &error, None);
                 // Reaped quietly; the slot it would have taken is not counted.
                 self.record_child(pid, service_id, peer, now, handed_off, false);
                 Outcome::Failed
@@ -565,7 +566,14 @@ impl Server {
         if child.counted {
             service.admission.finished(peer_source(&child.peer));
         }
-        exec_failed(service, &child.peer, pid, failure.stage, &failure.error);
+        exec_failed(
+            service,
+            &child.peer,
+            pid,
+            failure.stage,
+            &failure.error,
+            Some(&failure.program),
+        );
     }
 
     fn record_child(

@@ -157,9 +157,11 @@ impl Banners {
     }
 }
 
-/// What a service does with an admitted client.
+/// What a service does with an admitted client. A plan is shared with
+/// the launches of children that have not exec'd yet (`crate::spawn`),
+/// which keep it alive and unchanged whatever a reload does here.
 enum Work {
-    Exec(ExecPlan),
+    Exec(std::rc::Rc<ExecPlan>),
     Internal(InternalKind),
     Redirect(SocketAddr),
 }
@@ -167,10 +169,10 @@ enum Work {
 impl Work {
     fn prepare(spec: &Service) -> Result<Work, String> {
         Ok(match &spec.action {
-            Action::Exec { program, argv } => Work::Exec(
+            Action::Exec { program, argv } => Work::Exec(std::rc::Rc::new(
                 ExecPlan::for_service(spec, program, argv)
                     .map_err(|e| format!("cannot prepare program: {e}"))?,
-            ),
+            )),
             Action::Internal(kind) => Work::Internal(*kind),
             Action::Redirect(target) => Work::Redirect(*target),
         })
@@ -221,17 +223,16 @@ impl ServiceRt {
     }
 
     /// Takes a changed definition of the same service from a reload,
-    /// keeping its listeners, counters and running children. Returns what
-    /// the service did before, which a child may still be reading.
-    fn update(&mut self, spec: &Service, work: Work, fingerprint: u64, now: Instant) -> Work {
+    /// keeping its listeners, counters and running children. A child still
+    /// starting holds its own reference to the plan it was started with.
+    fn update(&mut self, spec: &Service, work: Work, fingerprint: u64, now: Instant) {
         self.fingerprint = fingerprint;
         self.socket = spec.socket;
         self.wait = spec.wait;
-        let old = std::mem::replace(&mut self.work, work);
+        self.work = work;
         self.access = spec.access.clone();
         self.admission.update(spec.limits.clone(), now);
         self.banners = Banners::load(spec);
-        old
     }
 
     fn limits(&self) -> &crate::config::Limits {

@@ -224,10 +224,7 @@ impl Server {
                 }
                 Change::Updated(id, work) => {
                     updated += 1;
-                    let old = self.services[id].update(spec, work, fingerprint, now);
-                    if let super::Work::Exec(plan) = old {
-                        self.spawner.retire(plan);
-                    }
+                    self.services[id].update(spec, work, fingerprint, now);
                     id
                 }
                 Change::Added(work) => {

@@ -11,7 +11,17 @@
 //! entry is reused only after the kernel has cleared its `tid` word, which
 //! it does when the child execs or exits (`CLONE_CHILD_CLEARTID`, as for a
 //! thread's join): from then on the child no longer reads spawnd's memory.
-//! A plan that a reload replaces is kept until no entry is busy.
+//!
+//! What the child reads between clone and exec is owned by its entry
+//! until then, whatever spawnd does meanwhile: the clone arguments and the
+//! environment are the entry's own, and the entry holds a reference to the
+//! service's `ExecPlan` (an `Rc`, immutable once built). A reload that
+//! changes or removes the service, or moves the service table, only drops
+//! its own reference: the plan the child reads (program, argv, credentials,
+//! limits) stays where it is, unchanged, until the entry is released, which
+//! happens only once the kernel has cleared `tid` (exec or exit). Stopping
+//! spawnd waits for busy entries (`Drop`), and leaks them, plan included,
+//! rather than free memory a stopped child could still read.
 //!
 //! A client that reads to the end of the reply waits until spawnd has
 //! closed its copy of the connection too, so spawnd closes it as soon as
@@ -40,6 +50,7 @@ use std::ffi::c_char;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -84,6 +95,8 @@ struct Shared {
 
 struct Entry {
     shared: Box<Shared>,
+    /// The plan the child reads, held until the entry is released.
+    plan: Option<Rc<ExecPlan>>,
     /// The child reads these two through raw pointers: they are changed
     /// only while the entry is free, so their heap blocks stay put.
     envp: Vec<*const c_char>,
@@ -107,6 +120,7 @@ impl Entry {
                 received: AtomicU32::new(0),
                 args: UnsafeCell::new(ChildArgs::blank()),
             }),
+            plan: None,
             envp: Vec::with_capacity(64),
             conn_env: Vec::with_capacity(512),
             stack: ChildStack::new(STACK_SIZE)?,
@@ -144,6 +158,7 @@ impl Entry {
     /// entry's next child.
     fn release(&mut self) {
         self.busy = false;
+        self.plan = None;
         self.discard_unreceived();
     }
 
@@ -182,8 +197,6 @@ pub(super) struct Launches {
     most: usize,
     entries: Vec<Entry>,
     busy: usize,
-    /// Plans a reload replaced while entries were busy.
-    retired: Vec<ExecPlan>,
 }
 
 impl Launches {
@@ -194,7 +207,6 @@ impl Launches {
             most: cpus.clamp(1, MOST_ENTRIES),
             entries: Vec::new(),
             busy: 0,
-            retired: Vec::new(),
         }
     }
 
@@ -243,7 +255,7 @@ impl Launches {
 
     /// Starts the child of `args` from entry `index` (free, from
     /// `free_entry`) on `conn`, which must be in a launch slot, and closes
-    /// `conn`. Takes the connection's environment from `conn_env`
+    /// `conn`. The entry keeps `plan` until the child has exec'd or died. Takes the connection's environment from `conn_env`
     /// (swapping buffers). If `hand_over` sent `conn` on the entry's pair,
     /// the child shares spawnd's descriptor table until it unshares it,
     /// and takes the connection from there; otherwise clone copies the
@@ -252,7 +264,7 @@ impl Launches {
         &mut self,
         index: usize,
         args: &mut ChildArgs,
-        plan: &ExecPlan,
+        plan: &Rc<ExecPlan>,
         conn_env: &mut Vec<u8>,
         conn: OwnedFd,
     ) -> io::Result<i32> {
@@ -260,6 +272,10 @@ impl Launches {
         std::mem::swap(&mut entry.conn_env, conn_env);
         build_envp(&mut entry.envp, plan, &entry.conn_env, None);
         args.envp = entry.envp.as_ptr();
+        // The child reads the plan through this reference's allocation,
+        // which the entry keeps alive (see the module comment).
+        args.plan = Rc::as_ptr(plan);
+        entry.plan = Some(Rc::clone(plan));
         // A free entry has `sent` set only by the `hand_over` just before.
         let share_table = match (&entry.handoff, entry.sent) {
             (Some((_, theirs)), true) => {
@@ -279,11 +295,11 @@ impl Launches {
             flags |= libc::CLONE_FILES;
         }
         // SAFETY: the child runs `child_main` on the entry's own stack and
-        // reads only the entry and `plan`. The entry is not reused before
-        // the kernel has zeroed `tid` (the child's exec or exit), and lives
-        // as long as the pool, which waits for busy entries when dropped;
-        // the plan outlives it (`retire`). The child makes raw system calls
-        // only (`child_steps`).
+        // reads only the entry and the plan the entry holds. The entry is
+        // not reused before the kernel has zeroed `tid` (the child's exec or
+        // exit), and lives as long as the pool, which waits for busy entries
+        // when dropped. The child makes raw system calls only
+        // (`child_steps`).
         let pid = unsafe {
             libc::clone(
                 child_main,
@@ -297,6 +313,7 @@ impl Launches {
         };
         if pid < 0 {
             let error = io::Error::last_os_error();
+            entry.plan = None;
             entry.discard_unreceived();
             return Err(error);
         }
@@ -320,9 +337,6 @@ impl Launches {
                 self.busy -= 1;
             }
         }
-        if self.busy == 0 {
-            self.retired.clear();
-        }
     }
 
     /// A child was reaped: frees its entry, if it still had one, and says
@@ -332,36 +346,31 @@ impl Launches {
             return None;
         }
         let entry = self.entries.iter_mut().find(|e| e.busy && e.pid == pid)?;
+        let (stage, errno) = entry.failure();
+        // The program the child tried, not the one its service has now.
+        let program = match (&entry.plan, stage) {
+            (Some(plan), 1..) => plan.argv_label(),
+            _ => String::new(),
+        };
         entry.release();
         self.busy -= 1;
-        let (stage, errno) = entry.failure();
-        if self.busy == 0 {
-            self.retired.clear();
-        }
         (stage != 0).then(|| LaunchFailure {
             stage: stage_name(stage),
             error: io::Error::from_raw_os_error(errno),
+            program,
         })
-    }
-
-    /// Keeps `plan` until no entry is busy, since a child may read it.
-    pub(super) fn retire(&mut self, plan: ExecPlan) {
-        if self.busy > 0 {
-            self.retired.push(plan);
-        }
     }
 }
 
 impl Drop for Launches {
-    /// Children before their exec still read their entries (and plans,
-    /// which the caller drops after this): wait for them, briefly.
+    /// Children before their exec still read their entries and plans: wait
+    /// for them, briefly.
     fn drop(&mut self) {
         let deadline = Instant::now() + DROP_WAIT;
         while self.entries.iter().any(|e| e.busy && !e.child_done()) {
             if Instant::now() > deadline {
                 // A child stopped before its exec: leave it the memory.
                 std::mem::forget(std::mem::take(&mut self.entries));
-                std::mem::forget(std::mem::take(&mut self.retired));
                 return;
             }
             std::thread::sleep(Duration::from_millis(1));
