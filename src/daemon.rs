@@ -1,7 +1,7 @@
 //! `--daemon` and `--pid-file`. spawnd detaches only after every listener
 //! is bound, so the command that started it returns once it is ready.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{fork, setsid, ForkResult, Pid};
@@ -31,9 +31,23 @@ pub fn detach() -> io::Result<()> {
     Ok(())
 }
 
-/// The pid in `path`, if it names a running spawnd.
+/// A pid file holds a pid and a newline: anything longer is not one.
+const PID_FILE_MAX: u64 = 64;
+
+/// The pid a pid file names (`None` if it does not hold one).
+fn pid_in(data: &[u8]) -> Option<i32> {
+    std::str::from_utf8(data).ok()?.trim().parse().ok()
+}
+
+/// The pid in `path`, if it names a running spawnd. The file is read as a
+/// regular file only, without following a link (`fsafe`).
 fn running_spawnd(path: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let rules = crate::fsafe::ReadRules {
+        strict: false,
+        follow: false,
+        max: PID_FILE_MAX,
+    };
+    let pid = pid_in(&crate::fsafe::read(path, rules).ok()?)?;
     if pid <= 0 || pid == std::process::id() as i32 {
         return None;
     }
@@ -56,23 +70,18 @@ pub fn check_pid_file(path: &Path) -> Result<(), String> {
     }
 }
 
-/// A pid file written atomically (temporary file, then rename) and removed
-/// when dropped, if it still names this process.
+/// A pid file written atomically through `fsafe` (a new file with an
+/// unpredictable name, never following a link, then renamed into place)
+/// and removed when dropped, if it still names this process.
 pub struct PidFile {
     path: PathBuf,
 }
 
 impl PidFile {
     pub fn write(path: &Path) -> io::Result<PidFile> {
-        let pid = std::process::id();
-        let tmp = path.with_extension(format!("tmp.{pid}"));
-        let result = std::fs::File::create(&tmp)
-            .and_then(|mut f| writeln!(f, "{pid}").and_then(|_| f.sync_all()))
-            .and_then(|_| std::fs::rename(&tmp, path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map(|_| PidFile {
+        let text = format!("{}\n", std::process::id());
+        crate::fsafe::write_atomic(path, text.as_bytes(), 0o644)?;
+        Ok(PidFile {
             path: path.to_path_buf(),
         })
     }
@@ -80,12 +89,7 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-            == Some(std::process::id());
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        let me = std::process::id() as i32;
+        crate::fsafe::remove_file_if(&self.path, PID_FILE_MAX, |data| pid_in(data) == Some(me));
     }
 }

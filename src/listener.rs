@@ -1,11 +1,18 @@
 //! Opening listening sockets: TCP/UDP over IPv4 and IPv6, dual-stack `*`,
-//! Unix paths (replacing only a stale socket file) and abstract names.
-//! Every descriptor is close-on-exec and non-blocking in spawnd.
+//! Unix paths and abstract names. Every descriptor is close-on-exec and
+//! non-blocking in spawnd.
+//!
+//! A Unix socket file goes through `crate::fsafe`: as root its directory
+//! must be one no other user can swap things in (sticky ones such as /tmp
+//! included: there nobody else can remove or rename the file root
+//! creates), an existing file is replaced only if it is a socket nobody
+//! answers on, the mode is set by the umask at `bind` (never widened after),
+//! and the owner is changed without following a link, on the very socket
+//! spawnd bound.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use nix::sys::socket::{
@@ -13,20 +20,29 @@ use nix::sys::socket::{
 };
 
 use crate::config::units::ListenAddr;
-use crate::config::{Principal, SocketKind, UnixSocketPerms};
+use crate::config::{SocketKind, UnixSocketPerms};
+use crate::fsafe;
 
 /// A bound (and, for streams, listening) socket.
 #[derive(Debug)]
 pub struct Bound {
     pub fd: OwnedFd,
-    /// The socket file spawnd created, removed when the socket is closed.
-    pub created_path: Option<Box<Path>>,
+    /// The socket file spawnd created, removed when the socket is closed
+    /// if the path still is that socket.
+    pub created: Option<Box<(std::path::PathBuf, fsafe::SocketId)>>,
+}
+
+impl Bound {
+    /// A socket spawnd did not create a file for (inherited, abstract, IP).
+    pub fn plain(fd: OwnedFd) -> Bound {
+        Bound { fd, created: None }
+    }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        if let Some(path) = &self.created_path {
-            let _ = std::fs::remove_file(path);
+        if let Some(created) = &self.created {
+            fsafe::remove_socket(&created.0, created.1);
         }
     }
 }
@@ -77,59 +93,6 @@ fn bind_inet(addr: SocketAddr, kind: SocketKind, v6only: bool) -> io::Result<Own
     Ok(fd)
 }
 
-/// Removes `path` if it is a socket nobody answers on; refuses anything else.
-fn clear_stale_socket(path: &Path, kind: SocketKind) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "the path exists and is not a socket; not replaced",
-        ));
-    }
-    let probe = socket::socket(
-        AddressFamily::Unix,
-        sock_type(kind),
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    match socket::connect(probe.as_raw_fd(), &UnixAddr::new(path)?) {
-        Ok(()) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another process is listening on this socket",
-        )),
-        Err(nix::errno::Errno::ECONNREFUSED) | Err(nix::errno::Errno::EPROTOTYPE) => {
-            std::fs::remove_file(path)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn lookup_uid(who: &Principal) -> io::Result<u32> {
-    match who {
-        Principal::Id(id) => Ok(*id),
-        Principal::Name(name) => nix::unistd::User::from_name(name)?
-            .map(|u| u.uid.as_raw())
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("no such user {name:?}"))
-            }),
-    }
-}
-
-fn lookup_gid(who: &Principal) -> io::Result<u32> {
-    match who {
-        Principal::Id(id) => Ok(*id),
-        Principal::Name(name) => nix::unistd::Group::from_name(name)?
-            .map(|g| g.gid.as_raw())
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("no such group {name:?}"))
-            }),
-    }
-}
-
 /// The mode a socket file gets when `unix_mode` is not set: stream sockets
 /// root creates under /run are 0660 (root:root), so a system service's
 /// socket is not open to every local user by accident.
@@ -137,16 +100,27 @@ pub fn default_unix_mode(path: &Path, kind: SocketKind, root: bool) -> Option<u3
     (root && kind == SocketKind::Stream && path.starts_with("/run")).then_some(0o660)
 }
 
-fn apply_perms(path: &Path, perms: &UnixSocketPerms) -> io::Result<()> {
-    if perms.owner.is_some() || perms.group.is_some() {
-        let uid = perms.owner.as_ref().map(lookup_uid).transpose()?;
-        let gid = perms.group.as_ref().map(lookup_gid).transpose()?;
-        std::os::unix::fs::chown(path, uid, gid)?;
-    }
-    if let Some(mode) = perms.mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
+/// Binds a Unix socket at `path` (see the module comment).
+fn bind_unix(
+    path: &Path,
+    kind: SocketKind,
+    backlog: u32,
+    perms: &UnixSocketPerms,
+) -> io::Result<Bound> {
+    let place = fsafe::SocketPlace::open(path)?;
+    place.clear_stale()?;
+    let fd = new_socket(AddressFamily::Unix, kind)?;
+    let mode = perms
+        .mode
+        .or_else(|| default_unix_mode(path, kind, fsafe::is_root()));
+    let id = place.bind(&fd, mode)?;
+    let bound = Bound {
+        fd,
+        created: Some(Box::new((path.to_path_buf(), id))),
+    };
+    place.chown(id, perms.owner_id, perms.group_id)?;
+    listen(&bound.fd, kind, backlog)?;
+    Ok(bound)
 }
 
 /// Opens the socket for one listen address.
@@ -156,44 +130,28 @@ pub fn bind(
     backlog: u32,
     perms: &UnixSocketPerms,
 ) -> io::Result<Bound> {
-    let (fd, created_path) = match addr {
-        ListenAddr::Inet(addr) => (bind_inet(*addr, kind, true)?, None),
+    let fd = match addr {
+        ListenAddr::Inet(addr) => bind_inet(*addr, kind, true)?,
         ListenAddr::AnyInet(port) => {
             let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *port);
             match bind_inet(any6, kind, false) {
-                Ok(fd) => (fd, None),
+                Ok(fd) => fd,
                 // No IPv6 on this host: every address is every IPv4 address.
-                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => (
-                    bind_inet(SocketAddr::from(([0, 0, 0, 0], *port)), kind, false)?,
-                    None,
-                ),
+                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    bind_inet(SocketAddr::from(([0, 0, 0, 0], *port)), kind, false)?
+                }
                 Err(e) => return Err(e),
             }
         }
-        ListenAddr::Unix(path) => {
-            clear_stale_socket(path, kind)?;
-            let fd = new_socket(AddressFamily::Unix, kind)?;
-            socket::bind(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?)?;
-            let bound = Bound {
-                fd,
-                created_path: Some(path.clone().into_boxed_path()),
-            };
-            let mut perms = perms.clone();
-            if perms.mode.is_none() {
-                perms.mode = default_unix_mode(path, kind, nix::unistd::geteuid().is_root());
-            }
-            apply_perms(path, &perms)?;
-            listen(&bound.fd, kind, backlog)?;
-            return Ok(bound);
-        }
+        ListenAddr::Unix(path) => return bind_unix(path, kind, backlog, perms),
         ListenAddr::Abstract(name) => {
             let fd = new_socket(AddressFamily::Unix, kind)?;
             socket::bind(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
-            (fd, None)
+            fd
         }
     };
     listen(&fd, kind, backlog)?;
-    Ok(Bound { fd, created_path })
+    Ok(Bound { fd, created: None })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod config;
 mod convert;
 mod daemon;
 mod decimal;
+mod fsafe;
 #[cfg(test)]
 mod fuzzing;
 mod internal;

@@ -49,6 +49,27 @@ pub fn default_socket() -> PathBuf {
     }
 }
 
+/// The most `spawnd status` reads: a report of 10,000 services is about
+/// 2 MB.
+const MAX_REPORT: u64 = 64 << 20;
+
+/// Only root or the caller's own user can be the spawnd answering: the
+/// socket is 0600 in a directory only its owner controls, so anyone else
+/// answering there means the path was taken over.
+fn check_server(stream: &UnixStream) -> std::io::Result<()> {
+    let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if peer.uid() == 0 || peer.uid() == me {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "the socket is served by uid {} (pid {}), neither root nor you; not trusted",
+            peer.uid(),
+            peer.pid()
+        )))
+    }
+}
+
 pub fn run(args: &StatusArgs) -> ExitCode {
     let path = match &args.socket {
         Some(path) => path.clone(),
@@ -63,9 +84,14 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         },
     };
     let mut text = String::new();
-    let result = UnixStream::connect(&path).and_then(|mut stream| {
+    let result = UnixStream::connect(&path).and_then(|stream| {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.read_to_string(&mut text)
+        check_server(&stream)?;
+        stream.take(MAX_REPORT + 1).read_to_string(&mut text)?;
+        if text.len() as u64 > MAX_REPORT {
+            return Err(std::io::Error::other("the answer is larger than 64 MiB"));
+        }
+        Ok(())
     });
     if let Err(e) = result {
         eprintln!(

@@ -4,7 +4,10 @@
 
 mod util;
 
+use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use nix::sys::signal::Signal;
 use util::*;
@@ -99,4 +102,329 @@ fn a_reload_never_changes_what_a_starting_child_runs_or_as_whom() {
         spawnd.log.text()
     );
     assert_eq!(spawnd.log.count("exec_failed"), 0, "{}", spawnd.log.text());
+}
+
+/// Runs `program args` as uid/gid 65534 (nobody).
+fn as_nobody(program: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("setpriv");
+    command.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        program,
+    ]);
+    command
+}
+
+fn owner_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// A socket directory that another user owns lets that user swap the
+/// socket for a link between spawnd's bind and its chown: spawnd refuses
+/// to create a socket there (naming the directory), so a racing user never
+/// gets a root-only file chowned to them. Before the fix spawnd bound and
+/// chowned by path.
+#[test]
+fn a_socket_directory_another_user_controls_is_refused() {
+    require!(
+        is_root() && has_command("setpriv"),
+        "needs root and setpriv to act as another user"
+    );
+    let config = Config::new();
+    config.private_control_socket();
+    let theirs = config.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let secret = config.path().join("secret");
+    std::fs::write(&secret, "root only").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let socket = theirs.join("s.sock");
+    // The other user keeps putting a link to the secret where the socket goes.
+    let mut racer = as_nobody("sh")
+        .arg("-c")
+        .arg(format!(
+            "while :; do rm -f {s}; ln -s {t} {s}; done",
+            s = socket.display(),
+            t = secret.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    config.service(
+        "sock",
+        &format!(
+            "listen: {}\nunix_owner: nobody\nunix_mode: \"0600\"\nexec: [/bin/true]\n",
+            socket.display()
+        ),
+    );
+    config.service(
+        "other",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, fine]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    let _ = racer.kill();
+    let _ = racer.wait();
+    spawnd.log.expect(&[
+        "service_error service=sock",
+        "is a directory owned by uid 65534",
+    ]);
+    assert_eq!(owner_of(&secret), 0, "the secret stays root's");
+    assert_eq!(tcp_read(port), "fine\n", "the other service runs");
+}
+
+/// In a sticky directory such as /tmp, others cannot remove or rename the
+/// socket root creates: spawnd binds there, with the mode set at bind.
+#[test]
+fn a_socket_in_a_sticky_directory_is_created_with_its_mode() {
+    let config = Config::new();
+    config.private_control_socket();
+    let sticky = config.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let socket = sticky.join("s.sock");
+    config.service(
+        "sock",
+        &format!(
+            "listen: {}\nunix_mode: \"0640\"\nexec: [/bin/echo, unix]\n",
+            socket.display()
+        ),
+    );
+    let _spawnd = Spawnd::start(&config);
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o640);
+    let mut reply = String::new();
+    std::os::unix::net::UnixStream::connect(&socket)
+        .unwrap()
+        .read_to_string(&mut reply)
+        .unwrap();
+    assert_eq!(reply, "unix\n");
+}
+
+/// A live datagram socket sitting at a stream service's path answers a
+/// stream connect with EPROTOTYPE, which was taken for "stale": spawnd
+/// removed a socket another process was using. Only a socket that no type
+/// of connection reaches is stale now.
+#[test]
+fn a_live_socket_of_another_type_is_never_removed() {
+    let config = Config::new();
+    config.private_control_socket();
+    let path = config.path().join("dgram.sock");
+    let live = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    config.service(
+        "stream",
+        &format!("listen: {}\nexec: [/bin/true]\n", path.display()),
+    );
+    let port = free_port();
+    config.service(
+        "other",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, fine]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    spawnd.log.expect(&[
+        "service_error service=stream",
+        "another process is listening",
+    ]);
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender.send_to(b"still mine", &path).unwrap();
+    let mut buffer = [0u8; 32];
+    live.set_read_timeout(Some(WAIT)).unwrap();
+    let n = live.recv(&mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"still mine");
+}
+
+/// Banner files were opened as root following links, and with a blocking
+/// open: a link planted in the banner's place sent a root-only file to
+/// clients, and a FIFO hung spawnd (at start and on reload). Now a banner
+/// that is a link, a FIFO or not root's is a configuration error.
+#[test]
+fn a_banner_is_never_read_through_a_link_or_from_a_fifo() {
+    let config = Config::new();
+    config.private_control_socket();
+    let secret = config.path().join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = config.path().join("banner-link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let fifo = config.path().join("banner-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let banner = config.path().join("banner");
+    std::fs::write(&banner, "welcome\n").unwrap();
+    let (linked, piped, fine) = (free_port(), free_port(), free_port());
+    let service = |name: &str, port: u16, banner: &Path| {
+        config.service(
+            name,
+            &format!(
+                "listen: 127.0.0.1:{port}\nbanner: {}\nexec: [/bin/echo, {name}]\n",
+                banner.display()
+            ),
+        );
+    };
+    service("linked", linked, &link);
+    service("piped", piped, &fifo);
+    service("fine", fine, &banner);
+    let out = config.check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("linked.yaml") && stderr.contains("a symbolic link"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("piped.yaml") && stderr.contains("a FIFO"),
+        "{stderr}"
+    );
+    let spawnd = Spawnd::start(&config);
+    assert_eq!(tcp_read(fine), "welcome\nfine\n");
+    let reply = tcp_exchange(local(linked), b"").unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("root only"),
+        "the secret reached a client"
+    );
+    // A reload meeting a FIFO in a banner's place finishes, and keeps the
+    // service as it was.
+    service("fine", fine, &fifo);
+    spawnd.reload();
+    spawnd.log.expect(&["reload_kept service=fine"]);
+    assert_eq!(tcp_read(fine), "welcome\nfine\n");
+}
+
+/// The pid file was written through a predictable temporary name
+/// (`NAME.tmp.PID`) with a call that follows links: a link planted under
+/// that name made root overwrite its target. The temporary name is
+/// unpredictable now, and created without following anything.
+#[test]
+fn the_pid_file_never_writes_through_a_planted_link() {
+    let config = Config::new();
+    config.private_control_socket();
+    // Enough services that start-up takes a while after the pid is known.
+    for n in 0..300 {
+        config.service(
+            &format!("s{n}"),
+            &format!(
+                "listen: \"@spawnd-pid-{}-{n}\"\nexec: [/bin/true]\n",
+                std::process::id()
+            ),
+        );
+    }
+    let victim = config.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let pid_file = config.path().join("spawnd.pid");
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("run")
+        .arg("-c")
+        .arg(config.path())
+        .arg("--pid-file")
+        .arg(&pid_file);
+    let spawnd = Spawnd::spawn(command, |_| {});
+    let planted = pid_file.with_extension(format!("tmp.{}", spawnd.pid()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    spawnd.log.expect(&["ready services="]);
+    assert!(wait_until(|| pid_file.exists()));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        spawnd.pid().to_string()
+    );
+}
+
+/// The control socket's directory was used as found, and whatever sat at
+/// the socket's path was removed: another user could pre-create the
+/// directory and answer `spawnd status` in spawnd's place, or have spawnd
+/// delete a file. Now a directory others may write to is refused, a
+/// non-socket is never removed, and the client trusts only root or its own
+/// user at the other end.
+#[test]
+fn the_control_socket_is_never_placed_where_others_control_it() {
+    let config = Config::new();
+    let open = config.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    config.global(&format!(
+        "control_socket: {}\n",
+        open.join("control.sock").display()
+    ));
+    config.service("a", "listen: \"@spawnd-ctl-a\"\nexec: [/bin/true]\n");
+    {
+        let spawnd = Spawnd::start(&config);
+        spawnd.log.expect(&["control_error", "others can write to"]);
+        assert!(!open.join("control.sock").exists());
+    }
+    // A regular file at the path is left alone.
+    let file = config.path().join("control.sock");
+    std::fs::write(&file, "data\n").unwrap();
+    config.global(&format!("control_socket: {}\n", file.display()));
+    {
+        let spawnd = Spawnd::start(&config);
+        spawnd.log.expect(&["control_error", "not a socket"]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "data\n");
+    }
+}
+
+/// `spawnd status` believed whoever answered on the socket.
+#[test]
+fn status_trusts_only_root_or_its_own_user() {
+    require!(
+        is_root() && has_command("setpriv") && Path::new("/usr/bin/python3").exists(),
+        "needs root, setpriv and /usr/bin/python3 to run a fake server as another user"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("fake.sock");
+    let fake = r#"{"pid":1,"version":"fake","children":0,"services":[]}"#;
+    let mut server = as_nobody("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(1)\nprint('up',flush=True)\nc,_=s.accept()\nc.sendall(b'{fake}')\nc.close()\n"
+        ))
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = [0u8; 3];
+    server.stdout.take().unwrap().read_exact(&mut up).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--json", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("fake"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("served by uid 65534"),
+        "{out:?}"
+    );
+}
+
+/// Strict mode checked a service file's owner and mode but not the
+/// directories a link to it leads through: a link to a file in a
+/// directory anyone may write to was accepted.
+#[test]
+fn strict_mode_checks_the_directories_a_config_link_leads_through() {
+    require!(is_root(), "strict mode applies when spawnd runs as root");
+    let config = Config::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let open = elsewhere.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let target = open.join("linked.yaml");
+    std::fs::write(&target, "listen: \"@spawnd-linked\"\nexec: [/bin/true]\n").unwrap();
+    std::os::unix::fs::symlink(&target, config.path().join("services.d/linked.yaml")).unwrap();
+    let out = config.check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("linked.yaml") && stderr.contains("others can write to"),
+        "{stderr}"
+    );
+    // The same link into a directory only root can write is fine.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(config.check().status.code(), Some(0));
 }

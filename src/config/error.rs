@@ -11,6 +11,10 @@ pub struct ConfigError {
     /// Dotted key path, e.g. `limits.timeout`.
     pub key: Option<String>,
     pub message: String,
+    /// The configuration could not be read at all here (the system failed:
+    /// EMFILE, EIO, EACCES; or a directory was refused), as opposed to a
+    /// file that reads but does not check: a reload is rejected as a whole.
+    pub unreadable: bool,
 }
 
 impl ConfigError {
@@ -20,7 +24,13 @@ impl ConfigError {
             position: None,
             key: None,
             message: message.into(),
+            unreadable: false,
         }
+    }
+
+    pub fn unreadable(mut self) -> Self {
+        self.unreadable = true;
+        self
     }
 
     pub fn at(mut self, position: Option<(usize, usize)>) -> Self {
@@ -152,6 +162,7 @@ pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> ConfigEr
         position,
         key,
         message: rest,
+        unreadable: false,
     }
 }
 

@@ -1,17 +1,16 @@
 //! Reading the configuration directory: the only file I/O of the config
-//! layer. Hostile entries (FIFOs, devices, huge files, symlink loops) are
-//! refused without ever blocking on them.
+//! layer, all of it through `fsafe`. Hostile entries (FIFOs, devices, huge
+//! files, symlink loops, files or links other users control) are refused
+//! without ever blocking on them.
 
 use std::ffi::OsStr;
-use std::fs::{File, Metadata};
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::error::{from_yaml, ConfigError};
 use super::model::{Global, Service};
 use super::raw::{RawDefaults, RawGlobal, RawService};
 use super::{resolve, validate};
+use crate::fsafe;
 
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
 
@@ -54,113 +53,72 @@ fn service_stem(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-/// The file-mode rule sshd's StrictModes uses: owned by root or by us, and
-/// writable by nobody else.
-fn check_ownership(path: &Path, meta: &Metadata) -> Result<(), ConfigError> {
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(ConfigError::new(
-            path,
-            format!("refused: owned by uid {} (must be root or uid {euid}); --insecure-config overrides", meta.uid()),
-        ));
-    }
-    if meta.mode() & 0o022 != 0 && !meta.file_type().is_symlink() {
-        return Err(ConfigError::new(
-            path,
-            format!(
-                "refused: mode {:04o} lets others write it (chmod go-w); --insecure-config overrides",
-                meta.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(())
+/// A configuration file's text: a regular file of at most 1 MiB, read
+/// through `fsafe` (non-blocking, and with `strict` only from trusted
+/// places and owners).
+fn text_of(path: &Path, data: Result<Vec<u8>, fsafe::Error>) -> Result<String, ConfigError> {
+    let data = data.map_err(|e| file_error(path, e))?;
+    String::from_utf8(data).map_err(|_| ConfigError::new(path, "not valid UTF-8 text"))
 }
 
-/// Reads a file that must be a regular file of at most 1 MiB. Opened
-/// non-blocking so a FIFO swapped in after the check cannot hang spawnd.
-pub fn read_config_file(path: &Path, strict: bool) -> Result<String, ConfigError> {
-    let describe = |e: std::io::Error| match e.raw_os_error() {
-        Some(libc::ELOOP) => {
-            ConfigError::new(path, "too many levels of symbolic links (a symlink loop?)")
+/// A file that could not be read: a refusal is a finding about the file
+/// (its service is left out or kept as it runs); a failure of the system
+/// (EMFILE, EIO, EACCES) says nothing about it, so a reload that meets one
+/// is rejected as a whole (`ConfigError::unreadable`).
+fn file_error(path: &Path, error: fsafe::Error) -> ConfigError {
+    match error {
+        fsafe::Error::Refused(_) => ConfigError::new(path, error.to_string()),
+        fsafe::Error::Io(ref e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            ConfigError::new(path, error.to_string())
         }
-        _ => ConfigError::new(path, format!("cannot read: {e}")),
-    };
-    let meta = std::fs::metadata(path).map_err(describe)?;
-    check_regular(path, &meta)?;
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(describe)?;
-    let meta = file.metadata().map_err(describe)?;
-    check_regular(path, &meta)?;
-    if strict {
-        check_ownership(path, &meta)?;
+        fsafe::Error::Io(e) => ConfigError::new(path, format!("cannot read: {e}")).unreadable(),
     }
-    let mut text = String::new();
-    file.take(MAX_FILE_SIZE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => ConfigError::new(path, "not valid UTF-8 text"),
-            _ => describe(e),
-        })?;
-    if text.len() as u64 > MAX_FILE_SIZE {
-        return Err(ConfigError::new(path, "larger than 1 MiB; not read"));
-    }
-    Ok(text)
 }
 
-fn check_regular(path: &Path, meta: &Metadata) -> Result<(), ConfigError> {
-    let kind = meta.file_type();
-    if kind.is_file() {
-        if meta.len() > MAX_FILE_SIZE {
-            return Err(ConfigError::new(
-                path,
-                format!("larger than 1 MiB ({} bytes); not read", meta.len()),
-            ));
-        }
-        return Ok(());
-    }
-    let what = if kind.is_dir() {
-        "a directory"
-    } else {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_block_device() || kind.is_char_device() {
-            "a device node"
-        } else {
-            "not a regular file"
-        }
-    };
-    Err(ConfigError::new(
-        path,
-        format!("{what}, not a regular file; not read"),
-    ))
-}
-
-fn parse_global(path: &Path, strict: bool) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((Global::default(), RawDefaults::default()))
-        }
-        _ => {}
-    }
-    let text = read_config_file(path, strict).map_err(|e| vec![e])?;
+fn parse_global_text(path: &Path, text: &str) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
     if text.trim().is_empty() {
         return Ok((Global::default(), RawDefaults::default()));
     }
-    let raw: RawGlobal =
-        serde_yaml::from_str(&text).map_err(|e| vec![from_yaml(path, &text, &e)])?;
-    validate::global(path, &text, raw)
+    let raw: RawGlobal = serde_yaml::from_str(text).map_err(|e| vec![from_yaml(path, text, &e)])?;
+    validate::global(path, text, raw)
+}
+
+/// Opens the configuration directory; every failure is fatal.
+fn open_config_dir(dir: &Path, strict: bool) -> Result<fsafe::Dir, Vec<ConfigError>> {
+    fsafe::Dir::open(dir, strict).map_err(|e| {
+        let message = match e {
+            fsafe::Error::Io(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                "not a directory".to_string()
+            }
+            fsafe::Error::Io(e) => format!("cannot read configuration directory: {e}"),
+            refused => refused.to_string(),
+        };
+        vec![ConfigError::new(dir, message).unreadable()]
+    })
+}
+
+/// `spawnd.yaml` of an opened configuration directory, if there is one.
+fn global_of(config: &fsafe::Dir, dir: &Path) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
+    let path = dir.join("spawnd.yaml");
+    let present = config
+        .contains(std::ffi::OsStr::new("spawnd.yaml"))
+        .map_err(|e| vec![file_error(&path, e)])?;
+    if !present {
+        return Ok((Global::default(), RawDefaults::default()));
+    }
+    let text = text_of(
+        &path,
+        config.read(std::ffi::OsStr::new("spawnd.yaml"), MAX_FILE_SIZE),
+    )
+    .map_err(|e| vec![e])?;
+    parse_global_text(&path, &text)
 }
 
 /// Reads only `DIR/spawnd.yaml`.
 pub fn load_global(dir: &Path, strict: bool) -> Result<Global, Vec<ConfigError>> {
-    let strict = strict && nix::unistd::geteuid().is_root();
-    parse_global(&dir.join("spawnd.yaml"), strict).map(|(global, _)| global)
+    let strict = strict && fsafe::is_root();
+    let config = open_config_dir(dir, strict)?;
+    global_of(&config, dir).map(|(global, _)| global)
 }
 
 /// Parses and validates one service file.
@@ -178,89 +136,88 @@ pub fn parse_service(
 }
 
 /// The service files of `services.d/`, sorted, with the names skipped.
-fn service_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+/// A directory that cannot be opened or listed is an `unreadable` error
+/// (a reload meeting it is rejected); a missing one means no services.
+fn service_files(
+    dir: &Path,
+    strict: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(fsafe::Dir, Vec<String>)> {
+    let services = match fsafe::Dir::open(dir, strict) {
+        Ok(services) => services,
+        Err(fsafe::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             log::warn!(
                 "config_missing path={} detail=\"no services.d directory; no services\"",
                 dir.display()
             );
-            return Vec::new();
+            return None;
         }
+        Err(fsafe::Error::Io(e)) => {
+            errors.push(ConfigError::new(dir, format!("cannot read directory: {e}")).unreadable());
+            return None;
+        }
+        Err(refused) => {
+            errors.push(ConfigError::new(dir, refused.to_string()).unreadable());
+            return None;
+        }
+    };
+    let names = match services.names() {
+        Ok(names) => names,
         Err(e) => {
-            errors.push(ConfigError::new(dir, format!("cannot read directory: {e}")));
-            return Vec::new();
+            errors.push(ConfigError::new(dir, format!("cannot read directory: {e}")).unreadable());
+            return None;
         }
     };
     let mut files = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                errors.push(ConfigError::new(dir, format!("cannot read directory: {e}")));
-                break;
-            }
-        };
-        let name = entry.file_name();
+    for name in names {
         match name.to_str() {
             Some(name) if is_ignored(name) => continue,
-            Some(_) => files.push(entry.path()),
+            Some(name) => files.push(name.to_string()),
             None => errors.push(ConfigError::new(
-                &entry.path(),
+                &dir.join(&name),
                 "file name is not valid UTF-8; skipped",
             )),
         }
     }
     files.sort();
-    files
+    Some((services, files))
 }
 
 /// Loads `dir`. `Err` only when the directory itself or `spawnd.yaml` is
 /// unusable: those stop `run` from starting and reject a reload.
 pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
-    let strict = options.strict && nix::unistd::geteuid().is_root();
-    let meta = std::fs::metadata(dir).map_err(|e| {
-        vec![ConfigError::new(
-            dir,
-            format!("cannot read configuration directory: {e}"),
-        )]
-    })?;
-    if !meta.is_dir() {
-        return Err(vec![ConfigError::new(dir, "not a directory")]);
-    }
-    if strict {
-        check_ownership(dir, &meta).map_err(|e| vec![e])?;
-    }
-    let (global, defaults) = parse_global(&dir.join("spawnd.yaml"), strict)?;
+    let strict = options.strict && fsafe::is_root();
+    let config = open_config_dir(dir, strict)?;
+    let (global, defaults) = global_of(&config, dir)?;
     let mut errors = Vec::new();
     let services_dir = dir.join("services.d");
-    if strict {
-        if let Ok(meta) = std::fs::metadata(&services_dir) {
-            if let Err(e) = check_ownership(&services_dir, &meta) {
-                return Ok(Loaded {
-                    global,
-                    services: Vec::new(),
-                    errors: vec![e],
-                });
-            }
-        }
-    }
     let mut services = Vec::new();
-    for path in service_files(&services_dir, &mut errors) {
-        let parsed = read_config_file(&path, strict)
-            .map_err(|e| vec![e])
-            .and_then(|text| parse_service(&path, &text, &defaults));
-        match parsed {
-            Ok(service) => services.push(service),
-            Err(mut file_errors) => errors.append(&mut file_errors),
+    let mut texts = Vec::new();
+    if let Some((listing, files)) = service_files(&services_dir, strict, &mut errors) {
+        for name in files {
+            let path = services_dir.join(&name);
+            let text = text_of(
+                &path,
+                listing.read(std::ffi::OsStr::new(&name), MAX_FILE_SIZE),
+            );
+            let parsed = text.map_err(|e| vec![e]).and_then(|text| {
+                let service = parse_service(&path, &text, &defaults)?;
+                Ok((service, text))
+            });
+            match parsed {
+                Ok((service, text)) => {
+                    services.push(service);
+                    texts.push(text);
+                }
+                Err(mut file_errors) => errors.append(&mut file_errors),
+            }
         }
     }
     let mut rejected: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for (index, mut error) in validate::across(&services) {
         rejected.insert(index);
-        if let (Some(key), Ok(text)) = (&error.key, std::fs::read_to_string(&error.file)) {
-            error.position = super::error::locate_key(&text, &[key.as_str()]);
+        if let Some(key) = &error.key {
+            error.position = super::error::locate_key(&texts[index], &[key.as_str()]);
         }
         errors.push(error);
     }
@@ -269,12 +226,13 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
             if rejected.contains(&index) {
                 continue;
             }
-            if let Err(mut problems) = resolve::resolve(service) {
+            if let Err(mut problems) = resolve::resolve(service, &texts[index], strict) {
                 rejected.insert(index);
                 errors.append(&mut problems);
             }
         }
     }
+    drop(texts);
     let services = services
         .into_iter()
         .enumerate()

@@ -38,6 +38,8 @@ pub struct Service {
     pub chroot: Option<PathBuf>,
     pub workdir: Option<PathBuf>,
     pub banners: Rare<Banners>,
+    /// The banner files' contents, read by `resolve` (empty without it).
+    pub banner_texts: Rare<BannerTexts>,
     pub limits: Rare<Limits>,
     pub access: Rare<Access>,
     /// Filled in by `resolve`; `None` runs the child as spawnd's own user.
@@ -99,6 +101,9 @@ pub struct UnixSocketPerms {
     pub mode: Option<u32>,
     pub owner: Option<Principal>,
     pub group: Option<Principal>,
+    /// `owner` and `group` as ids, filled in by `resolve`.
+    pub owner_id: Option<u32>,
+    pub group_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,6 +111,23 @@ pub struct Banners {
     pub banner: Option<PathBuf>,
     pub success: Option<PathBuf>,
     pub fail: Option<PathBuf>,
+}
+
+/// What `Banners` name, read once at load so the accept path does no file
+/// I/O.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BannerTexts {
+    pub banner: Vec<u8>,
+    pub success: Vec<u8>,
+    pub fail: Vec<u8>,
+}
+
+impl Empty for BannerTexts {
+    const EMPTY: &'static Self = &BannerTexts {
+        banner: Vec::new(),
+        success: Vec::new(),
+        fail: Vec::new(),
+    };
 }
 
 /// Resource limits set (soft and hard) in the child; `u64::MAX` is unlimited.
@@ -123,6 +145,8 @@ impl Empty for UnixSocketPerms {
         mode: None,
         owner: None,
         group: None,
+        owner_id: None,
+        group_id: None,
     };
 }
 

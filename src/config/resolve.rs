@@ -19,10 +19,12 @@ pub struct Credentials {
     pub groups: Vec<u32>,
 }
 
-fn error(service: &Service, key: &str, message: String) -> ConfigError {
-    let text = std::fs::read_to_string(&service.file).unwrap_or_default();
+/// A problem with one key, placed in the file by `resolve`.
+type Problem = (&'static str, String);
+
+fn error(service: &Service, text: &str, (key, message): Problem) -> ConfigError {
     ConfigError::new(&service.file, message)
-        .at(locate_key(&text, &[key]))
+        .at(locate_key(text, &[key]))
         .key(key)
 }
 
@@ -51,16 +53,16 @@ fn lookup_group(group: &Principal) -> Result<u32, String> {
 }
 
 /// The credentials a service asks for, or `None` to run as spawnd does.
-pub fn credentials(service: &Service) -> Result<Option<Credentials>, ConfigError> {
+fn credentials(service: &Service) -> Result<Option<Credentials>, Problem> {
     if service.user.is_none() && service.group.is_none() && service.groups.is_none() {
         return Ok(None);
     }
     let user = match &service.user {
-        Some(principal) => Some(lookup_user(principal).map_err(|m| error(service, "user", m))?),
+        Some(principal) => Some(lookup_user(principal).map_err(|m| ("user", m))?),
         None => None,
     };
     let gid = match (&service.group, &user) {
-        (Some(group), _) => lookup_group(group).map_err(|m| error(service, "group", m))?,
+        (Some(group), _) => lookup_group(group).map_err(|m| ("group", m))?,
         (None, Some(user)) => user.gid.as_raw(),
         (None, None) => nix::unistd::getegid().as_raw(),
     };
@@ -72,18 +74,12 @@ pub fn credentials(service: &Service) -> Result<Option<Credentials>, ConfigError
             .iter()
             .map(lookup_group)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| error(service, "groups", m))?,
+            .map_err(|m| ("groups", m))?,
         (None, Some(user)) => {
             let name = CString::new(user.name.as_bytes())
-                .map_err(|_| error(service, "user", "bad user name".into()))?;
+                .map_err(|_| ("user", "bad user name".to_string()))?;
             nix::unistd::getgrouplist(&name, Gid::from_raw(gid))
-                .map_err(|e| {
-                    error(
-                        service,
-                        "user",
-                        format!("cannot list groups of {}: {e}", user.name),
-                    )
-                })?
+                .map_err(|e| ("user", format!("cannot list groups of {}: {e}", user.name)))?
                 .into_iter()
                 .map(Gid::as_raw)
                 .collect()
@@ -104,8 +100,7 @@ pub fn credentials(service: &Service) -> Result<Option<Credentials>, ConfigError
             } else {
                 "groups"
             };
-            return Err(error(
-                service,
+            return Err((
                 key,
                 "changing user or groups needs spawnd to run as root (remove the key to run as spawnd's own user)".into(),
             ));
@@ -123,16 +118,15 @@ fn program_on_disk(service: &Service, program: &Path) -> PathBuf {
     }
 }
 
-fn check_program(service: &Service) -> Result<(), ConfigError> {
+fn check_program(service: &Service) -> Result<(), Problem> {
     let Action::Exec { program, .. } = &service.action else {
         return Ok(());
     };
     let path = program_on_disk(service, program);
     let meta = std::fs::metadata(&path)
-        .map_err(|e| error(service, "exec", format!("program {}: {e}", path.display())))?;
+        .map_err(|e| ("exec", format!("program {}: {e}", path.display())))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(error(
-            service,
+        return Err((
             "exec",
             format!("program {} is not an executable file", path.display()),
         ));
@@ -140,18 +134,38 @@ fn check_program(service: &Service) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_readable(service: &Service, key: &str, path: &Option<PathBuf>) -> Result<(), ConfigError> {
+/// A banner file, read as it will be at run time (`crate::fsafe`: no
+/// link followed, regular, and with `strict` owned as configuration).
+pub fn read_banner(path: &Path, strict: bool) -> Result<Vec<u8>, crate::fsafe::Error> {
+    let rules = crate::fsafe::ReadRules {
+        strict,
+        follow: false,
+        max: MAX_BANNER,
+    };
+    crate::fsafe::read(path, rules)
+}
+
+/// Banner files are sent to clients whole: at most this much of one.
+pub const MAX_BANNER: u64 = 64 * 1024;
+
+fn banner_text(
+    key: &'static str,
+    path: &Option<PathBuf>,
+    strict: bool,
+) -> Result<Vec<u8>, Problem> {
     match path {
-        Some(path) => std::fs::File::open(path)
-            .map(drop)
-            .map_err(|e| error(service, key, format!("{}: {e}", path.display()))),
-        None => Ok(()),
+        Some(path) => {
+            read_banner(path, strict).map_err(|e| (key, format!("{}: {e}", path.display())))
+        }
+        None => Ok(Vec::new()),
     }
 }
 
-/// Resolves what a service needs from the system; every problem is returned.
-pub fn resolve(service: &mut Service) -> Result<(), Vec<ConfigError>> {
-    let mut problems = Vec::new();
+/// Resolves what a service needs from the system; every problem is
+/// returned, placed in `text` (the service's file). `strict`: banner files
+/// are held to the configuration files' ownership rule.
+pub fn resolve(service: &mut Service, text: &str, strict: bool) -> Result<(), Vec<ConfigError>> {
+    let mut problems: Vec<Problem> = Vec::new();
     if let Err(e) = check_program(service) {
         problems.push(e);
     }
@@ -159,37 +173,55 @@ pub fn resolve(service: &mut Service) -> Result<(), Vec<ConfigError>> {
         Ok(credentials) => service.credentials = credentials,
         Err(e) => problems.push(e),
     }
-    for (key, path) in [
+    let mut texts = [Vec::new(), Vec::new(), Vec::new()];
+    for ((key, path), text) in [
         ("banner", &service.banners.banner),
         ("banner_success", &service.banners.success),
         ("banner_fail", &service.banners.fail),
-    ] {
-        if let Err(e) = check_readable(service, key, path) {
-            problems.push(e);
+    ]
+    .into_iter()
+    .zip(&mut texts)
+    {
+        match banner_text(key, path, strict) {
+            Ok(read) => *text = read,
+            Err(e) => problems.push(e),
         }
     }
+    let [banner, success, fail] = texts;
+    service.banner_texts = super::model::Rare::new(super::model::BannerTexts {
+        banner,
+        success,
+        fail,
+    });
+    let mut ids = (None, None);
     if let Some(owner) = &service.unix_socket.owner {
-        if let Err(message) = lookup_user(owner) {
-            problems.push(error(service, "unix_owner", message));
+        match lookup_user(owner) {
+            Ok(user) => ids.0 = Some(user.uid.as_raw()),
+            Err(message) => problems.push(("unix_owner", message)),
         }
     }
     if let Some(group) = &service.unix_socket.group {
-        if let Err(message) = lookup_group(group) {
-            problems.push(error(service, "unix_group", message));
+        match lookup_group(group) {
+            Ok(gid) => ids.1 = Some(gid),
+            Err(message) => problems.push(("unix_group", message)),
         }
+    }
+    if ids != (None, None) {
+        let mut perms = (*service.unix_socket).clone();
+        (perms.owner_id, perms.group_id) = ids;
+        service.unix_socket = super::model::Rare::new(perms);
     }
     if let Some(root) = &service.chroot {
         if !root.is_dir() {
-            problems.push(error(
-                service,
-                "chroot",
-                format!("{} is not a directory", root.display()),
-            ));
+            problems.push(("chroot", format!("{} is not a directory", root.display())));
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems)
+        Err(problems
+            .into_iter()
+            .map(|p| error(service, text, p))
+            .collect())
     }
 }

@@ -423,30 +423,12 @@ impl Server {
         let service_id = self.listener_service(source);
         let peer = self.connection_peer(source, &conn, remote);
         let fd = conn.as_raw_fd();
-        send_banner(
-            fd,
-            self.services[service_id]
-                .banners
-                .as_ref()
-                .map_or(&[][..], |b| &b.banner),
-        );
+        send_banner(fd, &self.services[service_id].banners.banner);
         if self.admit(service_id, &peer).is_err() {
-            send_banner(
-                fd,
-                self.services[service_id]
-                    .banners
-                    .as_ref()
-                    .map_or(&[][..], |b| &b.fail),
-            );
+            send_banner(fd, &self.services[service_id].banners.fail);
             return;
         }
-        send_banner(
-            fd,
-            self.services[service_id]
-                .banners
-                .as_ref()
-                .map_or(&[][..], |b| &b.success),
-        );
+        send_banner(fd, &self.services[service_id].banners.success);
         match self.services[service_id].work {
             Work::Exec(_) => {
                 // The spawner closes `conn` once the child has its own copy.

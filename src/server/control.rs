@@ -3,13 +3,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use mio::Interest;
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
 
 use super::{Server, Source};
+use crate::fsafe;
 use crate::listener::Bound;
 use crate::status::{Report, ServiceReport};
 
@@ -21,19 +21,25 @@ pub(super) struct ControlConn {
 }
 
 /// Binds the control socket (mode 0600), replacing a stale one. `Ok(None)`
-/// when another live spawnd holds it: this one runs without.
+/// when another live spawnd holds it: this one runs without. Its directory
+/// is made (0700) if missing; an existing one must be spawnd's or root's
+/// and closed to others (`fsafe::owned_dir`), or another user could swap
+/// the socket and answer `spawnd status` in spawnd's place.
 pub(super) fn bind(path: &Path) -> io::Result<Option<Bound>> {
     if let Some(parent) = path.parent() {
-        if !parent.exists() {
-            std::fs::create_dir_all(parent)?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
-        }
+        fsafe::owned_dir(parent)?;
     }
-    if std::fs::symlink_metadata(path).is_ok() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Ok(None);
+    let place = fsafe::SocketPlace::open(path)?;
+    match place.occupant()? {
+        fsafe::Occupant::Nothing => {}
+        fsafe::Occupant::StaleSocket => place.clear_stale()?,
+        fsafe::Occupant::LiveSocket => return Ok(None),
+        fsafe::Occupant::Other(what) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the path is {what}, not a socket; not replaced"),
+            ))
         }
-        std::fs::remove_file(path)?;
     }
     let fd = socket::socket(
         AddressFamily::Unix,
@@ -41,14 +47,12 @@ pub(super) fn bind(path: &Path) -> io::Result<Option<Bound>> {
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
+    let fd = crate::sys::above_slots(fd)?;
     // Created 0600 from the start, not chmod'ed after a window.
-    let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?);
-    nix::sys::stat::umask(old_umask);
-    bound?;
+    let id = place.bind(&fd, Some(0o600))?;
     let bound = Bound {
         fd,
-        created_path: Some(path.into()),
+        created: Some(Box::new((path.to_path_buf(), id))),
     };
     socket::listen(&bound.fd, socket::Backlog::new(16)?)?;
     Ok(Some(bound))

@@ -112,51 +112,6 @@ pub struct Counters {
     pub abnormal_exits: u64,
 }
 
-/// Banner files, read once at load so the accept path does no file I/O.
-#[derive(Default)]
-struct Banners {
-    banner: Vec<u8>,
-    success: Vec<u8>,
-    fail: Vec<u8>,
-}
-
-const MAX_BANNER: u64 = 64 * 1024;
-
-impl Banners {
-    /// `None` when the service has no banner (the common case: no memory).
-    fn load(spec: &Service) -> Option<Box<Banners>> {
-        let b = &spec.banners;
-        if b.banner.is_none() && b.success.is_none() && b.fail.is_none() {
-            return None;
-        }
-        Some(Box::new(Self::read_all(spec)))
-    }
-
-    fn read_all(spec: &Service) -> Banners {
-        let read = |path: &Option<PathBuf>| -> Vec<u8> {
-            let Some(path) = path else { return Vec::new() };
-            let mut data = Vec::new();
-            let result = std::fs::File::open(path).and_then(|f| {
-                use std::io::Read;
-                f.take(MAX_BANNER).read_to_end(&mut data)
-            });
-            if let Err(e) = result {
-                log::warn!(
-                    "banner_error service={} file={} error=\"{e}\"",
-                    spec.name,
-                    path.display()
-                );
-            }
-            data
-        };
-        Banners {
-            banner: read(&spec.banners.banner),
-            success: read(&spec.banners.success),
-            fail: read(&spec.banners.fail),
-        }
-    }
-}
-
 /// What a service does with an admitted client. A plan is shared with
 /// the launches of children that have not exec'd yet (`crate::spawn`),
 /// which keep it alive and unchanged whatever a reload does here.
@@ -197,7 +152,8 @@ struct ServiceRt {
     access: Rare<Access>,
     /// Owns the service's limits too (the timers read them there).
     admission: Admission,
-    banners: Option<Box<Banners>>,
+    /// Read at load (`config::resolve`), so the accept path does no file I/O.
+    banners: Rare<crate::config::BannerTexts>,
     listeners: source_list::SourceList,
     counters: Counters,
     /// Made on the first refusal: most services never refuse anyone.
@@ -214,7 +170,7 @@ impl ServiceRt {
             retired: false,
             access: spec.access.clone(),
             admission: Admission::new(spec.limits.clone(), now),
-            banners: Banners::load(spec),
+            banners: spec.banner_texts.clone(),
             work,
             listeners: Default::default(),
             counters: Counters::default(),
@@ -232,7 +188,7 @@ impl ServiceRt {
         self.work = work;
         self.access = spec.access.clone();
         self.admission.update(spec.limits.clone(), now);
-        self.banners = Banners::load(spec);
+        self.banners = spec.banner_texts.clone();
     }
 
     fn limits(&self) -> &crate::config::Limits {
@@ -471,10 +427,7 @@ impl Server {
         let mut bound = Vec::new();
         for addr in &spec.listen {
             let socket = match self.inherited.claim(addr, spec.socket) {
-                Some(fd) => Bound {
-                    fd,
-                    created_path: None,
-                },
+                Some(fd) => Bound::plain(fd),
                 None => crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
                     .map_err(|e| {
                     format!("cannot listen on {} {addr}: {e}", spec.socket_label())

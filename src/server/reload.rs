@@ -217,11 +217,7 @@ impl Server {
             }
             let kind = spec.socket;
             let id = match change {
-                Change::Same(id) => {
-                    // Banner files may have changed behind the same names.
-                    self.services[id].banners = super::Banners::load(spec);
-                    id
-                }
+                Change::Same(id) => id,
                 Change::Updated(id, work) => {
                     updated += 1;
                     self.services[id].update(spec, work, fingerprint, now);
