@@ -223,22 +223,6 @@ fn a_connection_that_cannot_be_sent_is_served_by_a_waited_spawn() {
 }
 
 /// Runs the command with soft and hard RLIMIT_NOFILE at `limit`.
-fn limit_files(command: &mut std::process::Command, limit: u64) {
-    // SAFETY: setrlimit is async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            let limit = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 fn open_fd_numbers(pid: i32) -> std::collections::BTreeSet<u64> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()

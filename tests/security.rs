@@ -5,7 +5,7 @@
 mod util;
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -427,4 +427,95 @@ fn strict_mode_checks_the_directories_a_config_link_leads_through() {
     // The same link into a directory only root can write is fine.
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(config.check().status.code(), Some(0));
+}
+
+/// A reload whose listing of services.d failed (EMFILE while clients held
+/// every descriptor) took "no files" for "no services" and retired every
+/// service, for good. A configuration that cannot be read now rejects the
+/// reload and keeps everything as it runs.
+#[test]
+fn a_reload_that_cannot_read_the_configuration_keeps_every_service() {
+    // No spawnd.yaml: its read would fail first and reject the reload anyway.
+    let config = Config::new();
+    let (echo, other) = (free_port(), free_port());
+    config.service(
+        "echo",
+        &format!("listen: 127.0.0.1:{echo}\ninternal: echo\n"),
+    );
+    config.service(
+        "other",
+        &format!("listen: 127.0.0.1:{other}\nexec: [/bin/echo, fine]\n"),
+    );
+    let spawnd = Spawnd::start_with(&config, &[], |command| limit_files(command, 64));
+    // Clients hold every descriptor spawnd has left.
+    let mut held = Vec::new();
+    while spawnd.log.count("accept_paused") == 0 && held.len() < 200 {
+        if let Ok(stream) = TcpStream::connect(local(echo)) {
+            held.push(stream);
+        }
+        if held.len() > 60 {
+            spawnd.log.wait_for(&["accept_paused"]);
+        }
+    }
+    spawnd.log.expect(&["accept_paused", "Too many open files"]);
+    spawnd.reload();
+    spawnd.log.expect(&["reload_rejected"]);
+    assert_eq!(
+        spawnd.log.count("service_removed"),
+        0,
+        "{}",
+        spawnd.log.text()
+    );
+    drop(held);
+    assert!(
+        wait_until(|| tcp_exchange(local(other), b"").is_ok_and(|r| r == b"fine\n")),
+        "{}",
+        spawnd.log.text()
+    );
+    assert_eq!(tcp_exchange(local(echo), b"back\n").unwrap(), b"back\n");
+}
+
+/// The same when services.d cannot be listed (EACCES, spawnd not root).
+#[test]
+fn a_reload_that_cannot_list_services_d_keeps_every_service() {
+    require!(
+        is_root() && has_command("setpriv"),
+        "needs root and setpriv to run spawnd as another user"
+    );
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "other",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, fine]\n"),
+    );
+    config.global(&format!(
+        "control_socket: {}\n",
+        config.path().join("c.sock").display()
+    ));
+    for path in [
+        config.path().to_path_buf(),
+        config.path().join("services.d"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = as_nobody(BIN);
+    command.arg("run").arg("-c").arg(config.path());
+    let spawnd = Spawnd::spawn(command, |_| {});
+    spawnd.log.expect(&["ready services=1"]);
+    let services = config.path().join("services.d");
+    std::fs::set_permissions(&services, std::fs::Permissions::from_mode(0o000)).unwrap();
+    spawnd.signal(Signal::SIGHUP);
+    spawnd.log.expect(&["reload_rejected"]);
+    assert_eq!(
+        spawnd.log.count("service_removed"),
+        0,
+        "{}",
+        spawnd.log.text()
+    );
+    assert_eq!(tcp_read(port), "fine\n");
+    // Readable again, the next reload goes through.
+    std::fs::set_permissions(&services, std::fs::Permissions::from_mode(0o755)).unwrap();
+    spawnd.reload();
+    spawnd.log.expect(&["reload_done services=1"]);
 }

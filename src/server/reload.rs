@@ -110,6 +110,15 @@ impl Server {
         for error in &loaded.errors {
             log::error!("config_error {error}");
         }
+        // A directory or file that could not be read at all (EMFILE, EIO,
+        // EACCES) says nothing about which services are wanted: taking the
+        // rest as the whole configuration would retire the services it
+        // hides. Keep everything as it runs; a later reload retries.
+        if loaded.errors.iter().any(|e| e.unreadable) {
+            log::error!("reload_rejected detail=\"the configuration could not be read; the running configuration is kept\"");
+            self.notify_ready();
+            return;
+        }
         // Errors here are all in service files (a bad spawnd.yaml rejects
         // the whole reload above).
         let failed_names: HashSet<&str> = loaded

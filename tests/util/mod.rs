@@ -649,3 +649,21 @@ pub fn status_json(socket: &Path) -> serde_json::Value {
         .expect("run spawnd status");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status output {out:?}: {e}"))
 }
+
+/// Makes `command` run with RLIMIT_NOFILE `limit` (soft and hard).
+pub fn limit_files(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
