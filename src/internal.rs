@@ -37,6 +37,21 @@ impl Chargen {
     }
 }
 
+/// chargen's stream repeats every 95 lines of 74 bytes.
+pub const CHARGEN_PERIOD: usize = RING.len() * (LINE + 2);
+
+/// Two periods of chargen's stream: a TCP connection writes from here, at
+/// its position in the cycle, up to one period at a time, so it keeps no
+/// buffer of its own. Built once, on first use.
+pub fn chargen_cycle() -> &'static [u8] {
+    static CYCLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CYCLE.get_or_init(|| {
+        let mut cycle = Vec::with_capacity(2 * CHARGEN_PERIOD);
+        Chargen::default().fill(&mut cycle, 2 * CHARGEN_PERIOD);
+        cycle
+    })
+}
+
 /// RFC 868: seconds since 1900 as 32 bits, big-endian (wraps in 2036).
 pub fn time_bytes(unix_seconds: u64) -> [u8; 4] {
     ((unix_seconds + EPOCH_OFFSET) as u32).to_be_bytes()
@@ -95,6 +110,19 @@ mod tests {
         let mut all = Vec::new();
         generator.fill(&mut all, 96 * 74);
         assert_eq!(all[..74], all[95 * 74..96 * 74]);
+    }
+
+    #[test]
+    fn the_chargen_cycle_is_the_stream_twice() {
+        let cycle = chargen_cycle();
+        assert_eq!(cycle.len(), 2 * CHARGEN_PERIOD);
+        let mut stream = Vec::new();
+        Chargen::default().fill(&mut stream, 3 * CHARGEN_PERIOD);
+        assert_eq!(cycle, &stream[..2 * CHARGEN_PERIOD]);
+        assert_eq!(
+            &stream[..CHARGEN_PERIOD],
+            &stream[CHARGEN_PERIOD..2 * CHARGEN_PERIOD]
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub enum Refusal {
     Instances,
     PerSource,
     MaxChildren,
+    MaxInProcess,
     MaxLoad,
     RatePaused,
     SourceRatePaused,
@@ -60,6 +61,7 @@ impl Refusal {
             Refusal::Instances => "instances",
             Refusal::PerSource => "per_source",
             Refusal::MaxChildren => "max_children",
+            Refusal::MaxInProcess => "max_in_process",
             Refusal::MaxLoad => "max_load",
             Refusal::RatePaused => "rate",
             Refusal::SourceRatePaused => "per_source_rate",
@@ -320,13 +322,14 @@ impl Admission {
         self.limits.on_limit == OnLimit::Queue
     }
 
-    /// Decides on one client. `total_children`/`max_children` are global;
-    /// `load` is the 1-minute load average, read only if `max_load` is set.
+    /// Decides on one client. `global_full` names the spawnd-wide limit
+    /// that is reached (`max_children`, `max_in_process`), if one is; `load`
+    /// is the 1-minute load average, read only if `max_load` is set.
     pub fn decide(
         &mut self,
         peer: Option<SourceKey>,
         now: Instant,
-        global_full: bool,
+        global_full: Option<Refusal>,
         load: impl FnOnce() -> Option<f64>,
     ) -> Decision {
         if self.rate_paused_until(now).is_some() {
@@ -342,11 +345,11 @@ impl Admission {
                 return Decision::Refuse(Refusal::SourceRatePaused, None);
             }
         }
-        if global_full {
+        if let Some(limit) = global_full {
             return if self.queues() {
                 Decision::Queue
             } else {
-                Decision::Refuse(Refusal::MaxChildren, None)
+                Decision::Refuse(limit, None)
             };
         }
         if self.at_instance_limit() {
@@ -491,6 +494,8 @@ mod tests {
             per_source_pause: Duration::from_secs(60),
             timeout: None,
             kill_after: DEFAULT_KILL_AFTER,
+            idle_timeout: Some(crate::config::model::DEFAULT_IDLE_TIMEOUT),
+            connect_timeout: crate::config::model::DEFAULT_CONNECT_TIMEOUT,
             max_load: None,
             rlimits: Default::default(),
         }
@@ -565,18 +570,18 @@ mod tests {
         );
         for _ in 0..2 {
             assert_eq!(
-                a.decide(ip("127.0.0.1"), now, false, no_load),
+                a.decide(ip("127.0.0.1"), now, None, no_load),
                 Decision::Admit
             );
             a.started(ip("127.0.0.1"));
         }
         assert_eq!(
-            a.decide(ip("127.0.0.1"), now, false, no_load),
+            a.decide(ip("127.0.0.1"), now, None, no_load),
             Decision::Refuse(Refusal::Instances, None)
         );
         a.finished(ip("127.0.0.1"));
         assert_eq!(
-            a.decide(ip("127.0.0.1"), now, false, no_load),
+            a.decide(ip("127.0.0.1"), now, None, no_load),
             Decision::Admit
         );
     }
@@ -593,11 +598,15 @@ mod tests {
             now,
         );
         a.started(None);
-        assert_eq!(a.decide(None, now, false, no_load), Decision::Queue);
+        assert_eq!(a.decide(None, now, None, no_load), Decision::Queue);
         let mut b = Admission::new(&limits(), now);
         assert_eq!(
-            b.decide(None, now, true, no_load),
+            b.decide(None, now, Some(Refusal::MaxChildren), no_load),
             Decision::Refuse(Refusal::MaxChildren, None)
+        );
+        assert_eq!(
+            b.decide(None, now, Some(Refusal::MaxInProcess), no_load),
+            Decision::Refuse(Refusal::MaxInProcess, None)
         );
     }
 
@@ -613,11 +622,11 @@ mod tests {
         );
         a.started(Some(SourceKey::Uid(1000)));
         assert_eq!(
-            a.decide(Some(SourceKey::Uid(1000)), now, false, no_load),
+            a.decide(Some(SourceKey::Uid(1000)), now, None, no_load),
             Decision::Refuse(Refusal::PerSource, None)
         );
         assert_eq!(
-            a.decide(Some(SourceKey::Uid(0)), now, false, no_load),
+            a.decide(Some(SourceKey::Uid(0)), now, None, no_load),
             Decision::Admit
         );
     }
@@ -634,20 +643,20 @@ mod tests {
         );
         a.started(ip("127.0.0.1"));
         assert_eq!(
-            a.decide(ip("127.0.0.1"), now, false, no_load),
+            a.decide(ip("127.0.0.1"), now, None, no_load),
             Decision::Refuse(Refusal::PerSource, None)
         );
         assert_eq!(
-            a.decide(ip("::ffff:127.0.0.1"), now, false, no_load),
+            a.decide(ip("::ffff:127.0.0.1"), now, None, no_load),
             Decision::Refuse(Refusal::PerSource, None)
         );
         assert_eq!(
-            a.decide(ip("127.0.0.2"), now, false, no_load),
+            a.decide(ip("127.0.0.2"), now, None, no_load),
             Decision::Admit
         );
         a.finished(ip("127.0.0.1"));
         assert_eq!(
-            a.decide(ip("127.0.0.1"), now, false, no_load),
+            a.decide(ip("127.0.0.1"), now, None, no_load),
             Decision::Admit
         );
     }
@@ -664,24 +673,24 @@ mod tests {
             },
             t0,
         );
-        assert_eq!(a.decide(None, t0, false, no_load), Decision::Admit);
-        assert_eq!(a.decide(None, t0, false, no_load), Decision::Admit);
+        assert_eq!(a.decide(None, t0, None, no_load), Decision::Admit);
+        assert_eq!(a.decide(None, t0, None, no_load), Decision::Admit);
         let until = t0 + Duration::from_secs(10);
         assert_eq!(
-            a.decide(None, t0, false, no_load),
+            a.decide(None, t0, None, no_load),
             Decision::Refuse(Refusal::RatePaused, Some(PauseStarted::Service { until }))
         );
         // Refused attempts during the pause do not extend it.
         let t5 = t0 + Duration::from_secs(5);
         assert_eq!(
-            a.decide(None, t5, false, no_load),
+            a.decide(None, t5, None, no_load),
             Decision::Refuse(Refusal::RatePaused, None)
         );
         assert_eq!(a.rate_paused_until(t5), Some(until));
         assert!(!a.resume_if_due(t5));
         assert!(a.resume_if_due(until));
-        assert_eq!(a.decide(None, until, false, no_load), Decision::Admit);
-        assert_eq!(a.decide(None, until, false, no_load), Decision::Admit);
+        assert_eq!(a.decide(None, until, None, no_load), Decision::Admit);
+        assert_eq!(a.decide(None, until, None, no_load), Decision::Admit);
     }
 
     #[test]
@@ -694,29 +703,29 @@ mod tests {
         };
         let mut a = Admission::new(&with_rate("1/m"), now);
         assert_eq!(
-            a.decide(ip("127.0.0.1"), now, false, no_load),
+            a.decide(ip("127.0.0.1"), now, None, no_load),
             Decision::Admit
         );
         a.started(ip("127.0.0.1"));
         assert!(matches!(
-            a.decide(ip("127.0.0.2"), now, false, no_load),
+            a.decide(ip("127.0.0.2"), now, None, no_load),
             Decision::Refuse(Refusal::RatePaused, Some(_))
         ));
         // Unchanged limits: the pause goes on.
         a.update(&with_rate("1/m"), now);
         assert_eq!(
-            a.decide(ip("127.0.0.2"), now, false, no_load),
+            a.decide(ip("127.0.0.2"), now, None, no_load),
             Decision::Refuse(Refusal::RatePaused, None)
         );
         // A new rate starts with a full bucket; the running child still counts.
         a.update(&with_rate("2/m"), now);
         assert_eq!(a.rate_paused_until(now), None);
         assert_eq!(
-            a.decide(ip("127.0.0.1"), now, false, no_load),
+            a.decide(ip("127.0.0.1"), now, None, no_load),
             Decision::Refuse(Refusal::PerSource, None)
         );
         assert_eq!(
-            a.decide(ip("127.0.0.2"), now, false, no_load),
+            a.decide(ip("127.0.0.2"), now, None, no_load),
             Decision::Admit
         );
         a.update(&limits(), now);
@@ -736,11 +745,11 @@ mod tests {
             },
             t0,
         );
-        assert_eq!(a.decide(None, t0, false, no_load), Decision::Admit);
+        assert_eq!(a.decide(None, t0, None, no_load), Decision::Admit);
         a.started(None);
         a.finished(None);
         assert!(matches!(
-            a.decide(None, t0, false, no_load),
+            a.decide(None, t0, None, no_load),
             Decision::Refuse(Refusal::RatePaused, Some(_))
         ));
         a.started(None); // a child admitted before the pause still runs
@@ -748,7 +757,7 @@ mod tests {
         a.resume_if_due(after);
         assert_eq!(a.active(), 1, "the pause must not reset the instance count");
         assert_eq!(
-            a.decide(None, after, false, no_load),
+            a.decide(None, after, None, no_load),
             Decision::Refuse(Refusal::Instances, None)
         );
     }
@@ -765,16 +774,16 @@ mod tests {
             t0,
         );
         assert_eq!(
-            a.decide(ip("127.0.0.1"), t0, false, no_load),
+            a.decide(ip("127.0.0.1"), t0, None, no_load),
             Decision::Admit
         );
         assert_eq!(
-            a.decide(ip("127.0.0.1"), t0, false, no_load),
+            a.decide(ip("127.0.0.1"), t0, None, no_load),
             Decision::Admit
         );
         let until = t0 + Duration::from_secs(30);
         assert_eq!(
-            a.decide(ip("127.0.0.1"), t0, false, no_load),
+            a.decide(ip("127.0.0.1"), t0, None, no_load),
             Decision::Refuse(
                 Refusal::SourceRatePaused,
                 Some(PauseStarted::Source {
@@ -784,20 +793,15 @@ mod tests {
             )
         );
         assert_eq!(
-            a.decide(ip("127.0.0.2"), t0, false, no_load),
+            a.decide(ip("127.0.0.2"), t0, None, no_load),
             Decision::Admit
         );
         assert_eq!(
-            a.decide(
-                ip("127.0.0.1"),
-                t0 + Duration::from_secs(29),
-                false,
-                no_load
-            ),
+            a.decide(ip("127.0.0.1"), t0 + Duration::from_secs(29), None, no_load),
             Decision::Refuse(Refusal::SourceRatePaused, None)
         );
         assert_eq!(
-            a.decide(ip("127.0.0.1"), until, false, no_load),
+            a.decide(ip("127.0.0.1"), until, None, no_load),
             Decision::Admit
         );
     }
@@ -840,10 +844,10 @@ mod tests {
             now,
         );
         assert_eq!(
-            a.decide(None, now, false, || Some(3.5)),
+            a.decide(None, now, None, || Some(3.5)),
             Decision::Refuse(Refusal::MaxLoad, None)
         );
-        assert_eq!(a.decide(None, now, false, || Some(0.5)), Decision::Admit);
+        assert_eq!(a.decide(None, now, None, || Some(0.5)), Decision::Admit);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct ServiceReport {
     pub refused_limits: u64,
     pub spawn_failures: u64,
     pub abnormal_exits: u64,
+    /// In-process connections (internal services, redirect) ended by
+    /// `timeout`, `idle_timeout` or `connect_timeout`.
+    #[serde(default)]
+    pub timeouts: u64,
 }
 
 /// Where the control socket lives when `spawnd.yaml` does not say.

@@ -169,6 +169,8 @@ impl Empty for Limits {
         per_source_pause: DEFAULT_PER_SOURCE_PAUSE,
         timeout: None,
         kill_after: DEFAULT_KILL_AFTER,
+        idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         max_load: None,
         rlimits: Rare(None),
     };
@@ -203,6 +205,11 @@ pub struct Limits {
     pub per_source_pause: Duration,
     pub timeout: Option<Duration>,
     pub kill_after: Duration,
+    /// In-process connections (internal services, redirect) with no byte
+    /// moved for this long are closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// How long a redirect waits for its target to accept.
+    pub connect_timeout: Duration,
     pub max_load: Option<f64>,
     pub rlimits: Rare<Rlimits>,
 }
@@ -212,6 +219,9 @@ pub const DEFAULT_PER_SOURCE_PAUSE: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_BACKLOG: u32 = 128;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_IN_PROCESS: u32 = 4096;
 
 /// A daily window in local time, minutes since midnight; `end < start`
 /// wraps past midnight.
@@ -259,6 +269,8 @@ impl Service {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Global {
     pub max_children: Option<u32>,
+    /// Most in-process connections (internal services, redirect) at once.
+    pub max_in_process: u32,
     pub shutdown_grace: Duration,
     pub control_socket: Option<PathBuf>,
     pub log_target: Option<LogTarget>,
@@ -269,6 +281,7 @@ impl Default for Global {
     fn default() -> Self {
         Global {
             max_children: None,
+            max_in_process: DEFAULT_MAX_IN_PROCESS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             control_socket: None,
             log_target: None,

@@ -232,6 +232,8 @@ pub struct RawLimits {
     pub per_source_pause: Option<Span>,
     pub timeout: Option<Span>,
     pub kill_after: Option<Span>,
+    pub idle_timeout: Option<Span>,
+    pub connect_timeout: Option<Span>,
     pub cpu: Option<CpuTime>,
     pub memory: Option<Size>,
     pub files: Option<Count>,
@@ -317,6 +319,7 @@ pub struct RawLog {
 pub struct RawGlobal {
     pub defaults: Option<RawDefaults>,
     pub max_children: Option<u32>,
+    pub max_in_process: Option<u32>,
     pub shutdown_grace: Option<Span>,
     pub control_socket: Option<String>,
     pub log: Option<RawLog>,

@@ -49,6 +49,8 @@ fn merge_limits(service: Option<RawLimits>, defaults: Option<&RawLimits>) -> Raw
         per_source_pause,
         timeout,
         kill_after,
+        idle_timeout,
+        connect_timeout,
         cpu,
         memory,
         files,
@@ -277,7 +279,23 @@ pub fn service(
         check_env_name(&mut errors, "pass_env", name);
     }
 
+    // Keys of the file itself (not inherited from defaults) that only
+    // connections served inside spawnd use.
+    let own_in_process_keys: Vec<&str> = raw
+        .limits
+        .iter()
+        .flat_map(|l| {
+            [
+                ("limits.idle_timeout", l.idle_timeout.is_some()),
+                ("limits.connect_timeout", l.connect_timeout.is_some()),
+            ]
+        })
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
     let raw_limits = merge_limits(raw.limits, defaults.limits.as_ref());
+    if raw_limits.connect_timeout.is_some_and(|s| s.0.is_zero()) {
+        errors.push("limits.connect_timeout", "must be more than 0");
+    }
     for (key, value) in [
         ("limits.instances", raw_limits.instances),
         ("limits.per_source", raw_limits.per_source),
@@ -306,6 +324,14 @@ pub fn service(
             .map_or(DEFAULT_PER_SOURCE_PAUSE, |s| s.0),
         timeout: raw_limits.timeout.map(|s| s.0).filter(|d| !d.is_zero()),
         kill_after: raw_limits.kill_after.map_or(DEFAULT_KILL_AFTER, |s| s.0),
+        idle_timeout: raw_limits
+            .idle_timeout
+            .map_or(Some(DEFAULT_IDLE_TIMEOUT), |s| {
+                Some(s.0).filter(|d| !d.is_zero())
+            }),
+        connect_timeout: raw_limits
+            .connect_timeout
+            .map_or(DEFAULT_CONNECT_TIMEOUT, |s| s.0),
         max_load: raw_limits.max_load,
         rlimits: Rare::new(Rlimits {
             cpu: raw_limits.cpu.map(|v| v.0.as_rlim()),
@@ -346,6 +372,23 @@ pub fn service(
         );
     }
     let is_exec = matches!(action, Some(Action::Exec { .. }));
+    for key in own_in_process_keys {
+        let applies = match action {
+            Some(Action::Redirect(_)) => true,
+            Some(Action::Internal(_)) => key != "limits.connect_timeout",
+            _ => false,
+        };
+        if !applies && action.is_some() {
+            errors.push(
+                key,
+                if key == "limits.connect_timeout" {
+                    "applies only to redirect services"
+                } else {
+                    "applies only to connections served inside spawnd (internal, redirect); a program's connection is the program's"
+                },
+            );
+        }
+    }
     if !is_exec {
         for (key, set) in [
             ("user", raw.user.is_some()),
@@ -439,6 +482,9 @@ pub fn global(
     if raw.max_children == Some(0) {
         errors.push("max_children", "must be at least 1");
     }
+    if raw.max_in_process == Some(0) {
+        errors.push("max_in_process", "must be at least 1");
+    }
     let log_level = match raw.log.as_ref().and_then(|l| l.level.as_deref()) {
         None => None,
         Some(level) => match level.parse::<log::LevelFilter>() {
@@ -471,6 +517,7 @@ pub fn global(
     }
     let global = Global {
         max_children: raw.max_children,
+        max_in_process: raw.max_in_process.unwrap_or(DEFAULT_MAX_IN_PROCESS),
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |s| s.0),
         control_socket,
         log_target: raw.log.as_ref().and_then(|l| l.target),

@@ -179,10 +179,20 @@ impl Server {
         }
     }
 
-    fn global_full(&self) -> bool {
-        self.global
-            .max_children
-            .is_some_and(|max| self.children.len() >= max as usize)
+    /// The spawnd-wide limit a new client of `service` would exceed:
+    /// `max_children` for programs, `max_in_process` for connections served
+    /// inside spawnd.
+    fn global_full(&self, service: usize) -> Option<Refusal> {
+        match self.services[service].work {
+            Work::Exec(_) => self
+                .global
+                .max_children
+                .is_some_and(|max| self.children.len() >= max as usize)
+                .then_some(Refusal::MaxChildren),
+            Work::Internal(_) | Work::Redirect(_) => (self.in_process
+                >= self.global.max_in_process as usize)
+                .then_some(Refusal::MaxInProcess),
+        }
     }
 
     /// Takes one connection: whether the listener holds more is asked at
@@ -240,7 +250,8 @@ impl Server {
             let fd = listener.bound.fd.as_raw_fd();
             let service = &self.services[listener.service];
             if service.admission.queues()
-                && (service.admission.at_instance_limit() || self.global_full())
+                && (service.admission.at_instance_limit()
+                    || self.global_full(listener.service).is_some())
             {
                 // Leave clients in the kernel backlog until a child exits.
                 self.disarm(source, ListenerState::Paused);
@@ -333,7 +344,7 @@ impl Server {
     /// Access rules and limits; logs and counts a refusal.
     fn admit(&mut self, service_id: usize, peer: &Peer) -> Result<(), Refusal> {
         let now = Instant::now();
-        let global_full = self.global_full();
+        let global_full = self.global_full(service_id);
         let service = &mut self.services[service_id];
         let ip = peer_ip(peer);
         let minute = if service.access.times.is_empty() {

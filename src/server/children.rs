@@ -11,16 +11,6 @@ use super::accept::PeerLabel;
 use super::{ListenerState, Server, Source, TimerKey};
 use crate::config::DEFAULT_KILL_AFTER;
 
-/// A child timer whose child has been reaped (or whose pid was reused).
-fn is_stale(children: &super::ChildTable, key: &TimerKey) -> bool {
-    match key {
-        TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
-            children.get(pid).is_none_or(|c| c.started != *started)
-        }
-        _ => false,
-    }
-}
-
 /// The `accept` line is the one line per connection at the default level;
 /// its `exit` line joins it there only when something went wrong.
 pub(super) fn exit_level(abnormal: bool) -> log::Level {
@@ -65,14 +55,26 @@ impl Server {
     /// Timeouts of reaped children stay in the heap until they would fire;
     /// when they outnumber the live entries, drop them, so memory follows
     /// the number of running children, not the connection rate.
-    fn compact_timers(&mut self) {
+    pub(super) fn compact_timers(&mut self) {
         if self.timers.len() < 1024
             || self.timers.len() < 4 * (self.children.len() + self.sources.len())
         {
             return;
         }
-        let children = &self.children;
-        self.timers.retain(|key| !is_stale(children, key));
+        let mut timers = std::mem::take(&mut self.timers);
+        timers.retain(|key| !self.timer_is_stale(key));
+        self.timers = timers;
+    }
+
+    /// A timer whose child has been reaped (or whose pid was reused), or
+    /// whose in-process connection has ended.
+    fn timer_is_stale(&self, key: &TimerKey) -> bool {
+        match key {
+            TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
+                self.children.get(pid).is_none_or(|c| c.started != *started)
+            }
+            _ => self.in_process_timer_is_stale(key),
+        }
     }
 
     /// Drops stale entries from the front of the heap, so an idle spawnd
@@ -81,7 +83,7 @@ impl Server {
         while self
             .timers
             .peek()
-            .is_some_and(|key| is_stale(&self.children, key))
+            .is_some_and(|key| self.timer_is_stale(key))
         {
             self.timers.pop();
         }

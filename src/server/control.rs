@@ -4,11 +4,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use mio::Interest;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
 
-use super::{Server, Source};
+use super::{Server, Source, TimerKey};
 use crate::fsafe;
 use crate::listener::Bound;
 use crate::status::{Report, ServiceReport};
@@ -18,7 +19,13 @@ pub(super) struct ControlConn {
     fd: OwnedFd,
     data: Vec<u8>,
     written: usize,
+    started: Instant,
 }
+
+/// Most status clients served at once; more are closed at once.
+const MOST_CLIENTS: usize = 16;
+/// How long a status client has to read its answer.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Binds the control socket (mode 0600), replacing a stale one. `Ok(None)`
 /// when another live spawnd holds it: this one runs without. Its directory
@@ -99,6 +106,7 @@ impl Server {
                 refused_limits: s.counters.refused_limits,
                 spawn_failures: s.counters.spawn_failures,
                 abnormal_exits: s.counters.abnormal_exits,
+                timeouts: s.counters.timeouts,
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
@@ -132,19 +140,36 @@ impl Server {
                 Ok((conn, _)) => conn,
                 Err(_) => return,
             };
-            if crate::sys::set_nonblocking(conn.as_raw_fd(), true).is_err() {
+            let clients = self
+                .sources
+                .iter()
+                .filter(|(_, s)| matches!(s, Source::ControlConn(_)))
+                .count();
+            if clients >= MOST_CLIENTS
+                || crate::sys::set_nonblocking(conn.as_raw_fd(), true).is_err()
+            {
                 continue;
             }
             let data = serde_json::to_vec(&self.report()).unwrap_or_default();
             let fd = conn.as_raw_fd();
+            let started = Instant::now();
             let key = self.sources.insert(Source::ControlConn(ControlConn {
                 fd: conn,
                 data,
                 written: 0,
+                started,
             }));
             if self.register(fd, key, Interest::WRITABLE).is_err() {
                 self.sources.remove(key);
+                continue;
             }
+            self.timers.schedule(
+                started + CLIENT_DEADLINE,
+                TimerKey::Control {
+                    source: key,
+                    started,
+                },
+            );
         }
         self.turns.again(source);
     }
@@ -168,6 +193,17 @@ impl Server {
             let fd = conn.fd.as_raw_fd();
             self.deregister(fd);
             self.sources.remove(source);
+        }
+    }
+
+    /// A status client did not read its answer in time: closed.
+    pub(super) fn control_deadline(&mut self, source: usize, started: Instant) {
+        if let Some(Source::ControlConn(conn)) = self.sources.get(source) {
+            if conn.started == started {
+                let fd = conn.fd.as_raw_fd();
+                self.deregister(fd);
+                self.sources.remove(source);
+            }
         }
     }
 }

@@ -1,40 +1,140 @@
 //! Services served inside the event loop, never forked: the internal
 //! services (echo, discard, chargen, daytime, time) over TCP and UDP, and
-//! `redirect`, which relays each TCP connection to another address. Every
-//! buffer is bounded and every write waits for writability, so a client
-//! that stops reading cannot grow spawnd's memory.
+//! `redirect`, which relays each TCP connection to another address.
+//!
+//! Every such connection is bounded in memory and in time:
+//!
+//! - **Memory.** Bytes are read into one scratch buffer that the loop
+//!   shares between all connections, and written on at once; only what the
+//!   receiver would not take is kept, in a buffer of the connection's own
+//!   (at most one read's worth, since nothing more is read from that side
+//!   until it is written). An idle connection holds no buffer at all:
+//!   its state is a few hundred bytes. chargen writes from one shared,
+//!   static cycle of its lines, keeping only a position.
+//! - **Time.** `limits.timeout` ends a connection that lasts too long,
+//!   `limits.idle_timeout` one that moved no byte for too long, and
+//!   `limits.connect_timeout` a redirect whose target does not answer.
+//!   Each connection has at most one timer in the heap at a time: the
+//!   earliest of its deadlines, checked when it fires and moved on if the
+//!   connection was active meanwhile.
+//! - **Number.** `max_in_process` (spawnd.yaml) caps how many there are at
+//!   once; `instances` and `per_source` count them per service.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Interest;
 use nix::sys::socket::{self, MsgFlags, Shutdown, SockaddrStorage};
 
 use super::accept::{peer_source, PeerLabel};
 use super::children::exit_level;
-use super::{Server, Source};
+use super::{Server, Source, TimerKey};
 use crate::childenv::Peer;
-use crate::config::InternalKind;
+use crate::config::{InternalKind, Limits};
 use crate::internal::{self, Chargen};
 use crate::limits::{check_access, Decision};
 
-/// `status=0`, or `error="..."`: formatted only if the exit line is logged
-/// (clean exits are at debug level).
-struct ExitHow<'a>(Option<&'a io::Error>);
+/// How a connection served in-process ended: `status=0`, `error="..."` or
+/// `timeout=...`. Formatted only if the exit line is logged (clean ends are
+/// at debug level).
+enum End {
+    Done,
+    Failed(io::Error),
+    TimedOut(Deadline),
+}
 
-impl std::fmt::Display for ExitHow<'_> {
+impl End {
+    fn abnormal(&self) -> bool {
+        !matches!(self, End::Done)
+    }
+}
+
+impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self.0 {
-            Some(e) => write!(f, "error=\"{e}\""),
-            None => f.write_str("status=0"),
+        match self {
+            End::Done => f.write_str("status=0"),
+            End::Failed(e) => write!(f, "error=\"{e}\""),
+            End::TimedOut(which) => write!(f, "timeout={}", which.as_str()),
         }
     }
 }
 
-/// Per-direction buffer bound.
-const BUFFER: usize = 64 * 1024;
+/// Which of a connection's deadlines passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Deadline {
+    /// `limits.timeout`: the connection's whole life.
+    Life,
+    /// `limits.idle_timeout`: no byte moved.
+    Idle,
+    /// `limits.connect_timeout`: the redirect target did not accept.
+    Connect,
+}
+
+impl Deadline {
+    fn as_str(self) -> &'static str {
+        match self {
+            Deadline::Life => "limit",
+            Deadline::Idle => "idle",
+            Deadline::Connect => "connect",
+        }
+    }
+}
+
+/// A connection's deadlines, from its service's limits.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    started: Instant,
+    last_active: Instant,
+    life: Option<Duration>,
+    idle: Option<Duration>,
+    /// Only while a redirect is connecting.
+    connect: Option<Duration>,
+}
+
+impl Clock {
+    fn new(limits: &Limits, now: Instant, connecting: bool) -> Clock {
+        Clock {
+            started: now,
+            last_active: now,
+            life: limits.timeout,
+            idle: limits.idle_timeout,
+            connect: connecting.then_some(limits.connect_timeout),
+        }
+    }
+
+    /// The deadline that has passed at `now`, if one has.
+    fn passed(&self, now: Instant) -> Option<Deadline> {
+        let over = |since: Instant, limit: Option<Duration>| {
+            limit.is_some_and(|limit| now.saturating_duration_since(since) >= limit)
+        };
+        if over(self.started, self.life) {
+            Some(Deadline::Life)
+        } else if over(self.started, self.connect) {
+            Some(Deadline::Connect)
+        } else if over(self.last_active, self.idle) {
+            Some(Deadline::Idle)
+        } else {
+            None
+        }
+    }
+
+    /// When the next deadline falls, if there is one.
+    fn next(&self) -> Option<Instant> {
+        [
+            self.life.map(|d| self.started + d),
+            self.connect.map(|d| self.started + d),
+            self.idle.map(|d| self.last_active + d),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// The scratch buffer's size: one read's worth, per direction.
+pub(super) const SCRATCH: usize = 64 * 1024;
 /// Work per wake-up before other sources get a turn.
 const ROUNDS: usize = 32;
 
@@ -42,23 +142,35 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-fn read_some(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
-    let start = buf.len();
-    let room = limit.saturating_sub(start);
-    if room == 0 {
-        return Err(io::ErrorKind::WouldBlock.into());
+fn read_into(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buffer) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => return result.map_err(io::Error::from),
+        }
     }
-    buf.resize(start + room, 0);
-    let result = nix::unistd::read(fd, &mut buf[start..]).map_err(io::Error::from);
-    buf.truncate(start + *result.as_ref().unwrap_or(&0));
-    result
 }
 
 fn write_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     socket::send(fd, data, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
 }
 
-/// Bytes waiting to be written, with what is already sent at the front.
+/// Writes as much of `data` as `fd` takes now; how much that was.
+fn write_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match write_some(fd, &data[written..]) {
+            Ok(n) => written += n,
+            Err(e) if would_block(&e) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Bytes a receiver did not take yet, with what is already sent at the
+/// front. Empty, it holds no allocation.
 #[derive(Default)]
 struct Outbox {
     data: Vec<u8>,
@@ -70,29 +182,57 @@ impl Outbox {
         self.data.len() - self.sent
     }
 
-    /// Writes what it can; `Ok(true)` when something was written.
+    /// Writes what it can; `Ok(true)` when something was written. Gives its
+    /// memory back once everything is written.
     fn flush(&mut self, fd: RawFd) -> io::Result<bool> {
-        let mut progress = false;
-        while self.pending() > 0 {
-            match write_some(fd, &self.data[self.sent..]) {
-                Ok(n) => {
-                    self.sent += n;
-                    progress = true;
-                }
-                Err(e) if would_block(&e) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
         if self.pending() == 0 {
-            self.data.clear();
-            self.sent = 0;
-        } else if self.sent > BUFFER / 2 {
-            self.data.drain(..self.sent);
-            self.sent = 0;
+            return Ok(false);
         }
-        Ok(progress)
+        let written = write_now(fd, &self.data[self.sent..])?;
+        self.sent += written;
+        if self.pending() == 0 {
+            *self = Outbox::default();
+        }
+        Ok(written > 0)
     }
+
+    /// Keeps `rest`, which the receiver did not take.
+    fn keep(&mut self, rest: &[u8]) {
+        self.data.extend_from_slice(rest);
+    }
+}
+
+/// Moves what `from` has to `to` through `scratch`: one read, written on
+/// at once, the rest kept in `out`. Nothing is read while `out` holds
+/// bytes, so a receiver that stops reading stops the sender's side.
+/// `Ok(true)` when something moved (or the end was seen).
+fn pump(
+    from: BorrowedFd<'_>,
+    to: RawFd,
+    out: &mut Outbox,
+    eof: &mut bool,
+    count: &mut u64,
+    scratch: &mut [u8],
+) -> io::Result<bool> {
+    let mut progress = out.flush(to)?;
+    if *eof || out.pending() > 0 {
+        return Ok(progress);
+    }
+    match read_into(from, scratch) {
+        Ok(0) => {
+            *eof = true;
+            progress = true;
+        }
+        Ok(n) => {
+            *count += n as u64;
+            progress = true;
+            let written = write_now(to, &scratch[..n])?;
+            out.keep(&scratch[written..n]);
+        }
+        Err(e) if would_block(&e) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(progress)
 }
 
 /// One TCP connection to an internal service.
@@ -101,10 +241,13 @@ pub(super) struct InternalConn {
     kind: InternalKind,
     service: usize,
     peer: Peer,
-    started: Instant,
+    clock: Clock,
+    /// daytime's or time's answer, and what echo could not write yet.
     out: Outbox,
     read_closed: bool,
-    chargen: Chargen,
+    /// Where chargen is in its cycle.
+    chargen_at: usize,
+    bytes: u64,
 }
 
 /// One redirected connection: client <-> upstream.
@@ -120,7 +263,7 @@ pub(super) struct Relay {
     shut: [bool; 2],
     service: usize,
     peer: Peer,
-    started: Instant,
+    clock: Clock,
     target: SocketAddr,
     tokens: [usize; 2],
     bytes: [u64; 2],
@@ -149,13 +292,11 @@ impl InternalConn {
         self.service
     }
 
-    fn new(fd: OwnedFd, kind: InternalKind, service: usize, peer: Peer) -> Self {
+    fn new(fd: OwnedFd, kind: InternalKind, service: usize, peer: Peer, clock: Clock) -> Self {
         let mut out = Outbox::default();
         match kind {
-            InternalKind::Daytime => out.data.extend_from_slice(daytime_now().as_bytes()),
-            InternalKind::Time => out
-                .data
-                .extend_from_slice(&internal::time_bytes(unix_now())),
+            InternalKind::Daytime => out.keep(daytime_now().as_bytes()),
+            InternalKind::Time => out.keep(&internal::time_bytes(unix_now())),
             _ => {}
         }
         InternalConn {
@@ -163,59 +304,63 @@ impl InternalConn {
             kind,
             service,
             peer,
-            started: Instant::now(),
+            clock,
             out,
             read_closed: false,
-            chargen: Chargen::default(),
+            chargen_at: 0,
+            bytes: 0,
         }
     }
 
-    fn step(&mut self) -> Step {
+    fn step(&mut self, scratch: &mut [u8]) -> Step {
         let fd = self.fd.as_raw_fd();
-        let mut progress = match self.out.flush(fd) {
-            Ok(p) => p,
-            Err(e) => return Step::Failed(e),
-        };
-        match self.kind {
-            InternalKind::Daytime | InternalKind::Time => {
-                if self.out.pending() == 0 {
-                    return Step::Done;
-                }
-            }
+        let result = match self.kind {
+            InternalKind::Daytime | InternalKind::Time => match self.out.flush(fd) {
+                Ok(_) if self.out.pending() == 0 => return Step::Done,
+                other => other,
+            },
             InternalKind::Echo => {
-                if !self.read_closed && self.out.data.len() < BUFFER {
-                    match read_some(self.fd.as_fd(), &mut self.out.data, BUFFER) {
-                        Ok(0) => self.read_closed = true,
-                        Ok(_) => progress = true,
-                        Err(e) if would_block(&e) => {}
-                        Err(e) => return Step::Failed(e),
-                    }
-                }
+                let moved = pump(
+                    self.fd.as_fd(),
+                    fd,
+                    &mut self.out,
+                    &mut self.read_closed,
+                    &mut self.bytes,
+                    scratch,
+                );
                 if self.read_closed && self.out.pending() == 0 {
                     return Step::Done;
                 }
+                moved
             }
             InternalKind::Discard | InternalKind::Chargen => {
-                let mut sink = Vec::with_capacity(0);
+                let mut progress = false;
                 loop {
-                    sink.clear();
-                    match read_some(self.fd.as_fd(), &mut sink, 16 * 1024) {
+                    match read_into(self.fd.as_fd(), scratch) {
                         Ok(0) => return Step::Done,
                         Ok(_) => progress = true,
                         Err(e) if would_block(&e) => break,
                         Err(e) => return Step::Failed(e),
                     }
                 }
-                if self.kind == InternalKind::Chargen && self.out.pending() == 0 {
-                    self.chargen.fill(&mut self.out.data, 16 * 1024);
-                    progress = true;
+                if self.kind == InternalKind::Chargen {
+                    let cycle = internal::chargen_cycle();
+                    let period = internal::CHARGEN_PERIOD;
+                    match write_now(fd, &cycle[self.chargen_at..self.chargen_at + period]) {
+                        Ok(n) => {
+                            progress |= n > 0;
+                            self.chargen_at = (self.chargen_at + n) % period;
+                        }
+                        Err(e) => return Step::Failed(e),
+                    }
                 }
+                Ok(progress)
             }
-        }
-        if progress {
-            Step::Continue
-        } else {
-            Step::Idle
+        };
+        match result {
+            Ok(true) => Step::Continue,
+            Ok(false) => Step::Idle,
+            Err(e) => Step::Failed(e),
         }
     }
 }
@@ -225,34 +370,7 @@ impl Relay {
         self.service
     }
 
-    /// Moves bytes one way; returns whether anything moved.
-    fn transfer(
-        from: BorrowedFd<'_>,
-        to: RawFd,
-        out: &mut Outbox,
-        eof: &mut bool,
-        count: &mut u64,
-    ) -> io::Result<bool> {
-        let mut progress = out.flush(to)?;
-        if !*eof && out.data.len() < BUFFER {
-            match read_some(from, &mut out.data, BUFFER) {
-                Ok(0) => {
-                    *eof = true;
-                    progress = true;
-                }
-                Ok(n) => {
-                    *count += n as u64;
-                    progress = true;
-                    progress |= out.flush(to)?;
-                }
-                Err(e) if would_block(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(progress)
-    }
-
-    fn step(&mut self) -> Step {
+    fn step(&mut self, scratch: &mut [u8]) -> Step {
         if !self.connected {
             match socket::getsockopt(&self.upstream, socket::sockopt::SocketError) {
                 Ok(0) => {}
@@ -263,21 +381,24 @@ impl Relay {
                 return Step::Idle; // still connecting
             }
             self.connected = true;
+            self.clock.connect = None;
         }
         let (client, upstream) = (self.client.as_raw_fd(), self.upstream.as_raw_fd());
-        let up = Self::transfer(
+        let up = pump(
             self.client.as_fd(),
             upstream,
             &mut self.to_upstream,
             &mut self.client_eof,
             &mut self.bytes[0],
+            scratch,
         );
-        let down = Self::transfer(
+        let down = pump(
             self.upstream.as_fd(),
             client,
             &mut self.to_client,
             &mut self.upstream_eof,
             &mut self.bytes[1],
+            scratch,
         );
         let progress = match (up, down) {
             (Ok(a), Ok(b)) => a || b,
@@ -326,6 +447,56 @@ fn connect_upstream(target: SocketAddr) -> io::Result<OwnedFd> {
 }
 
 impl Server {
+    /// The loop's scratch buffer, taken out while a connection uses it
+    /// (made on first use: a spawnd without in-process services has none).
+    fn take_scratch(&mut self) -> Vec<u8> {
+        let scratch = std::mem::take(&mut self.scratch);
+        if scratch.is_empty() {
+            vec![0; SCRATCH]
+        } else {
+            scratch
+        }
+    }
+
+    /// Counts a new in-process connection of `service` and logs it.
+    fn in_process_started(&mut self, service: usize, peer: &Peer, what: std::fmt::Arguments) {
+        self.in_process += 1;
+        let rt = &mut self.services[service];
+        rt.counters.accepted += 1;
+        rt.admission.started(peer_source(peer));
+        log::info!("accept service={} peer={} {what}", rt.name, PeerLabel(peer));
+    }
+
+    /// The bookkeeping and the exit line of an in-process connection that
+    /// ended `how`.
+    fn in_process_ended(
+        &mut self,
+        service: usize,
+        peer: &Peer,
+        what: std::fmt::Arguments,
+        how: &End,
+        started: Instant,
+    ) {
+        debug_assert!(self.in_process > 0);
+        self.in_process = self.in_process.saturating_sub(1);
+        if let Some(rt) = self.services.get_mut(service) {
+            rt.admission.finished(peer_source(peer));
+            if matches!(how, End::TimedOut(_)) {
+                rt.counters.timeouts += 1;
+            }
+            log::log!(
+                exit_level(how.abnormal()),
+                "exit service={} peer={} {what} {how} duration={:.3}s",
+                rt.name,
+                PeerLabel(peer),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        self.drop_retired(service);
+        self.release_queued();
+        self.compact_timers();
+    }
+
     /// Serves an admitted TCP client of an internal service in-process.
     pub(super) fn start_internal(
         &mut self,
@@ -342,62 +513,95 @@ impl Server {
             return;
         }
         let fd = conn.as_raw_fd();
-        let rt = &mut self.services[service];
-        rt.counters.accepted += 1;
-        rt.admission.started(peer_source(&peer));
-        log::info!(
-            "accept service={} peer={} internal={}",
-            rt.name,
-            PeerLabel(&peer),
-            kind.name()
-        );
+        let now = Instant::now();
+        let clock = Clock::new(self.services[service].limits(), now, false);
+        self.in_process_started(service, &peer, format_args!("internal={}", kind.name()));
         let source = self
             .sources
             .insert(Source::Internal(Box::new(InternalConn::new(
-                conn, kind, service, peer,
+                conn, kind, service, peer, clock,
             ))));
+        if let Some(at) = clock.next() {
+            self.timers.schedule(
+                at,
+                TimerKey::Internal {
+                    source,
+                    started: now,
+                },
+            );
+        }
         if let Err(e) = self.register(fd, source, Interest::READABLE | Interest::WRITABLE) {
             log::warn!("internal_error error=\"{e}\"");
-            self.finish_internal(source, None);
+            self.finish_internal(source, End::Failed(e));
             return;
         }
         self.on_internal(source);
     }
 
     pub(super) fn on_internal(&mut self, source: usize) {
+        let mut scratch = self.take_scratch();
+        let mut ended = None;
+        let mut moved = false;
+        let mut again = true;
         for _ in 0..ROUNDS {
             let Some(Source::Internal(conn)) = self.sources.get_mut(source) else {
-                return;
+                again = false;
+                break;
             };
-            match conn.step() {
-                Step::Continue => continue,
-                Step::Idle => return,
-                Step::Done => return self.finish_internal(source, None),
-                Step::Failed(e) => return self.finish_internal(source, Some(e)),
+            match conn.step(&mut scratch) {
+                Step::Continue => moved = true,
+                Step::Idle => {
+                    again = false;
+                    break;
+                }
+                Step::Done => ended = Some(End::Done),
+                Step::Failed(e) => ended = Some(End::Failed(e)),
+            }
+            if ended.is_some() {
+                break;
             }
         }
-        self.turns.again(source);
+        self.scratch = scratch;
+        if let Some(end) = ended {
+            return self.finish_internal(source, end);
+        }
+        if moved {
+            if let Some(Source::Internal(conn)) = self.sources.get_mut(source) {
+                conn.clock.last_active = Instant::now();
+            }
+        }
+        if again {
+            self.turns.again(source);
+        }
     }
 
-    fn finish_internal(&mut self, source: usize, error: Option<io::Error>) {
+    /// A deadline timer of an internal connection fired.
+    pub(super) fn internal_deadline(&mut self, source: usize, started: Instant) {
+        let now = Instant::now();
+        let Some(Source::Internal(conn)) = self.sources.get(source) else {
+            return;
+        };
+        if conn.clock.started != started {
+            return; // the source was reused
+        }
+        match conn.clock.passed(now) {
+            Some(deadline) => self.finish_internal(source, End::TimedOut(deadline)),
+            None => {
+                if let Some(at) = conn.clock.next() {
+                    self.timers
+                        .schedule(at, TimerKey::Internal { source, started });
+                }
+            }
+        }
+    }
+
+    fn finish_internal(&mut self, source: usize, end: End) {
         let Some(Source::Internal(conn)) = self.sources.try_remove(source) else {
             return;
         };
         self.deregister(conn.fd.as_raw_fd());
-        if let Some(rt) = self.services.get_mut(conn.service) {
-            rt.admission.finished(peer_source(&conn.peer));
-            let how = ExitHow(error.as_ref());
-            log::log!(
-                exit_level(error.is_some()),
-                "exit service={} peer={} internal={} {how} duration={:.3}s",
-                rt.name,
-                PeerLabel(&conn.peer),
-                conn.kind.name(),
-                conn.started.elapsed().as_secs_f64()
-            );
-        }
-        self.drop_retired(conn.service);
-        self.release_queued();
+        let what = format_args!("internal={}", conn.kind.name());
+        self.in_process_ended(conn.service, &conn.peer, what, &end, conn.clock.started);
     }
 
     /// Answers the waiting datagrams of an internal UDP service.
@@ -410,13 +614,17 @@ impl Server {
         let super::Work::Internal(kind) = self.services[service].work else {
             return;
         };
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = self.take_scratch();
         let mut reply = Vec::new();
+        let mut drained = false;
         for _ in 0..64 {
             let (n, from) = match socket::recvfrom::<SockaddrStorage>(fd, &mut buf) {
                 Ok((n, Some(from))) => (n, from),
                 Ok((_, None)) => continue,
-                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    drained = true;
+                    break;
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => continue, // e.g. a queued ICMP error; reading cleared it
             };
@@ -450,7 +658,7 @@ impl Server {
             if rt.admission.decide(
                 peer_source(&peer),
                 Instant::now(),
-                false,
+                None,
                 crate::sys::load_average,
             ) != Decision::Admit
             {
@@ -468,7 +676,10 @@ impl Server {
             }
             let _ = socket::sendto(fd, &reply, &from, MsgFlags::MSG_DONTWAIT);
         }
-        self.turns.again(source);
+        self.scratch = buf;
+        if !drained {
+            self.turns.again(source);
+        }
     }
 
     /// Relays an admitted client to the service's redirect target.
@@ -479,27 +690,24 @@ impl Server {
         client: OwnedFd,
         peer: Peer,
     ) {
-        let name = self.services[service].name.clone();
         let upstream = match crate::sys::set_nonblocking(client.as_raw_fd(), true)
             .and_then(|_| connect_upstream(target))
         {
             Ok(fd) => fd,
             Err(e) => {
-                self.services[service].counters.spawn_failures += 1;
+                let rt = &mut self.services[service];
+                rt.counters.spawn_failures += 1;
                 log::warn!(
-                    "redirect_failed service={name} peer={} target={target} error=\"{e}\"",
+                    "redirect_failed service={} peer={} target={target} error=\"{e}\"",
+                    rt.name,
                     PeerLabel(&peer)
                 );
                 return;
             }
         };
-        let rt = &mut self.services[service];
-        rt.counters.accepted += 1;
-        rt.admission.started(peer_source(&peer));
-        log::info!(
-            "accept service={name} peer={} redirect={target}",
-            PeerLabel(&peer)
-        );
+        let now = Instant::now();
+        let clock = Clock::new(self.services[service].limits(), now, true);
+        self.in_process_started(service, &peer, format_args!("redirect={target}"));
         let relay_id = self.relays.insert(Relay {
             client,
             upstream,
@@ -511,11 +719,20 @@ impl Server {
             shut: [false; 2],
             service,
             peer,
-            started: Instant::now(),
+            clock,
             target,
             tokens: [usize::MAX; 2],
             bytes: [0; 2],
         });
+        if let Some(at) = clock.next() {
+            self.timers.schedule(
+                at,
+                TimerKey::Relay {
+                    relay: relay_id,
+                    started: now,
+                },
+            );
+        }
         let fds = [
             self.relays[relay_id].client.as_raw_fd(),
             self.relays[relay_id].upstream.as_raw_fd(),
@@ -524,7 +741,7 @@ impl Server {
             let token = self.sources.insert(Source::Relay(relay_id));
             self.relays[relay_id].tokens[side] = token;
             if let Err(e) = self.register(fd, token, Interest::READABLE | Interest::WRITABLE) {
-                return self.finish_relay(relay_id, Some(e));
+                return self.finish_relay(relay_id, End::Failed(e));
             }
         }
     }
@@ -534,21 +751,68 @@ impl Server {
             return;
         };
         let relay_id = *relay_id;
+        let mut scratch = self.take_scratch();
+        let mut ended = None;
+        let mut moved = false;
+        let mut again = true;
         for _ in 0..ROUNDS {
             let Some(relay) = self.relays.get_mut(relay_id) else {
-                return;
+                again = false;
+                break;
             };
-            match relay.step() {
-                Step::Continue => continue,
-                Step::Idle => return,
-                Step::Done => return self.finish_relay(relay_id, None),
-                Step::Failed(e) => return self.finish_relay(relay_id, Some(e)),
+            match relay.step(&mut scratch) {
+                Step::Continue => moved = true,
+                Step::Idle => {
+                    again = false;
+                    break;
+                }
+                Step::Done => ended = Some(End::Done),
+                Step::Failed(e) => ended = Some(End::Failed(e)),
+            }
+            if ended.is_some() {
+                break;
             }
         }
-        self.turns.again(source);
+        self.scratch = scratch;
+        if let Some(end) = ended {
+            return self.finish_relay(relay_id, end);
+        }
+        if moved {
+            if let Some(relay) = self.relays.get_mut(relay_id) {
+                relay.clock.last_active = Instant::now();
+            }
+        }
+        if again {
+            self.turns.again(source);
+        }
     }
 
-    fn finish_relay(&mut self, relay_id: usize, error: Option<io::Error>) {
+    /// A deadline timer of a relay fired.
+    pub(super) fn relay_deadline(&mut self, relay_id: usize, started: Instant) {
+        let now = Instant::now();
+        let Some(relay) = self.relays.get(relay_id) else {
+            return;
+        };
+        if relay.clock.started != started {
+            return; // the entry was reused
+        }
+        match relay.clock.passed(now) {
+            Some(deadline) => self.finish_relay(relay_id, End::TimedOut(deadline)),
+            None => {
+                if let Some(at) = relay.clock.next() {
+                    self.timers.schedule(
+                        at,
+                        TimerKey::Relay {
+                            relay: relay_id,
+                            started,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish_relay(&mut self, relay_id: usize, end: End) {
         let Some(relay) = self.relays.try_remove(relay_id) else {
             return;
         };
@@ -561,24 +825,30 @@ impl Server {
                 self.deregister(fd);
             }
         }
-        if let Some(rt) = self.services.get_mut(relay.service) {
-            rt.admission.finished(peer_source(&relay.peer));
-            let how = ExitHow(error.as_ref());
-            if error.is_some() && !relay.connected {
+        if end.abnormal() && !relay.connected {
+            if let Some(rt) = self.services.get_mut(relay.service) {
                 rt.counters.spawn_failures += 1;
             }
-            log::log!(
-                exit_level(error.is_some()),
-                "exit service={} peer={} redirect={} {how} bytes_in={} bytes_out={} duration={:.3}s",
-                rt.name,
-                PeerLabel(&relay.peer),
-                relay.target,
-                relay.bytes[0],
-                relay.bytes[1],
-                relay.started.elapsed().as_secs_f64()
-            );
         }
-        self.drop_retired(relay.service);
-        self.release_queued();
+        let what = format_args!(
+            "redirect={} bytes_in={} bytes_out={}",
+            relay.target, relay.bytes[0], relay.bytes[1]
+        );
+        self.in_process_ended(relay.service, &relay.peer, what, &end, relay.clock.started);
+    }
+
+    /// Whether a timer of an in-process connection no longer has one.
+    pub(super) fn in_process_timer_is_stale(&self, key: &TimerKey) -> bool {
+        match *key {
+            TimerKey::Internal { source, started } => !matches!(
+                self.sources.get(source),
+                Some(Source::Internal(conn)) if conn.clock.started == started
+            ),
+            TimerKey::Relay { relay, started } => self
+                .relays
+                .get(relay)
+                .is_none_or(|r| r.clock.started != started),
+            _ => false,
+        }
     }
 }

@@ -110,6 +110,8 @@ pub struct Counters {
     pub refused_limits: u64,
     pub spawn_failures: u64,
     pub abnormal_exits: u64,
+    /// In-process connections ended by a timeout.
+    pub timeouts: u64,
 }
 
 /// What a service does with an admitted client. A plan is shared with
@@ -263,10 +265,35 @@ struct Child {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKey {
-    ResumeListener { source: usize },
-    ResumeService { service: usize },
-    ChildTimeout { pid: i32, started: Instant },
-    ChildKill { pid: i32, started: Instant },
+    ResumeListener {
+        source: usize,
+    },
+    ResumeService {
+        service: usize,
+    },
+    ChildTimeout {
+        pid: i32,
+        started: Instant,
+    },
+    ChildKill {
+        pid: i32,
+        started: Instant,
+    },
+    /// A deadline of an internal service's connection (`inproc`).
+    Internal {
+        source: usize,
+        started: Instant,
+    },
+    /// A deadline of a redirected connection (`inproc`).
+    Relay {
+        relay: usize,
+        started: Instant,
+    },
+    /// A status client's time to read its answer is over.
+    Control {
+        source: usize,
+        started: Instant,
+    },
     ShutdownDeadline,
 }
 
@@ -277,6 +304,10 @@ pub struct Server {
     services: Slab<ServiceRt>,
     sources: Slab<Source>,
     relays: Slab<inproc::Relay>,
+    /// In-process connections open now (internal services, relays).
+    in_process: usize,
+    /// The buffer in-process connections read into, shared (`inproc`).
+    scratch: Vec<u8>,
     children: ChildTable,
     timers: Timers<TimerKey>,
     turns: Turns,
@@ -363,6 +394,8 @@ impl Server {
             services: Slab::new(),
             sources: Slab::new(),
             relays: Slab::new(),
+            in_process: 0,
+            scratch: Vec::new(),
             children: ChildTable::default(),
             timers: Timers::default(),
             turns: Turns::default(),
@@ -650,6 +683,9 @@ impl Server {
                 TimerKey::ResumeService { service } => self.resume_service(service, now),
                 TimerKey::ChildTimeout { pid, started } => self.child_timeout(pid, started, false),
                 TimerKey::ChildKill { pid, started } => self.child_timeout(pid, started, true),
+                TimerKey::Internal { source, started } => self.internal_deadline(source, started),
+                TimerKey::Relay { relay, started } => self.relay_deadline(relay, started),
+                TimerKey::Control { source, started } => self.control_deadline(source, started),
                 TimerKey::ShutdownDeadline => self.shutdown_deadline(),
             }
         }
@@ -658,8 +694,8 @@ impl Server {
     fn log_status(&self) {
         for s in self.report().services {
             log::info!(
-                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={}",
-                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits
+                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={}",
+                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts
             );
         }
     }
