@@ -1,6 +1,14 @@
 //! The classic internal services' data, pure: RFC 862 echo and 863 discard
 //! need none; RFC 864 chargen's ring, RFC 867 daytime's text and RFC 868
-//! time's 32-bit seconds since 1900 are built here and unit-tested.
+//! time's 32-bit seconds since 1900 are built here and unit-tested, with
+//! the guards that keep the UDP ones from being turned into reflectors.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::config::units::{ListenAddr, Rate};
+use crate::limits::TokenBucket;
 
 /// Characters in the chargen ring: the 95 printable ASCII characters.
 const RING: &[u8; 95] = b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
@@ -79,11 +87,109 @@ pub fn daytime_text(
     )
 }
 
-/// UDP responders never answer the ports of other internal services or
-/// the privileged range: the classic guard against two servers echoing to
-/// each other forever (or being used to reflect traffic at one).
+/// UDP responders never answer the privileged range, where the classic
+/// UDP services of other hosts live: the classic guard against two servers
+/// echoing to each other forever (or being used to reflect traffic at one).
 pub fn udp_reply_allowed(source_port: u16) -> bool {
     source_port >= 1024
+}
+
+/// The addresses of spawnd's own datagram sockets. A datagram that claims
+/// to come from one is never answered: one spoofed datagram from spawnd's
+/// chargen to its echo would otherwise start a loop between the two that
+/// never ends. A socket bound to every address (`*:P`, `0.0.0.0:P`) counts
+/// for every source with port P.
+#[derive(Debug, Default)]
+pub struct OwnAddresses {
+    any: HashMap<u16, u32>,
+    exact: HashMap<SocketAddr, u32>,
+}
+
+impl OwnAddresses {
+    /// The key a listen address is counted under, if it is an IP one.
+    fn key(addr: &ListenAddr) -> Option<Result<SocketAddr, u16>> {
+        match addr {
+            ListenAddr::Inet(a) if a.ip().is_unspecified() => Some(Err(a.port())),
+            ListenAddr::Inet(a) => Some(Ok(SocketAddr::new(a.ip().to_canonical(), a.port()))),
+            ListenAddr::AnyInet(port) => Some(Err(*port)),
+            ListenAddr::Unix(_) | ListenAddr::Abstract(_) => None,
+        }
+    }
+
+    pub fn add(&mut self, addr: &ListenAddr) {
+        match Self::key(addr) {
+            Some(Ok(exact)) => *self.exact.entry(exact).or_insert(0) += 1,
+            Some(Err(port)) => *self.any.entry(port).or_insert(0) += 1,
+            None => {}
+        }
+    }
+
+    pub fn remove(&mut self, addr: &ListenAddr) {
+        fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
+            if let Some(count) = map.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
+        match Self::key(addr) {
+            Some(Ok(exact)) => down(&mut self.exact, exact),
+            Some(Err(port)) => down(&mut self.any, port),
+            None => {}
+        }
+    }
+
+    /// Whether `source` is (or pretends to be) one of these sockets.
+    pub fn contains(&self, source: SocketAddr) -> bool {
+        self.any.contains_key(&source.port())
+            || self
+                .exact
+                .contains_key(&SocketAddr::new(source.ip().to_canonical(), source.port()))
+    }
+}
+
+/// Replies to one source address, per second, that the UDP internal
+/// services send at most (burst as many). A loop between two hosts runs
+/// one datagram back and forth as fast as they answer; the first reply
+/// this budget holds back ends it.
+pub const REPLIES_PER_SOURCE: u32 = 16;
+/// How many sources the reply budget remembers: bounded, so a flood of
+/// spoofed sources cannot grow memory (the oldest is forgotten).
+pub const REPLY_SOURCES: usize = 4096;
+
+/// A token bucket per source address for the UDP internal services'
+/// replies, across services (a loop may go through several).
+#[derive(Debug, Default)]
+pub struct ReplyBudget {
+    buckets: HashMap<IpAddr, TokenBucket>,
+    order: VecDeque<IpAddr>,
+}
+
+impl ReplyBudget {
+    /// Whether one more reply to `source` may go out at `now`.
+    pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
+        let source = source.to_canonical();
+        if !self.buckets.contains_key(&source) {
+            while self.buckets.len() >= REPLY_SOURCES {
+                match self.order.pop_front() {
+                    Some(oldest) => {
+                        self.buckets.remove(&oldest);
+                    }
+                    None => break,
+                }
+            }
+            self.order.push_back(source);
+        }
+        let rate = Rate {
+            count: REPLIES_PER_SOURCE,
+            per: std::time::Duration::from_secs(1),
+        };
+        self.buckets
+            .entry(source)
+            .or_insert_with(|| TokenBucket::new(rate, now))
+            .take(now)
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +254,59 @@ mod tests {
             daytime_text(2026, 11, 4, 3, 9, 5, 7),
             "Wed Nov  4 09:05:07 2026\r\n"
         );
+    }
+
+    #[test]
+    fn own_addresses_are_never_answered() {
+        let mut own = OwnAddresses::default();
+        let chargen: ListenAddr = "127.0.0.1:9019".parse().unwrap();
+        let any: ListenAddr = "*:9007".parse().unwrap();
+        let zero: ListenAddr = "0.0.0.0:9013".parse().unwrap();
+        let unix: ListenAddr = "/run/x.sock".parse().unwrap();
+        for addr in [&chargen, &any, &zero, &unix] {
+            own.add(addr);
+        }
+        let at = |text: &str| own.contains(text.parse().unwrap());
+        assert!(at("127.0.0.1:9019"));
+        assert!(
+            at("[::ffff:127.0.0.1]:9019"),
+            "a mapped address is the same one"
+        );
+        assert!(!at("127.0.0.2:9019"), "another address, same port");
+        assert!(at("10.0.0.1:9007") && at("[::1]:9007") && at("127.0.0.5:9013"));
+        assert!(!at("127.0.0.1:40000"));
+        // Counted: a second socket on the same address keeps it own.
+        own.add(&chargen);
+        own.remove(&chargen);
+        assert!(own.contains("127.0.0.1:9019".parse().unwrap()));
+        own.remove(&chargen);
+        own.remove(&any);
+        assert!(!own.contains("127.0.0.1:9019".parse().unwrap()));
+        assert!(!own.contains("10.0.0.1:9007".parse().unwrap()));
+    }
+
+    #[test]
+    fn replies_per_source_are_budgeted_and_the_table_bounded() {
+        let mut budget = ReplyBudget::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..REPLIES_PER_SOURCE {
+            assert!(budget.allow(a, t0));
+        }
+        assert!(
+            !budget.allow(a, t0),
+            "a loop is cut at the first reply held back"
+        );
+        assert!(
+            budget.allow("10.0.0.2".parse().unwrap(), t0),
+            "others are unaffected"
+        );
+        assert!(budget.allow(a, t0 + std::time::Duration::from_secs(1)));
+        for n in 0..(REPLY_SOURCES as u32 * 2) {
+            budget.allow(IpAddr::from(n.to_be_bytes()), t0);
+        }
+        assert!(budget.buckets.len() <= REPLY_SOURCES);
+        assert_eq!(budget.buckets.len(), budget.order.len());
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct ServiceReport {
     /// `timeout`, `idle_timeout` or `connect_timeout`.
     #[serde(default)]
     pub timeouts: u64,
+    /// Datagrams a wait-mode program exited without reading (dropped).
+    #[serde(default)]
+    pub unread_datagrams: u64,
 }
 
 /// Where the control socket lives when `spawnd.yaml` does not say.

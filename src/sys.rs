@@ -182,28 +182,60 @@ pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
     socket_addr(&unsafe { storage.assume_init() }, len)
 }
 
-/// The sender of the next waiting datagram, without consuming it.
-/// `Ok(None)`: a datagram is waiting but its sender is not an IP address.
-pub fn peek_sender(fd: RawFd) -> io::Result<Option<SocketAddr>> {
-    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let mut byte = 0u8;
-    // SAFETY: a one-byte buffer and a sockaddr_storage, both writable.
-    let result = unsafe {
-        libc::recvfrom(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            storage.as_mut_ptr().cast(),
-            &mut len,
-        )
+/// The next waiting datagram, seen without consuming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadDatagram {
+    /// `None`: its sender is not an IP address.
+    pub sender: Option<SocketAddr>,
+    /// What tells this datagram from any other, even one with the same
+    /// sender and bytes: the kernel's receive time stamp (seconds,
+    /// nanoseconds; zero if none came) and the length.
+    pub identity: (i64, i64, usize),
+}
+
+/// Peeks at the next waiting datagram. `SO_TIMESTAMPNS` is on only for
+/// this call: the kernel stamps a datagram when it first reports its time
+/// (or when it arrives, while any socket asks for stamps) and keeps the
+/// stamp with it, so two peeks at one datagram give the same identity. It
+/// is off again before the socket is handed to a program, which would
+/// otherwise get time stamps it did not ask for.
+pub fn peek_head(fd: RawFd) -> io::Result<HeadDatagram> {
+    use nix::sys::socket::{
+        recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
     };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: zeroed, then possibly filled by the kernel.
-    Ok(socket_addr(&unsafe { storage.assume_init() }, len))
+    // SAFETY: `fd` is a socket spawnd owns, open for this call's length.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = setsockopt(&socket, sockopt::ReceiveTimestampns, &true);
+    let mut byte = [0u8; 1];
+    let mut data = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
+    let received = recvmsg::<SockaddrStorage>(fd, &mut data, Some(&mut space), flags)
+        .map_err(io::Error::from)
+        .map(|message| {
+            let mut stamp = (0, 0);
+            for item in message.cmsgs().into_iter().flatten() {
+                if let ControlMessageOwned::ScmTimestampns(time) = item {
+                    stamp = (time.tv_sec(), time.tv_nsec());
+                }
+            }
+            let sender = message.address.and_then(|address| {
+                address
+                    .as_sockaddr_in()
+                    .map(|a| SocketAddr::from(SocketAddrV4::from(*a)))
+                    .or_else(|| {
+                        address
+                            .as_sockaddr_in6()
+                            .map(|a| SocketAddr::from(SocketAddrV6::from(*a)))
+                    })
+            });
+            HeadDatagram {
+                sender,
+                identity: (stamp.0, stamp.1, message.bytes),
+            }
+        });
+    let _ = setsockopt(&socket, sockopt::ReceiveTimestampns, &false);
+    received
 }
 
 /// Reads and drops one datagram (so a refused or failed one is not seen again).

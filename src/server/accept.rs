@@ -583,6 +583,7 @@ impl Server {
             peer: *peer,
             started,
             handed_off,
+            datagram: None,
             counted,
             signalled: 0,
         };
@@ -598,15 +599,18 @@ impl Server {
         let kind = listener.kind;
         let fixed_local = listener.fixed_local();
         let service_id = listener.service;
+        let mut head = None;
         let (peer, transport) = if kind == SocketKind::Dgram {
-            // Refused datagrams are read and dropped; continue with the next.
+            // Refused datagrams are read and dropped; continue with the
+            // next, a batch at a time so a flood cannot hold the loop.
+            let mut refused = 0;
             loop {
-                let peer = match crate::sys::peek_sender(fd) {
-                    Ok(Some(remote)) => Peer::Inet {
-                        local: fixed_local,
-                        remote,
-                    },
-                    Ok(None) => Peer::Unknown,
+                if refused == ACCEPT_BATCH {
+                    self.turns.again(source);
+                    return;
+                }
+                let found = match crate::sys::peek_head(fd) {
+                    Ok(found) => found,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -616,13 +620,23 @@ impl Server {
                             self.services[service_id].name
                         );
                         let _ = crate::sys::discard_datagram(fd);
+                        refused += 1;
                         continue;
                     }
                 };
+                let peer = match found.sender {
+                    Some(remote) => Peer::Inet {
+                        local: fixed_local,
+                        remote,
+                    },
+                    None => Peer::Unknown,
+                };
                 if self.admit(service_id, &peer).is_ok() {
+                    head = Some(found.identity);
                     break (peer, Transport::Udp);
                 }
                 let _ = crate::sys::discard_datagram(fd);
+                refused += 1;
             }
         } else {
             (Peer::Unknown, Transport::Tcp)
@@ -647,6 +661,9 @@ impl Server {
                 if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
                     listener.state = ListenerState::HandedOff(pid);
                 }
+                if let Some(child) = self.children.get_mut(&pid) {
+                    child.datagram = head;
+                }
             }
             Outcome::Failed | Outcome::Refused => {
                 let _ = crate::sys::set_nonblocking(fd, true);
@@ -666,18 +683,47 @@ impl Server {
         }
     }
 
-    /// A wait-mode child was reaped: take the socket back.
-    pub(super) fn take_back(&mut self, source: usize) {
+    /// A wait-mode child was reaped: take the socket back. A datagram
+    /// service's child that left the very datagram it was started for
+    /// unread would only be started for it again, at once and forever (a
+    /// program that fails before reading): that datagram is dropped,
+    /// logged and counted. One that arrived since starts a new child.
+    pub(super) fn take_back(&mut self, source: usize, child: &super::Child, pid: i32) {
         let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
             return;
         };
         let fd = listener.bound.fd.as_raw_fd();
+        let service_id = listener.service;
         listener.state = ListenerState::Paused;
         if let Err(e) = crate::sys::set_nonblocking(fd, true) {
             log::error!("takeback_error error=\"{e}\"");
         }
+        if let Some(started_for) = child.datagram {
+            let unread = crate::sys::peek_head(fd).is_ok_and(|head| head.identity == started_for);
+            if unread && crate::sys::discard_datagram(fd).is_ok() {
+                self.datagram_unread(service_id, &child.peer, pid);
+            }
+        }
         if self.stopping.is_none() {
             self.arm(source);
+        }
+    }
+
+    fn datagram_unread(&mut self, service_id: usize, peer: &Peer, pid: i32) {
+        let Some(service) = self.services.get_mut(service_id) else {
+            return;
+        };
+        service.counters.unread_datagrams += 1;
+        let now = Instant::now();
+        let budget = service
+            .refusal_log
+            .get_or_insert_with(|| Box::new(LogBudget::new(now)));
+        if let Some(left_out) = budget.allow(now) {
+            log::warn!(
+                "datagram_unread service={} peer={} pid={pid} suppressed={left_out} detail=\"the program exited without reading the datagram it was started for; dropped\"",
+                service.name,
+                PeerLabel(peer)
+            );
         }
     }
 }

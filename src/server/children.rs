@@ -119,7 +119,7 @@ impl Server {
         if let Some(failure) = self.spawner.reaped(pid) {
             self.launch_failed(pid, &child, failure);
             if let Some(source) = child.handed_off {
-                self.take_back(source);
+                self.take_back(source, &child, pid);
             }
             self.release_queued();
             self.drop_retired(child.service);
@@ -145,7 +145,7 @@ impl Server {
             }
         }
         if let Some(source) = child.handed_off {
-            self.take_back(source);
+            self.take_back(source, &child, pid);
         }
         self.release_queued();
         self.drop_retired(child.service);

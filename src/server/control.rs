@@ -107,6 +107,7 @@ impl Server {
                 spawn_failures: s.counters.spawn_failures,
                 abnormal_exits: s.counters.abnormal_exits,
                 timeouts: s.counters.timeouts,
+                unread_datagrams: s.counters.unread_datagrams,
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));

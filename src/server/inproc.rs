@@ -638,13 +638,26 @@ impl Server {
             else {
                 continue;
             };
-            if kind != InternalKind::Discard && !internal::udp_reply_allowed(addr.port()) {
-                log::debug!(
-                    "udp_refuse service={} peer={addr} reason=source_port",
-                    self.services[service].name
-                );
-                self.services[service].counters.refused_access += 1;
-                continue;
+            if kind != InternalKind::Discard {
+                let reason = if !internal::udp_reply_allowed(addr.port()) {
+                    Some("source_port")
+                } else if self.own_datagram.contains(addr) {
+                    Some("own_address")
+                } else if !self.reply_budget.allow(addr.ip(), Instant::now()) {
+                    Some("reply_budget")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    let rt = &mut self.services[service];
+                    log::debug!("udp_refuse service={} peer={addr} reason={reason}", rt.name);
+                    if reason == "reply_budget" {
+                        rt.counters.refused_limits += 1;
+                    } else {
+                        rt.counters.refused_access += 1;
+                    }
+                    continue;
+                }
             }
             let peer = Peer::Inet {
                 local: None,

@@ -112,6 +112,8 @@ pub struct Counters {
     pub abnormal_exits: u64,
     /// In-process connections ended by a timeout.
     pub timeouts: u64,
+    /// Datagrams a wait-mode program exited without reading, dropped.
+    pub unread_datagrams: u64,
 }
 
 /// What a service does with an admitted client. A plan is shared with
@@ -257,6 +259,9 @@ struct Child {
     started: Instant,
     /// Wait mode: the listener to re-arm when this child is reaped.
     handed_off: Option<usize>,
+    /// A datagram service: the identity of the datagram the child was
+    /// started for (`sys::HeadDatagram`).
+    datagram: Option<(i64, i64, usize)>,
     /// The service's admission counts this child.
     counted: bool,
     /// Timeout stage reached: 0 none, 1 SIGTERM sent, 2 SIGKILL sent.
@@ -308,6 +313,10 @@ pub struct Server {
     in_process: usize,
     /// The buffer in-process connections read into, shared (`inproc`).
     scratch: Vec<u8>,
+    /// Where spawnd's own datagram sockets are, and how many replies each
+    /// source may still get: the UDP internal services' reflection guards.
+    own_datagram: crate::internal::OwnAddresses,
+    reply_budget: crate::internal::ReplyBudget,
     children: ChildTable,
     timers: Timers<TimerKey>,
     turns: Turns,
@@ -396,6 +405,8 @@ impl Server {
             relays: Slab::new(),
             in_process: 0,
             scratch: Vec::new(),
+            own_datagram: Default::default(),
+            reply_budget: Default::default(),
             children: ChildTable::default(),
             timers: Timers::default(),
             turns: Turns::default(),
@@ -485,6 +496,9 @@ impl Server {
         kind: SocketKind,
         bound: Bound,
     ) {
+        if kind == SocketKind::Dgram {
+            self.own_datagram.add(&addr);
+        }
         let source = self.sources.insert(Source::Listener(Listener {
             bound,
             addr,
@@ -694,8 +708,8 @@ impl Server {
     fn log_status(&self) {
         for s in self.report().services {
             log::info!(
-                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={}",
-                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts
+                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={} unread_datagrams={}",
+                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts, s.unread_datagrams
             );
         }
     }

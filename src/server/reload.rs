@@ -38,6 +38,9 @@ impl Server {
         if listener.state == super::ListenerState::Armed {
             self.deregister(fd);
         }
+        if listener.kind == SocketKind::Dgram {
+            self.own_datagram.remove(&listener.addr);
+        }
         if let Some(rt) = self.services.get_mut(service) {
             rt.listeners.remove(source);
         }
