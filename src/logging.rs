@@ -18,17 +18,19 @@
 //!   `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER=spawnd`, `SYSLOG_FACILITY`,
 //!   `SYSLOG_PID`, and `SPAWND_SERVICE`/`SPAWND_EVENT` taken from the line.
 //!
-//! Logging never blocks the event loop: the datagram socket is non-blocking;
-//! a line that does not fit (the receiver's queue is full, the log daemon is
-//! gone) is dropped and counted, and the count is reported as
-//! `log_dropped count=N` ahead of the next line that gets through. Nothing
-//! here panics.
+//! Logging never blocks the event loop (`spawnd run`, from
+//! `never_block`): the datagram socket is non-blocking, and so is stderr,
+//! through a descriptor of its own (a pipe or a terminal is opened again
+//! from `/proc/self/fd/2` with `O_NONBLOCK`, so the shared one is left as
+//! it is; a socket, such as the journal's stream, is written with
+//! `MSG_DONTWAIT`). A line that does not fit (a reader that stopped
+//! reading, a full queue, a log daemon gone) is dropped and counted, and
+//! the count is reported as `log_dropped count=N` ahead of the next line
+//! that gets through; a line already partly written is finished first, so
+//! no line is ever cut. Nothing here panics.
 //!
 //! For tests only, `SPAWND_SYSLOG_SOCKET` and `SPAWND_JOURNAL_SOCKET` replace
 //! the two socket paths.
-
-// `set_target`, `set_level` and `apply_config` are called from `main` once the
-// configuration is loaded; until that wiring lands they look unused.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -77,6 +79,18 @@ struct State {
     /// connection; a syscall for each would be a tenth of its work).
     pending: Vec<u8>,
     stamp: Stamp,
+    out: StderrOut,
+}
+
+/// How stderr is written.
+#[derive(Debug)]
+enum StderrOut {
+    /// As it is (command-line use, and before `never_block`).
+    Blocking,
+    /// fd 2 is a socket: `send` with `MSG_DONTWAIT`.
+    Socket,
+    /// fd 2 opened again, non-blocking, for spawnd alone.
+    Reopened(std::fs::File),
 }
 
 #[derive(Debug)]
@@ -113,6 +127,7 @@ static LOGGER: Logger = Logger {
         }),
         pending: Vec::new(),
         stamp: Stamp::new(),
+        out: StderrOut::Blocking,
     }),
     batching: AtomicBool::new(false),
     dropped: AtomicU64::new(0),
@@ -321,14 +336,25 @@ impl Log for Logger {
             sink,
             pending,
             stamp,
+            out,
         } = &mut *state;
         match sink {
             Sink::Stderr(style) => {
+                if pending.len() >= MAX_PENDING {
+                    // The reader is behind by a whole batch: this line is lost.
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    let stamp = style.timestamps.then_some(&mut *stamp);
+                    let notice = format_args!("log_dropped count={dropped}");
+                    append_stderr_line(pending, *style, stamp, Level::Warn, notice);
+                }
                 let stamp = style.timestamps.then_some(stamp);
                 append_stderr_line(pending, *style, stamp, record.level(), *record.args());
                 if !self.batching.load(Ordering::Relaxed) || pending.len() >= MAX_PENDING {
-                    let _ = std::io::stderr().lock().write_all(pending);
-                    pending.clear();
+                    write_pending(out, pending, &self.dropped);
                 }
             }
             Sink::Datagram(datagram) => {
@@ -435,13 +461,116 @@ pub fn set_batching(on: bool) {
     }
 }
 
-/// Writes the lines gathered so far.
+/// Writes the lines gathered so far (as much of them as fits).
 pub fn flush() {
     let mut state = LOGGER.lock_state();
-    if !state.pending.is_empty() {
-        let _ = std::io::stderr().lock().write_all(&state.pending);
-        state.pending.clear();
+    let State { pending, out, .. } = &mut *state;
+    if !pending.is_empty() {
+        write_pending(out, pending, &LOGGER.dropped);
     }
+}
+
+/// From now on stderr is written without ever blocking (see the module
+/// comment). Call again when fd 2 changes (`--daemon`).
+pub fn never_block() {
+    let out = nonblocking_stderr();
+    LOGGER.lock_state().out = out;
+}
+
+fn nonblocking_stderr() -> StderrOut {
+    use nix::sys::stat::SFlag;
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return StderrOut::Blocking;
+    };
+    match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFSOCK => StderrOut::Socket,
+        SFlag::S_IFIFO | SFlag::S_IFCHR => {
+            use std::os::unix::fs::OpenOptionsExt;
+            // A new open file description of the same pipe or terminal:
+            // O_NONBLOCK on it does not change the one spawnd shares with
+            // its parent (a shell would find its terminal non-blocking).
+            let reopened = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open("/proc/self/fd/2")
+                .and_then(|file| {
+                    let fd = crate::sys::above_slots(std::os::fd::OwnedFd::from(file))?;
+                    Ok(std::fs::File::from(fd))
+                });
+            match reopened {
+                Ok(file) => StderrOut::Reopened(file),
+                Err(_) => StderrOut::Blocking,
+            }
+        }
+        // A regular file takes every write; so does /dev/null.
+        _ => StderrOut::Blocking,
+    }
+}
+
+/// Writes as much of `pending` as fits now. What does not: a line already
+/// partly written stays, to be finished first next time; the lines after it
+/// are dropped and counted in `dropped`.
+fn write_pending(out: &mut StderrOut, pending: &mut Vec<u8>, dropped: &AtomicU64) {
+    let written = match out {
+        StderrOut::Blocking => {
+            let _ = std::io::stderr().lock().write_all(pending);
+            pending.len()
+        }
+        StderrOut::Socket => write_some_nonblocking(pending, |data| {
+            nix::sys::socket::send(
+                libc::STDERR_FILENO,
+                data,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(std::io::Error::from)
+        }),
+        StderrOut::Reopened(file) => write_some_nonblocking(pending, |data| file.write(data)),
+    };
+    let lost = keep_unwritten(pending, written);
+    if lost > 0 {
+        dropped.fetch_add(lost, Ordering::Relaxed);
+    }
+}
+
+/// Writes until done or the writer would block (or fails); returns how
+/// many bytes went.
+fn write_some_nonblocking(
+    data: &[u8],
+    mut write: impl FnMut(&[u8]) -> std::io::Result<usize>,
+) -> usize {
+    let mut written = 0;
+    while written < data.len() {
+        match write(&data[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+/// After `written` bytes of `pending` went out: keeps the rest of a line
+/// cut in the middle, drops the whole lines after it. Returns how many
+/// lines were dropped.
+fn keep_unwritten(pending: &mut Vec<u8>, written: usize) -> u64 {
+    if written >= pending.len() {
+        pending.clear();
+        return 0;
+    }
+    let rest = &pending[written..];
+    let cut_line = written > 0 && pending[written - 1] != b'\n';
+    let keep = if cut_line {
+        rest.iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |at| at + 1)
+    } else {
+        0
+    };
+    let lost = rest[keep..].iter().filter(|b| **b == b'\n').count() as u64;
+    pending.drain(..written);
+    pending.truncate(keep);
+    lost
 }
 
 /// `<PRI>spawnd[PID]: message`, one line, at most `MAX_MESSAGE` bytes of text.
@@ -600,6 +729,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn an_unwritten_tail_keeps_only_the_cut_line() {
+        let mut pending = b"one\ntwo\nthree\n".to_vec();
+        assert_eq!(keep_unwritten(&mut pending, 14), 0);
+        assert!(pending.is_empty());
+        let mut pending = b"one\ntwo\nthree\n".to_vec();
+        // "one\ntw" went out: "o\n" finishes the line; "three" is lost.
+        assert_eq!(keep_unwritten(&mut pending, 6), 1);
+        assert_eq!(pending, b"o\n");
+        let mut pending = b"one\ntwo\nthree\n".to_vec();
+        // Nothing went out: every line is lost, none was cut.
+        assert_eq!(keep_unwritten(&mut pending, 0), 3);
+        assert!(pending.is_empty());
+        let mut pending = b"one\ntwo\n".to_vec();
+        assert_eq!(keep_unwritten(&mut pending, 4), 1);
+        assert!(pending.is_empty());
+    }
 
     #[test]
     fn civil_dates() {

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
 fn run(args: &RunArgs) -> ExitCode {
     // Before anything opens a descriptor or clears the environment.
     spawn::prepare_descriptors();
+    logging::never_block();
     let inherited = activation::take();
     notify::init();
     let loaded = match report::load(&args.config) {
@@ -96,6 +97,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
         // Detached, stderr is /dev/null: syslog unless spawnd.yaml says otherwise.
+        logging::never_block();
         logging::apply_config(log_target, log_level, true);
         server.set_daemonized();
         if let Err(server::StartError(message)) = server.reopen_signals() {

@@ -962,3 +962,98 @@ fn a_flood_of_refused_datagrams_does_not_hold_the_loop() {
     }
     assert!(served, "{}", spawnd.log.text());
 }
+
+/// With its stderr on a pipe nobody read, spawnd stalled in the write
+/// after about 800 connections and served nobody. Now stderr is written
+/// without blocking: what does not fit is dropped, counted, and the count
+/// logged once lines get through again; no line is cut.
+#[test]
+fn a_stderr_nobody_reads_never_stalls_spawnd() {
+    let config = Config::new();
+    config.private_control_socket();
+    let port = free_port();
+    config.service(
+        "hello",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, hello]\nbacklog: 1024\n"),
+    );
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(config.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(writer))
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let served = (|| {
+        // Ready once it answers; its log is not read meanwhile.
+        if !wait_until(|| tcp_exchange(local(port), b"").is_ok()) {
+            return false;
+        }
+        // Each connection logs a line of about 80 bytes: far more than the
+        // pipe's 64 KiB.
+        (0..3000).all(|_| tcp_exchange(local(port), b"").is_ok_and(|r| r == b"hello\n"))
+    })();
+    // Drain the pipe, then one more connection: its line comes after the
+    // count of those dropped.
+    let mut reader = std::fs::File::from(reader);
+    nix::fcntl::fcntl(
+        &reader,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut text = Vec::new();
+    let _ = reader.read_to_end(&mut text);
+    let more = tcp_exchange(local(port), b"").is_ok();
+    let found = wait_until(|| {
+        let _ = reader.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).contains("log_dropped count=")
+    });
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+    let _ = child.wait();
+    assert!(served, "spawnd stopped serving with a full stderr");
+    assert!(more);
+    assert!(found, "no log_dropped line");
+    // Every line that got through is whole.
+    let text = String::from_utf8_lossy(&text);
+    for line in text.lines() {
+        let level = line.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            ["info", "warn", "error", "debug"].contains(&level),
+            "a cut line: {line:?}"
+        );
+    }
+}
+
+/// A program that cannot start failed for every client with a line each
+/// (2,928 lines in 0.3 s): failure lines are budgeted per service now,
+/// as refusals are, with the number left out.
+#[test]
+fn failures_to_start_a_program_are_logged_within_a_budget() {
+    let config = Config::new();
+    config.private_control_socket();
+    let port = free_port();
+    let program = config.script("vanishing", "#!/bin/sh\necho here\n");
+    config.service(
+        "gone",
+        &format!(
+            "listen: 127.0.0.1:{port}\nexec: [{}]\nbacklog: 1024\n",
+            program.display()
+        ),
+    );
+    let spawnd = Spawnd::start(&config);
+    std::fs::remove_file(&program).unwrap();
+    for _ in 0..200 {
+        let _ = tcp_exchange(local(port), b"");
+    }
+    assert!(spawnd.log.wait_for(&["exec_failed service=gone"]));
+    let logged = spawnd.log.count("exec_failed service=gone");
+    assert!(logged <= 25, "{logged} exec_failed lines for 200 clients");
+    // Later, a line says how many were left out.
+    assert!(wait_until(|| {
+        let _ = tcp_exchange(local(port), b"");
+        spawnd.log.count("suppressed=") > 0
+    }));
+}

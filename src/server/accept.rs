@@ -107,12 +107,42 @@ fn exec_failed(
     program: Option<&str>,
 ) {
     service.counters.spawn_failures += 1;
+    let Some(left_out) = service.failure_line_allowed() else {
+        return;
+    };
     let program = program.map_or_else(|| service.program_label(), str::to_string);
     log::error!(
-        "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"",
+        "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"{}",
         service.name,
-        PeerLabel(peer)
+        PeerLabel(peer),
+        Suppressed(left_out)
     );
+}
+
+/// ` suppressed=N` after a budgeted line, when lines were left out before it.
+pub(super) struct Suppressed(pub u64);
+
+impl std::fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " suppressed={n}"),
+        }
+    }
+}
+
+/// A spawn that created no process: counted, and logged within the
+/// service's budget for failure lines.
+fn spawn_failed(service: &mut super::ServiceRt, peer: &Peer, error: std::fmt::Arguments) {
+    service.counters.spawn_failures += 1;
+    if let Some(left_out) = service.failure_line_allowed() {
+        log::error!(
+            "spawn_failed service={} peer={} error=\"{error}\"{}",
+            service.name,
+            PeerLabel(peer),
+            Suppressed(left_out)
+        );
+    }
 }
 
 /// What a child is started on.
@@ -474,12 +504,8 @@ impl Server {
             match super::stderr_log::pipe() {
                 Ok(pipe) => Some(pipe),
                 Err(e) => {
-                    log::error!(
-                        "spawn_failed service={} peer={} error=\"stderr pipe: {e}\"",
-                        self.services[service_id].name,
-                        PeerLabel(peer)
-                    );
-                    self.services[service_id].counters.spawn_failures += 1;
+                    let service = &mut self.services[service_id];
+                    spawn_failed(service, peer, format_args!("stderr pipe: {e}"));
                     return Outcome::Failed;
                 }
             }
@@ -526,12 +552,7 @@ impl Server {
                 Outcome::Started(pid)
             }
             Err(SpawnError::Fork(e)) => {
-                service.counters.spawn_failures += 1;
-                log::error!(
-                    "spawn_failed service={} peer={} error=\"{e}\"",
-                    service.name,
-                    PeerLabel(peer)
-                );
+                spawn_failed(service, peer, format_args!("{e}"));
                 Outcome::Failed
             }
             Err(SpawnError::Exec { pid, stage, error }) => {
@@ -720,9 +741,10 @@ impl Server {
             .get_or_insert_with(|| Box::new(LogBudget::new(now)));
         if let Some(left_out) = budget.allow(now) {
             log::warn!(
-                "datagram_unread service={} peer={} pid={pid} suppressed={left_out} detail=\"the program exited without reading the datagram it was started for; dropped\"",
+                "datagram_unread service={} peer={} pid={pid} detail=\"the program exited without reading the datagram it was started for; dropped\"{}",
                 service.name,
-                PeerLabel(peer)
+                PeerLabel(peer),
+                Suppressed(left_out)
             );
         }
     }

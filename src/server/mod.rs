@@ -162,6 +162,9 @@ struct ServiceRt {
     counters: Counters,
     /// Made on the first refusal: most services never refuse anyone.
     refusal_log: Option<Box<LogBudget>>,
+    /// Made on the first failure to start the program (spawn_failed,
+    /// exec_failed): a program that cannot start fails for every client.
+    failure_log: Option<Box<LogBudget>>,
 }
 
 impl ServiceRt {
@@ -179,6 +182,7 @@ impl ServiceRt {
             listeners: Default::default(),
             counters: Counters::default(),
             refusal_log: None,
+            failure_log: None,
         }
     }
 
@@ -193,6 +197,15 @@ impl ServiceRt {
         self.access = spec.access.clone();
         self.admission.update(spec.limits.clone(), now);
         self.banners = spec.banner_texts.clone();
+    }
+
+    /// Whether one more failure line may be logged now; `Some(n)`: yes,
+    /// mentioning the `n` left out before it.
+    fn failure_line_allowed(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        self.failure_log
+            .get_or_insert_with(|| Box::new(LogBudget::new(now)))
+            .allow(now)
     }
 
     fn limits(&self) -> &crate::config::Limits {
