@@ -52,7 +52,15 @@ fn run(args: &RunArgs) -> ExitCode {
     logging::never_block();
     let inherited = activation::take();
     notify::init();
-    let loaded = match report::load(&args.config) {
+    // Absolute from the start: reloads read the same directory after a
+    // daemon's chdir("/"), and every service's file name (part of its
+    // definition) must read the same at start and on reload, or the first
+    // reload would take every service for a changed one.
+    let mut config_dir = args.config.clone();
+    if let Ok(absolute) = std::fs::canonicalize(&config_dir.dir) {
+        config_dir.dir = absolute;
+    }
+    let loaded = match report::load(&config_dir) {
         Ok(loaded) => loaded,
         Err(errors) => {
             for error in &errors {
@@ -71,11 +79,6 @@ fn run(args: &RunArgs) -> ExitCode {
             log::error!("start_failed error=\"{message}\"");
             return ExitCode::from(EXIT_RUNTIME);
         }
-    }
-    // Reloads read the same directory after a daemon's chdir("/").
-    let mut config_dir = args.config.clone();
-    if let Ok(absolute) = std::fs::canonicalize(&config_dir.dir) {
-        config_dir.dir = absolute;
     }
     let mut server = match server::Server::new(config_dir, loaded.global, inherited) {
         Ok(server) => server,

@@ -1057,3 +1057,135 @@ fn failures_to_start_a_program_are_logged_within_a_budget() {
         spawnd.log.count("suppressed=") > 0
     }));
 }
+
+/// `unix_mode: 0o660` (YAML 1.2 octal) gave the socket mode 0432, letting
+/// others connect, and `check` said it was fine. A mode YAML reads as a
+/// number is refused now, with its place; written as a string, every form
+/// means its octal digits.
+#[test]
+fn a_mode_yaml_reads_as_a_number_is_refused() {
+    let config = Config::new();
+    config.private_control_socket();
+    let socket = config.path().join("s.sock");
+    config.service(
+        "octal",
+        &format!(
+            "listen: {}\nexec: [/bin/true]\nunix_mode: 0o660\n",
+            socket.display()
+        ),
+    );
+    config.service(
+        "umask",
+        "listen: \"@spawnd-umask\"\nexec: [/bin/true]\numask: 0o077\n",
+    );
+    let out = config.check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("octal.yaml:3:12: unix_mode: write the mode as a quoted octal string"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("umask.yaml:3:8: umask: write the mode"),
+        "{stderr}"
+    );
+    config.service(
+        "octal",
+        &format!(
+            "listen: {}\nexec: [/bin/true]\nunix_mode: \"0o660\"\n",
+            socket.display()
+        ),
+    );
+    config.remove_service("umask");
+    let _spawnd = Spawnd::start(&config);
+    assert_eq!(
+        std::fs::symlink_metadata(&socket).unwrap().mode() & 0o777,
+        0o660
+    );
+}
+
+/// Deeply nested flow collections took the YAML parser 15 s (100,000
+/// `[`), in the event loop during a reload. They are refused before
+/// parsing now, with the place.
+#[test]
+fn deeply_nested_yaml_is_refused_before_parsing() {
+    let config = Config::new();
+    config.private_control_socket();
+    let port = free_port();
+    config.service(
+        "fine",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, fine]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    config.service("deep", &format!("listen: {}\n", "[".repeat(100_000)));
+    spawnd.reload();
+    spawnd
+        .log
+        .expect(&["config_error", "deep.yaml:1:73", "nested more than 64"]);
+    assert_eq!(tcp_read(port), "fine\n");
+}
+
+/// With a relative `-c`, services were loaded under relative file names at
+/// start and absolute ones on reload: the first reload took every service
+/// for a changed one (and rebuilt it).
+#[test]
+fn a_relative_config_dir_reloads_nothing_that_did_not_change() {
+    let config = Config::new();
+    config.private_control_socket();
+    let port = free_port();
+    config.service(
+        "same",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, same]\n"),
+    );
+    let parent = config.path().parent().unwrap().to_path_buf();
+    let relative = config.path().file_name().unwrap().to_owned();
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("run")
+        .arg("-c")
+        .arg(&relative)
+        .current_dir(&parent);
+    let spawnd = Spawnd::spawn(command, |_| {});
+    spawnd.log.expect(&["ready services=1"]);
+    spawnd.reload();
+    spawnd
+        .log
+        .expect(&["reload_done services=1 added=0 updated=0 removed=0"]);
+}
+
+/// The converter wrote a service named `tool.rpmx` to `tool.rpmx.yaml`,
+/// which the loader ignores (a package leftover's name): the service was
+/// silently lost. Names the loader would skip are changed, with a warning.
+#[test]
+fn converted_services_get_file_names_the_loader_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let xinetd = dir.path().join("tool");
+    std::fs::write(
+        &xinetd,
+        "service tool.rpmx\n{\n socket_type = stream\n protocol = tcp\n port = 4999\n wait = no\n user = root\n server = /bin/true\n}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = std::process::Command::new(BIN)
+        .args(["convert", "xinetd"])
+        .arg(&xinetd)
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("written as 'tool-rpmx'"),
+        "{out:?}"
+    );
+    assert!(out_dir.join("services.d/tool-rpmx.yaml").exists());
+    let check = std::process::Command::new(BIN)
+        .args(["check", "--insecure-config", "-c"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("ok tool-rpmx"),
+        "{check:?}"
+    );
+}

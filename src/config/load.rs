@@ -79,6 +79,7 @@ fn parse_global_text(path: &Path, text: &str) -> Result<(Global, RawDefaults), V
     if text.trim().is_empty() {
         return Ok((Global::default(), RawDefaults::default()));
     }
+    check_nesting(path, text).map_err(|e| vec![e])?;
     let raw: RawGlobal = serde_yaml::from_str(text).map_err(|e| vec![from_yaml(path, text, &e)])?;
     validate::global(path, text, raw)
 }
@@ -121,6 +122,74 @@ pub fn load_global(dir: &Path, strict: bool) -> Result<Global, Vec<ConfigError>>
     global_of(&config, dir).map(|(global, _)| global)
 }
 
+/// Deepest nesting of flow collections (`[`, `{`) a file may have. No
+/// configuration needs more than a few; the YAML parser's time grows with
+/// the square of the depth (100,000 `[` took 15 s, in the event loop
+/// during a reload), so deeper files are refused before parsing.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuses `text` if flow collections nest deeper than `MAX_FLOW_DEPTH`,
+/// naming the place. Quoted strings and comments are skipped; a bracket
+/// inside a plain scalar counts too, which can only make the check refuse
+/// a file that has more than 64 of them unclosed.
+pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
+    #[derive(PartialEq)]
+    enum In {
+        Plain,
+        Single,
+        Double,
+        Comment,
+    }
+    let mut state = In::Plain;
+    let mut depth = 0usize;
+    let (mut line, mut column) = (1, 0);
+    let mut previous = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column += 1;
+        match state {
+            In::Comment if c == '\n' => state = In::Plain,
+            In::Comment => {}
+            In::Double if c == '\\' => {
+                chars.next();
+                column += 1;
+            }
+            In::Double if c == '"' => state = In::Plain,
+            In::Single if c == '\'' && chars.peek() == Some(&'\'') => {
+                chars.next();
+                column += 1;
+            }
+            In::Single if c == '\'' => state = In::Plain,
+            In::Double | In::Single => {}
+            In::Plain => match c {
+                '#' if previous.is_whitespace() => state = In::Comment,
+                '"' => state = In::Double,
+                '\'' => state = In::Single,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err(ConfigError::new(
+                            path,
+                            format!(
+                                "collections nested more than {MAX_FLOW_DEPTH} deep ([ and {{); not parsed"
+                            ),
+                        )
+                        .at(Some((line, column))));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        if c == '\n' {
+            line += 1;
+            column = 0;
+        }
+        previous = c;
+    }
+    Ok(())
+}
+
 /// Parses and validates one service file.
 pub fn parse_service(
     path: &Path,
@@ -130,6 +199,7 @@ pub fn parse_service(
     let raw: RawService = if text.trim().is_empty() {
         RawService::default()
     } else {
+        check_nesting(path, text).map_err(|e| vec![e])?;
         serde_yaml::from_str(text).map_err(|e| vec![from_yaml(path, text, &e)])?
     };
     validate::service(path, text, service_name(path), raw, defaults)
@@ -249,6 +319,35 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let path = Path::new("s.yaml");
+        assert!(check_nesting(path, "limits: {instances: 5}\nlisten: [a, b]\n").is_ok());
+        let deep = format!("listen: {}", "[".repeat(100_000));
+        let started = std::time::Instant::now();
+        let error = parse_service(path, &deep, &Default::default()).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(
+            error[0].position,
+            Some((1, 9 + MAX_FLOW_DEPTH)),
+            "{}",
+            error[0]
+        );
+        assert!(
+            error[0].message.contains("nested more than 64"),
+            "{}",
+            error[0]
+        );
+        // Brackets in quotes and comments do not count.
+        let quoted = format!(
+            "exec: [/bin/echo, \"{0}\", '{0}']\n# {0}\nlisten: 127.0.0.1:9\n",
+            "[".repeat(200)
+        );
+        assert!(check_nesting(path, &quoted).is_ok());
+        let escaped = "a: \"\\\" [[[\"\nb: 'it''s [[['\n";
+        assert!(check_nesting(path, escaped).is_ok());
+    }
 
     #[test]
     fn ignored_names() {

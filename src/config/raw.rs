@@ -179,8 +179,12 @@ impl std::fmt::Display for Principal {
     }
 }
 
-/// A umask or file mode: `"022"` (octal), or a YAML number whose digits are
-/// read as octal, since YAML 1.2 reads `022` as twenty-two.
+/// A umask or file mode, written as an octal string: `"022"`, `"0660"`,
+/// `"0o660"` (serde_yaml also leaves a bare number with a leading zero,
+/// `0660`, a string). A number YAML reads as a number is refused: `660`
+/// and `0o660` (four hundred thirty-two) and `0x1b4` all arrive as plain
+/// integers, and nothing tells which was written, so no reading of its
+/// digits is safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
@@ -210,10 +214,17 @@ impl<'de> Deserialize<'de> for Mode {
                 v.parse().map_err(E::custom)
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mode, E> {
-                self.visit_str(&v.to_string())
+                Err(E::custom(format!(
+                    "write the mode as a quoted octal string, e.g. \"0640\" (YAML read this one as the number {v}; once read, 640, 0o640 and 0x1a0 cannot be told apart)"
+                )))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Mode, E> {
-                self.visit_str(&v.to_string())
+                self.visit_u64(v.unsigned_abs())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Mode, E> {
+                Err(E::custom(
+                    "write the mode as a quoted octal string, e.g. \"0640\"",
+                ))
             }
         }
         deserializer.deserialize_any(ModeVisitor)

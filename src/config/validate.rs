@@ -362,6 +362,12 @@ pub fn service(
         times,
     };
 
+    if raw.unix_mode.is_some_and(|m| m.0 > 0o777) {
+        errors.push(
+            "unix_mode",
+            "a socket's mode has only permission bits (at most \"0777\")",
+        );
+    }
     let has_unix = listen.iter().any(|a| matches!(a, ListenAddr::Unix(_)));
     if !has_unix
         && (raw.unix_mode.is_some() || raw.unix_owner.is_some() || raw.unix_group.is_some())
@@ -828,9 +834,42 @@ mod tests {
 
     #[test]
     fn modes_and_paths() {
-        let s = check("listen: /tmp/x.sock\nexec: [/bin/x]\nunix_mode: \"0660\"\numask: 027\n")
+        let s = check("listen: /tmp/x.sock\nexec: [/bin/x]\nunix_mode: \"0660\"\numask: \"027\"\n")
             .unwrap();
         assert_eq!((s.unix_socket.mode, s.umask), (Some(0o660), Some(0o27)));
+        // Every quoted form means its octal digits; so does a bare number
+        // with a leading zero, which YAML leaves a string.
+        for (written, meant) in [
+            ("\"660\"", 0o660),
+            ("\"0o660\"", 0o660),
+            ("'0640'", 0o640),
+            ("0660", 0o660),
+            ("027", 0o27),
+        ] {
+            let s = check(&format!(
+                "listen: /tmp/x.sock\nexec: [/bin/x]\nunix_mode: {written}\numask: {written}\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                (s.unix_socket.mode, s.umask),
+                (Some(meant), Some(meant)),
+                "{written}"
+            );
+        }
+        // A number YAML reads as one is refused, whatever it made of it
+        // (0o660 is 432, 660 is 660, 0x1b6 is 438), with its place.
+        for bare in ["0o660", "660", "0x1b6", "1.5"] {
+            for key in ["unix_mode", "umask"] {
+                let text = format!("listen: /tmp/x.sock\nexec: [/bin/x]\n{key}: {bare}\n");
+                let error = serde_yaml::from_str::<RawService>(&text).unwrap_err();
+                let error = crate::config::error::from_yaml(Path::new("t.yaml"), &text, &error);
+                assert_eq!(error.key.as_deref(), Some(key), "{error}");
+                assert_eq!(error.position.map(|p| p.0), Some(3), "{error}");
+                assert!(error.message.contains("write the mode"), "{bare}: {error}");
+            }
+        }
+        let e = first_error("listen: /tmp/x.sock\nexec: [/bin/x]\nunix_mode: \"01777\"\n");
+        assert_eq!(e.key.as_deref(), Some("unix_mode"));
         for (text, key) in [
             (
                 "listen: /tmp/x.sock\nexec: [/bin/x]\nunix_mode: \"0999\"\n",

@@ -58,8 +58,10 @@ pub fn size_text(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// spawnd's name rule: `[A-Za-z0-9_.-]+`, and not starting with `.` (such
-/// files are ignored in services.d).
+/// spawnd's name rule: `[A-Za-z0-9_.-]+`, and a file name `NAME.yaml` the
+/// loader reads: not starting with `.`, without `.rpm` or `.dpkg-` in it
+/// (`config::load::is_ignored`: such files are package leftovers), and at
+/// most 128 characters.
 pub fn sanitize_name(raw: &str) -> String {
     let cleaned: String = raw
         .chars()
@@ -71,7 +73,15 @@ pub fn sanitize_name(raw: &str) -> String {
             }
         })
         .collect();
-    let cleaned = cleaned.trim_start_matches('.').to_string();
+    let mut cleaned = cleaned.trim_start_matches('.').to_string();
+    while crate::config::load::is_ignored(&format!("{cleaned}.yaml")) {
+        let before = cleaned.clone();
+        cleaned = cleaned.replace(".rpm", "-rpm").replace(".dpkg-", "-dpkg-");
+        if cleaned == before {
+            break;
+        }
+    }
+    cleaned.truncate(128);
     if cleaned.is_empty() {
         "service".to_string()
     } else {
@@ -198,14 +208,32 @@ mod tests {
             unit("x", Socket::Stream),
             unit("x", Socket::Stream),
             unit(".hidden", Socket::Stream),
+            unit("tool.rpmx", Socket::Stream),
+            unit("a.dpkg-b", Socket::Stream),
         ];
         let mut diags = Diags::default();
         assign_names(&mut units, &mut diags);
         let names: Vec<&str> = units.iter().map(Unit::name).collect();
         assert_eq!(
             names,
-            ["echo-stream", "echo-dgram", "a_b", "x", "x-2", "hidden"]
+            [
+                "echo-stream",
+                "echo-dgram",
+                "a_b",
+                "x",
+                "x-2",
+                "hidden",
+                "tool-rpmx",
+                "a-dpkg-b"
+            ]
         );
-        assert_eq!(diags.list.len(), 5);
+        assert_eq!(diags.list.len(), 7);
+        for name in names {
+            let file = format!("{name}.yaml");
+            assert!(
+                !crate::config::load::is_ignored(&file),
+                "{file} would be ignored"
+            );
+        }
     }
 }
