@@ -74,6 +74,9 @@ fn run(args: &RunArgs) -> ExitCode {
     for error in &loaded.errors {
         log::error!("config_error {error}");
     }
+    for warning in &loaded.warnings {
+        log::warn!("config_warning {warning}");
+    }
     if let Some(path) = &args.pid_file {
         if let Err(message) = daemon::check_pid_file(path) {
             log::error!("start_failed error=\"{message}\"");

@@ -33,6 +33,13 @@ fn listen_label(service: &Service) -> String {
         .join(",")
 }
 
+fn print_warnings(warnings: &[config::ConfigError]) {
+    let mut err = std::io::stderr().lock();
+    for warning in warnings {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+}
+
 fn print_errors(errors: &[config::ConfigError]) {
     let mut err = std::io::stderr().lock();
     for error in errors {
@@ -62,6 +69,7 @@ pub fn check(dir: &ConfigDir) -> ExitCode {
         );
     }
     print_errors(&loaded.errors);
+    print_warnings(&loaded.warnings);
     let _ = writeln!(
         out,
         "{} services, {} errors",

@@ -362,6 +362,8 @@ struct ChildArgs {
     /// Test hook (`SPAWND_TEST_EXEC_DELAY_MS`): how long the child sleeps
     /// between its setup and its exec; zero otherwise.
     exec_delay: libc::timespec,
+    /// spawnd has ambient capabilities, which the child must not inherit.
+    clear_ambient: bool,
     stage: c_int,
     errno: c_int,
 }
@@ -381,6 +383,7 @@ impl ChildArgs {
             handoff: -1,
             received: ptr::null(),
             exec_delay: NO_DELAY,
+            clear_ambient: false,
             stage: 0,
             errno: 0,
         }
@@ -409,28 +412,85 @@ impl ChildArgs {
             handoff: -1,
             received: ptr::null(),
             exec_delay: spawner.exec_delay,
+            clear_ambient: spawner.ambient_capabilities,
             stage: 0,
             errno: 0,
         }
     }
 }
 
-/// The step of the child's setup that failed, for the log.
-pub fn stage_name(stage: i32) -> &'static str {
-    match stage {
-        1 => "fd table",
-        2 => "dup2",
-        3 => "setsid/setpgid",
-        5 => "rlimit",
-        6 => "nice",
-        7 => "chroot",
-        8 => "chdir",
-        9 => "setgroups",
-        10 => "setgid",
-        11 => "setuid",
-        12 => "sigprocmask",
-        14 => "handoff",
-        _ => "exec",
+/// The step of the child's setup that failed: written by the child as its
+/// number, read back by the parent (`from_code`) for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Stage {
+    /// Not a failure: a step whose result is not checked (`umask`).
+    None = 0,
+    FdTable = 1,
+    Dup = 2,
+    Session = 3,
+    Rlimit = 5,
+    Nice = 6,
+    Chroot = 7,
+    Chdir = 8,
+    Setgroups = 9,
+    Setgid = 10,
+    Setuid = 11,
+    Sigprocmask = 12,
+    Getpid = 13,
+    Handoff = 14,
+    Capabilities = 15,
+    Exec = 16,
+}
+
+impl Stage {
+    const ALL: [Stage; 16] = [
+        Stage::None,
+        Stage::FdTable,
+        Stage::Dup,
+        Stage::Session,
+        Stage::Rlimit,
+        Stage::Nice,
+        Stage::Chroot,
+        Stage::Chdir,
+        Stage::Setgroups,
+        Stage::Setgid,
+        Stage::Setuid,
+        Stage::Sigprocmask,
+        Stage::Getpid,
+        Stage::Handoff,
+        Stage::Capabilities,
+        Stage::Exec,
+    ];
+
+    /// The stage a child wrote (0: none failed).
+    pub fn from_code(code: i32) -> Stage {
+        Stage::ALL
+            .into_iter()
+            .find(|stage| *stage as i32 == code)
+            .unwrap_or(Stage::Exec)
+    }
+
+    /// The name in `exec_failed ... stage=NAME`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::None => "none",
+            Stage::FdTable => "fd table",
+            Stage::Dup => "dup2",
+            Stage::Session => "setsid/setpgid",
+            Stage::Rlimit => "rlimit",
+            Stage::Nice => "nice",
+            Stage::Chroot => "chroot",
+            Stage::Chdir => "chdir",
+            Stage::Setgroups => "setgroups",
+            Stage::Setgid => "setgid",
+            Stage::Setuid => "setuid",
+            Stage::Sigprocmask => "sigprocmask",
+            Stage::Getpid => "getpid",
+            Stage::Handoff => "handoff",
+            Stage::Capabilities => "capabilities",
+            Stage::Exec => "exec",
+        }
     }
 }
 
@@ -454,11 +514,11 @@ type Failure = (c_int, c_int);
 /// # Safety
 /// As for `raw_syscall::call`.
 #[inline(always)]
-unsafe fn step(stage: c_int, number: c_long, args: [usize; 6]) -> Result<c_long, Failure> {
+unsafe fn step(stage: Stage, number: c_long, args: [usize; 6]) -> Result<c_long, Failure> {
     // SAFETY: the caller vouches for the arguments.
     let result = unsafe { raw_syscall::call(number, args) };
     if result < 0 {
-        Err((stage, (-result) as c_int))
+        Err((stage as c_int, (-result) as c_int))
     } else {
         Ok(result)
     }
@@ -481,13 +541,13 @@ fn a<const N: usize>(given: [usize; N]) -> [usize; 6] {
 unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
     let plan = &*(*args).plan;
     if plan.listen_fds {
-        let pid = step(13, libc::SYS_getpid, a([]))?;
+        let pid = step(Stage::Getpid, libc::SYS_getpid, a([]))?;
         write_listen_pid(&mut (*args).listen_pid, pid as u32);
     }
     let args = &*args;
     if args.use_close_range {
         step(
-            1,
+            Stage::FdTable,
             libc::SYS_close_range,
             a([
                 args.first_uncopied as usize,
@@ -504,7 +564,13 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
         primary = receive_connection(args.handoff)?;
         (*args.received).store(1, Ordering::Release);
     }
-    let dup = |from: RawFd, to: RawFd| step(2, libc::SYS_dup3, a([from as usize, to as usize, 0]));
+    let dup = |from: RawFd, to: RawFd| {
+        step(
+            Stage::Dup,
+            libc::SYS_dup3,
+            a([from as usize, to as usize, 0]),
+        )
+    };
     let stderr_from = match plan.stderr {
         StderrTarget::Primary => primary,
         StderrTarget::Null => SLOT_NULL,
@@ -516,7 +582,11 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
         dup(stderr_from, 2)?;
         if primary == 3 {
             // fd 3 already is the socket; it only has to survive exec.
-            step(2, libc::SYS_fcntl, a([3, libc::F_SETFD as usize, 0]))?;
+            step(
+                Stage::Dup,
+                libc::SYS_fcntl,
+                a([3, libc::F_SETFD as usize, 0]),
+            )?;
         } else {
             // The table is this child's own now; dup3 clears close-on-exec.
             dup(primary, 3)?;
@@ -527,16 +597,16 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
         dup(stderr_from, 2)?;
     }
     if args.new_session {
-        step(3, libc::SYS_setsid, a([]))?;
+        step(Stage::Session, libc::SYS_setsid, a([]))?;
     } else {
-        step(3, libc::SYS_setpgid, a([0, 0]))?;
+        step(Stage::Session, libc::SYS_setpgid, a([0, 0]))?;
     }
     // No disposition to reset: spawnd keeps SIGPIPE at its default action
     // and blocked (see `server::blocked_signals`), so emptying the mask
     // below restores it, and pending signals are not inherited.
     if let Some(limit) = &args.restore_nofile {
         step(
-            5,
+            Stage::Rlimit,
             libc::SYS_prlimit64,
             a([
                 0,
@@ -549,18 +619,33 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
     if let Some(setup) = &plan.setup {
         apply_setup(setup)?;
     }
+    if args.clear_ambient {
+        // Ambient capabilities survive exec into a program that is not
+        // privileged itself: a child gets none it was not given.
+        step(
+            Stage::Capabilities,
+            libc::SYS_prctl,
+            a([
+                libc::PR_CAP_AMBIENT as usize,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+                0,
+                0,
+                0,
+            ]),
+        )?;
+    }
     if args.exec_delay.tv_sec != 0 || args.exec_delay.tv_nsec != 0 {
         // Test hook: widens the window in which a reload could change what
         // this child is about to exec (tests/reload.rs).
         let _ = step(
-            0,
+            Stage::None,
             libc::SYS_nanosleep,
             a([ptr::addr_of!(args.exec_delay) as usize, 0]),
         );
     }
     let empty: libc::sigset_t = std::mem::zeroed();
     step(
-        12,
+        Stage::Sigprocmask,
         libc::SYS_rt_sigprocmask,
         a([
             libc::SIG_SETMASK as usize,
@@ -570,7 +655,7 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
         ]),
     )?;
     step(
-        13,
+        Stage::Exec,
         libc::SYS_execve,
         a([
             plan.strings.as_ptr() as usize,
@@ -602,7 +687,7 @@ unsafe fn receive_connection(socket: RawFd) -> Result<RawFd, Failure> {
     message.msg_control = control.as_mut_ptr().cast();
     message.msg_controllen = std::mem::size_of_val(&control) as _;
     step(
-        14,
+        Stage::Handoff,
         libc::SYS_recvmsg,
         a([
             socket as usize,
@@ -632,44 +717,44 @@ unsafe fn apply_setup(setup: &ChildSetup) -> Result<(), Failure> {
             rlim_max: *value,
         };
         step(
-            5,
+            Stage::Rlimit,
             libc::SYS_prlimit64,
             a([0, *resource as usize, ptr::addr_of!(limit) as usize, 0]),
         )?;
     }
     if let Some(nice) = setup.nice {
         step(
-            6,
+            Stage::Nice,
             libc::SYS_setpriority,
             a([libc::PRIO_PROCESS as usize, 0, nice as usize]),
         )?;
     }
     if let Some(mask) = setup.umask {
         // umask cannot fail: it returns the previous mask.
-        let _ = step(0, libc::SYS_umask, a([mask as usize]));
+        let _ = step(Stage::None, libc::SYS_umask, a([mask as usize]));
     }
     if let Some(root) = &setup.chroot {
-        step(7, libc::SYS_chroot, a([root.as_ptr() as usize]))?;
-        step(8, libc::SYS_chdir, a([c"/".as_ptr() as usize]))?;
+        step(Stage::Chroot, libc::SYS_chroot, a([root.as_ptr() as usize]))?;
+        step(Stage::Chdir, libc::SYS_chdir, a([c"/".as_ptr() as usize]))?;
     }
     if let Some(dir) = &setup.workdir {
-        step(8, libc::SYS_chdir, a([dir.as_ptr() as usize]))?;
+        step(Stage::Chdir, libc::SYS_chdir, a([dir.as_ptr() as usize]))?;
     }
     if let Some((uid, gid, groups)) = &setup.credentials {
         // Groups first, then gid, then uid: after setuid the others are no
         // longer permitted. Raw calls change only this task, as wanted.
         step(
-            9,
+            Stage::Setgroups,
             libc::SYS_setgroups,
             a([groups.len(), groups.as_ptr() as usize]),
         )?;
         step(
-            10,
+            Stage::Setgid,
             libc::SYS_setresgid,
             a([*gid as usize, *gid as usize, *gid as usize]),
         )?;
         step(
-            11,
+            Stage::Setuid,
             libc::SYS_setresuid,
             a([*uid as usize, *uid as usize, *uid as usize]),
         )?;
@@ -806,6 +891,8 @@ pub struct Spawner {
     /// Children spawnd does not wait for, until they have exec'd.
     launches: launch::Launches,
     exec_delay: libc::timespec,
+    /// spawnd was started with ambient capabilities (children clear them).
+    ambient_capabilities: bool,
 }
 
 /// The launch of a child spawnd did not wait for failed: `stage` names the
@@ -867,6 +954,7 @@ impl Spawner {
             // calls a child could not leave spawnd's errno alone.
             launches: launch::Launches::new(use_close_range && raw_syscall::AVAILABLE),
             exec_delay: test_exec_delay(),
+            ambient_capabilities: crate::sys::has_ambient_capabilities(),
         })
     }
 
@@ -980,7 +1068,7 @@ impl Spawner {
         if stage != 0 {
             return Err(SpawnError::Exec {
                 pid,
-                stage: stage_name(stage),
+                stage: Stage::from_code(stage).as_str(),
                 error: io::Error::from_raw_os_error(errno),
             });
         }

@@ -315,6 +315,17 @@ pub fn ensure_stdio_open() {
     }
 }
 
+/// Whether spawnd has any ambient capability (`CapAmb` in its status).
+pub fn has_ambient_capabilities() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapAmb:"))?;
+            u64::from_str_radix(line["CapAmb:".len()..].trim(), 16).ok()
+        })
+        .is_some_and(|set| set != 0)
+}
+
 /// Whether spawnd has a controlling terminal: `/dev/tty` opens only then.
 pub fn has_controlling_terminal() -> bool {
     std::fs::File::open("/dev/tty").is_ok()

@@ -1189,3 +1189,79 @@ fn converted_services_get_file_names_the_loader_reads() {
         "{check:?}"
     );
 }
+
+/// Ambient capabilities reached every child (an unprivileged spawnd with
+/// ambient CAP_NET_BIND_SERVICE gave its children CapAmb=0x400). A child
+/// now gets none.
+#[test]
+fn children_inherit_no_ambient_capability() {
+    require!(
+        is_root() && has_command("setpriv"),
+        "needs root and setpriv to start spawnd with an ambient capability"
+    );
+    let config = Config::new();
+    let port = free_port();
+    config.service(
+        "caps",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/grep, CapAmb, /proc/self/status]\n"),
+    );
+    config.global(&format!(
+        "control_socket: {}\n",
+        config.path().join("c.sock").display()
+    ));
+    for path in [
+        config.path().to_path_buf(),
+        config.path().join("services.d"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+net_bind_service",
+            "--ambient-caps=+net_bind_service",
+            "--",
+            BIN,
+            "run",
+            "-c",
+        ])
+        .arg(config.path());
+    let spawnd = Spawnd::spawn(command, |_| {});
+    spawnd.log.expect(&["ready services=1"]);
+    let own = std::fs::read_to_string(format!("/proc/{}/status", spawnd.pid())).unwrap();
+    assert!(own.contains("CapAmb:\t0000000000000400"), "{own}");
+    assert_eq!(tcp_read(port), "CapAmb:\t0000000000000000\n");
+}
+
+/// `limits.processes` (RLIMIT_NPROC) is not enforced for root: `check`
+/// says so of a service whose program runs as root.
+#[test]
+fn check_warns_that_nproc_does_not_bind_root() {
+    require!(is_root(), "needs spawnd's children to run as root");
+    let config = Config::new();
+    config.service(
+        "rooted",
+        "listen: \"@spawnd-nproc\"\nexec: [/bin/true]\nlimits:\n  processes: 10\n",
+    );
+    config.service(
+        "dropped",
+        "listen: \"@spawnd-nproc2\"\nexec: [/bin/true]\nuser: nobody\nlimits: {processes: 10}\n",
+    );
+    let out = config.check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning, not an error: {stderr}"
+    );
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("rooted.yaml:4:3: limits.processes: has no effect"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("dropped.yaml"), "{stderr}");
+}

@@ -22,6 +22,8 @@ pub struct Loaded {
     pub services: Vec<Service>,
     /// One entry per problem; a file with errors contributes no service.
     pub errors: Vec<ConfigError>,
+    /// Settings that check but will not do what they seem to.
+    pub warnings: Vec<ConfigError>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -302,6 +304,12 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
             }
         }
     }
+    let mut warnings = Vec::new();
+    for (index, service) in services.iter().enumerate() {
+        if !rejected.contains(&index) {
+            warnings.extend(validate::warnings(service, &texts[index]));
+        }
+    }
     drop(texts);
     let services = services
         .into_iter()
@@ -313,6 +321,7 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
         global,
         services,
         errors,
+        warnings,
     })
 }
 

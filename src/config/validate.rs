@@ -475,6 +475,28 @@ pub fn service(
     })
 }
 
+/// What checks but will not do what it seems to, placed in `text`.
+pub fn warnings(service: &Service, text: &str) -> Vec<ConfigError> {
+    let mut found = Vec::new();
+    let runs_as_root = match &service.credentials {
+        Some(credentials) => credentials.uid == 0,
+        None => nix::unistd::geteuid().is_root(),
+    };
+    let is_exec = matches!(service.action, Action::Exec { .. });
+    if is_exec && runs_as_root && service.limits.rlimits.processes.is_some() {
+        let key = "limits.processes";
+        found.push(
+            ConfigError::new(
+                &service.file,
+                "has no effect: the program runs as root, for whom the kernel does not enforce RLIMIT_NPROC (set user:)",
+            )
+            .at(locate_key(text, &["limits", "processes"]))
+            .key(key),
+        );
+    }
+    found
+}
+
 pub fn global(
     file: &Path,
     text: &str,

@@ -113,6 +113,9 @@ impl Server {
         for error in &loaded.errors {
             log::error!("config_error {error}");
         }
+        for warning in &loaded.warnings {
+            log::warn!("config_warning {warning}");
+        }
         // A directory or file that could not be read at all (EMFILE, EIO,
         // EACCES) says nothing about which services are wanted: taking the
         // rest as the whole configuration would retire the services it

@@ -54,7 +54,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{build_envp, child_main, stage_name, ChildArgs, ChildStack, ExecPlan, LaunchFailure};
+use super::{build_envp, child_main, ChildArgs, ChildStack, ExecPlan, LaunchFailure, Stage};
 
 /// At most one child between clone and exec per CPU spawnd may use, and
 /// never more than this; further spawns wait for their child's exec as
@@ -355,7 +355,7 @@ impl Launches {
         entry.release();
         self.busy -= 1;
         (stage != 0).then(|| LaunchFailure {
-            stage: stage_name(stage),
+            stage: Stage::from_code(stage).as_str(),
             error: io::Error::from_raw_os_error(errno),
             program,
         })
