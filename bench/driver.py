@@ -177,22 +177,26 @@ class Bare(Server):
 class Spawnd(Server):
     notify = True
 
-    def __init__(self, tools, full):
+    def __init__(self, tools, full, before=False):
         super().__init__(tools)
         self.full = full
-        self.name = "spawnd+checks" if full else "spawnd"
+        # `before`: another build (SPAWND_BEFORE), run beside this one.
+        self.binary = "spawnd_before" if before else "spawnd"
+        self.name = ("spawnd (before)" if before else "spawnd") + ("+checks" if full else "")
         self.throttle_note = (
-            "spawnd+checks: `access.allow: [127.0.0.0/8]`, `limits: {instances: 100000, per_source: 100000, "
+            f"{self.name}: `access.allow: [127.0.0.0/8]`, `limits: {instances: 100000, per_source: 100000, "
             "rate: 1000000/s, timeout: 5m}` and per-connection logging on (no `-q`; log to a file)"
             if full
             else ""
         )
 
     def available(self):
-        b = self.tools.get("spawnd")
+        b = self.tools.get(self.binary)
         if not b or not os.access(b, os.X_OK):
+            if self.binary == "spawnd_before":
+                return "no SPAWND_BEFORE binary given"
             return "spawnd binary not built (cargo build --release failed?)"
-        return self.tools.get("spawnd_broken")
+        return None if self.binary == "spawnd_before" else self.tools.get("spawnd_broken")
 
     def argvs(self, prog, ports, workdir):
         cdir = os.path.join(workdir, "spawnd")
@@ -211,14 +215,14 @@ class Spawnd(Server):
                 f.write(f"listen: 127.0.0.1:{p}\nexec: [{prog}]\n{extra}")
             os.chmod(fn, 0o644)
         self.cdir = cdir
-        argv = [self.tools["spawnd"], "run", "-c", cdir]
+        argv = [self.tools[self.binary], "run", "-c", cdir]
         if not self.full:
             argv.append("-q")
         return [argv]
 
 
     def precheck(self, workdir):
-        p = subprocess.run([self.tools["spawnd"], "check", "-c", self.cdir], stdout=subprocess.PIPE,
+        p = subprocess.run([self.tools[self.binary], "check", "-c", self.cdir], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if p.returncode != 0:
             lines = [l for l in p.stdout.splitlines() if l.strip() and not l.startswith("ok ")]
@@ -334,7 +338,9 @@ ALL_SERVERS = [
 # `bare shared` and `bare handoff` are `bare epoll` and `bare launch` with the
 # descriptor table shared with the child until it unshares it (bareloop -s), as
 # spawnd's is with many listeners: the references for a scaling run.
-OPTIONAL_SERVERS = ["bare-launch", "bare-shared", "bare-handoff"]
+OPTIONAL_SERVERS = [
+    "bare-launch", "bare-shared", "bare-handoff", "spawnd-before", "spawnd-before+checks",
+]
 
 
 def make_server(key, tools):
@@ -343,6 +349,8 @@ def make_server(key, tools):
     return {
         "spawnd": lambda: Spawnd(tools, False),
         "spawnd+checks": lambda: Spawnd(tools, True),
+        "spawnd-before": lambda: Spawnd(tools, False, before=True),
+        "spawnd-before+checks": lambda: Spawnd(tools, True, before=True),
         "xinetd": lambda: Xinetd(tools),
         "openbsd-inetd": lambda: OpenbsdInetd(tools),
         "busybox-inetd": lambda: BusyboxInetd(tools),

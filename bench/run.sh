@@ -221,6 +221,7 @@ cat >"$OUT/tools.json" <<EOF
   "hello-nolibc": $(jstr "$OUT/hello-nolibc"),
   "bareloop": $(jstr "$OUT/bareloop"),
   "spawnd": $(path_or_null "$SPAWND"),
+  "spawnd_before": $(path_or_null "${SPAWND_BEFORE:-}"),
   "spawnd_broken": $(if [[ -n $SPAWND_BROKEN ]]; then jstr "$SPAWND_BROKEN"; else echo null; fi),
   "xinetd": $(path_or_null "$(command -v xinetd || true)"),
   "tcpserver": $(path_or_null "$(command -v tcpserver || true)"),
