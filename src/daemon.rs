@@ -1,20 +1,48 @@
 //! `--daemon` and `--pid-file`. spawnd detaches only after every listener
-//! is bound, so the command that started it returns once it is ready.
+//! is bound, and the command that started it returns only once the daemon
+//! says it is ready (pid file written) over a pipe: with status 0 then, or
+//! with 3 and the daemon's message on stderr if it failed before, so
+//! `spawnd run --daemon --pid-file F && kill -HUP $(cat F)` works.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{fork, setsid, ForkResult, Pid};
 
+/// The daemon's end of the pipe the starting command waits on.
+pub struct Readiness {
+    pipe: OwnedFd,
+}
+
+impl Readiness {
+    /// Everything is in place: the starting command exits 0.
+    pub fn ready(self) {
+        let _ = nix::unistd::write(&self.pipe, b"ready\n");
+    }
+
+    /// Start-up failed: the starting command prints `message` and exits 3.
+    pub fn failed(self, message: &str) {
+        let _ = nix::unistd::write(&self.pipe, message.as_bytes());
+    }
+}
+
 /// Detaches: fork, setsid, fork again (so the daemon can never reacquire a
-/// terminal), chdir to /, stdio on /dev/null. The parents exit 0 without
-/// running destructors, which would remove the sockets the daemon keeps.
-pub fn detach() -> io::Result<()> {
+/// terminal), chdir to /, stdin and stdout (and stderr, unless `keep_stderr`)
+/// on /dev/null. Returns in the daemon only: the starting process waits for
+/// its word (`Readiness`) and exits with it, the middle one exits at once;
+/// neither runs destructors, which would remove the sockets the daemon
+/// keeps.
+pub fn detach(keep_stderr: bool) -> io::Result<Readiness> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let write = crate::sys::above_slots(write)?;
     // SAFETY: spawnd is single-threaded, so the child may keep running Rust
     // code after fork.
     if let ForkResult::Parent { .. } = unsafe { fork() }? {
-        std::process::exit(0);
+        drop(write);
+        std::process::exit(wait_for_daemon(read));
     }
+    drop(read);
     setsid()?;
     // SAFETY: as above.
     if let ForkResult::Parent { .. } = unsafe { fork() }? {
@@ -25,10 +53,31 @@ pub fn detach() -> io::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    for fd in 0..3 {
+    let last = if keep_stderr { 2 } else { 3 };
+    for fd in 0..last {
         crate::sys::dup_plain(std::os::fd::AsRawFd::as_raw_fd(&null), fd)?;
     }
-    Ok(())
+    Ok(Readiness { pipe: write })
+}
+
+/// In the starting process: the exit status, once the daemon has said
+/// it is ready (0) or has failed or died first (3, with a message).
+fn wait_for_daemon(read: OwnedFd) -> i32 {
+    use std::io::Read;
+    let mut said = Vec::new();
+    let _ = std::fs::File::from(read)
+        .take(64 * 1024)
+        .read_to_end(&mut said);
+    if said == b"ready\n" {
+        return 0;
+    }
+    let said = String::from_utf8_lossy(&said);
+    if said.is_empty() {
+        eprintln!("spawnd: the daemon exited before it was ready (see its log)");
+    } else {
+        eprintln!("spawnd: {said}");
+    }
+    3
 }
 
 /// A pid file holds a pid and a newline: anything longer is not one.

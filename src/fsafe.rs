@@ -733,16 +733,24 @@ pub fn remove_socket(path: &Path, id: SocketId) {
 /// user that no one else can write to (unless sticky). The way there is checked as
 /// for any trusted path, also when spawnd does not run as root: another
 /// user could otherwise plant the directory (`/tmp/spawnd-UID`).
-pub fn owned_dir(dir: &Path) -> Result<(), Error> {
+///
+/// Returns whether it made the directory (see `EmptyDir`).
+pub fn owned_dir(dir: &Path) -> Result<bool, Error> {
+    make_dir(dir, 0o700)
+}
+
+/// `owned_dir`, making a missing directory with `mode` (less the umask).
+pub fn make_dir(dir: &Path, mode: u32) -> Result<bool, Error> {
     let place = Place::of(dir, is_root(), false)?;
-    match nix::sys::stat::mkdirat(
+    let made = match nix::sys::stat::mkdirat(
         &place.dir,
         place.name.as_os_str(),
-        Mode::from_bits_truncate(0o700),
+        Mode::from_bits_truncate(mode),
     ) {
-        Ok(()) | Err(Errno::EEXIST) => {}
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
         Err(e) => return Err(e.into()),
-    }
+    };
     let stat = fstatat(
         &place.dir,
         place.name.as_os_str(),
@@ -755,7 +763,26 @@ pub fn owned_dir(dir: &Path) -> Result<(), Error> {
             kind_name(&stat)
         )));
     }
-    check_dir(&stat, dir)
+    check_dir(&stat, dir)?;
+    Ok(made)
+}
+
+/// A directory spawnd made, removed when this is dropped if it is empty
+/// then (others may have put their own entries there meanwhile).
+#[derive(Debug)]
+pub struct EmptyDir(pub PathBuf);
+
+impl Drop for EmptyDir {
+    fn drop(&mut self) {
+        // rmdir removes only an empty directory, and never follows a link.
+        if let Ok(place) = Place::of(&self.0, false, false) {
+            let _ = nix::unistd::unlinkat(
+                &place.dir,
+                place.name.as_os_str(),
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -952,14 +979,23 @@ mod tests {
     fn a_private_directory_is_made_or_must_be_one() {
         let dir = tempfile::tempdir().unwrap();
         let private = dir.path().join("p");
-        owned_dir(&private).unwrap();
+        assert!(owned_dir(&private).unwrap(), "made");
+        let made = EmptyDir(private.clone());
         let mode = std::fs::metadata(&private).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
-        owned_dir(&private).unwrap();
+        assert!(!owned_dir(&private).unwrap(), "there already");
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(owned_dir(&private).is_err());
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(dir.path(), &link).unwrap();
         assert!(owned_dir(&link).is_err());
+        // Dropped, the directory goes only when empty.
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(private.join("other"), b"").unwrap();
+        drop(EmptyDir(private.clone()));
+        assert!(private.exists());
+        std::fs::remove_file(private.join("other")).unwrap();
+        drop(made);
+        assert!(!private.exists());
     }
 }

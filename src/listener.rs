@@ -107,7 +107,13 @@ fn bind_unix(
     backlog: u32,
     perms: &UnixSocketPerms,
 ) -> io::Result<Bound> {
-    let place = fsafe::SocketPlace::open(path)?;
+    let place = match fsafe::SocketPlace::open(path) {
+        Err(fsafe::Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+            make_socket_dir(path)?;
+            fsafe::SocketPlace::open(path)?
+        }
+        other => other?,
+    };
     place.clear_stale()?;
     let fd = new_socket(AddressFamily::Unix, kind)?;
     let mode = perms
@@ -121,6 +127,25 @@ fn bind_unix(
     place.chown(id, perms.owner_id, perms.group_id)?;
     listen(&bound.fd, kind, backlog)?;
     Ok(bound)
+}
+
+/// A socket's missing directory: made (mode 0755, as root, so clients can
+/// reach the socket) when it is right under /run, where runtime
+/// directories belong and are lost at each boot; anywhere else the error
+/// says what to do.
+fn make_socket_dir(path: &Path) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if fsafe::is_root() && dir.parent() == Some(Path::new("/run")) {
+        fsafe::make_dir(dir, 0o755)?;
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "the directory {0} does not exist: create it (install -d -m 0755 {0}), or put the socket in /run/NAME/, which spawnd creates",
+            dir.display()
+        ),
+    ))
 }
 
 /// Opens the socket for one listen address.

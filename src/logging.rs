@@ -185,6 +185,21 @@ pub fn set_target(target: LogTarget) {
     }
 }
 
+/// Whether a daemon may keep stderr for its log: a terminal, a file or a
+/// socket (the journal's stream), not a pipe whose reader waits for its end.
+pub fn stderr_can_be_kept() -> bool {
+    use nix::sys::stat::SFlag;
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|stat| {
+        let kind = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
+        kind != SFlag::S_IFIFO
+    })
+}
+
+/// Whether a syslog socket is there to log to.
+pub fn syslog_available() -> bool {
+    open(Protocol::Syslog).is_ok()
+}
+
 /// Sets the level, whatever the command line said.
 pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     );
     match &cli.command {
         Command::Run(args) => run(args),
-        Command::Check(dir) => report::check(dir),
+        Command::Check(dir) => report::check(dir, cli.verbosity.quiet > 0),
         Command::List(dir) => report::list(dir),
         Command::Status(args) => status::run(args),
         Command::Convert(command) => convert::run(command),
@@ -77,52 +77,81 @@ fn run(args: &RunArgs) -> ExitCode {
     for warning in &loaded.warnings {
         log::warn!("config_warning {warning}");
     }
-    if let Some(path) = &args.pid_file {
+    // Written after a daemon's chdir("/"): relative to where spawnd started.
+    let pid_file = args.pid_file.as_ref().map(|path| {
+        std::env::current_dir()
+            .map(|dir| dir.join(path))
+            .unwrap_or_else(|_| path.clone())
+    });
+    // Until it detaches, a daemon's failures also go to the starting
+    // command's stderr, whatever the log target.
+    let fail = |message: &str| {
+        log::error!("start_failed error=\"{message}\"");
+        if args.daemon && log_target.is_some_and(|t| t != config::LogTarget::Stderr) {
+            eprintln!("spawnd: {message}");
+        }
+        ExitCode::from(EXIT_RUNTIME)
+    };
+    if let Some(path) = &pid_file {
         if let Err(message) = daemon::check_pid_file(path) {
-            log::error!("start_failed error=\"{message}\"");
-            return ExitCode::from(EXIT_RUNTIME);
+            return fail(&message);
         }
     }
     let mut server = match server::Server::new(config_dir, loaded.global, inherited) {
         Ok(server) => server,
-        Err(server::StartError(message)) => {
-            log::error!("start_failed error=\"{message}\"");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(server::StartError(message)) => return fail(&message),
     };
-    let (started, failed) = server.start(loaded.services);
+    let (started, failed) = server.start(loaded.services, &loaded.errors);
     server.open_control();
     sys::release_free_memory();
     if started == 0 && failed > 0 {
-        log::error!("start_failed detail=\"no service could be started\"");
-        return ExitCode::from(EXIT_RUNTIME);
+        return fail("no service could be started");
     }
+    let mut readiness = None;
     if args.daemon {
-        if let Err(e) = daemon::detach() {
-            log::error!("start_failed error=\"cannot detach: {e}\"");
-            return ExitCode::from(EXIT_RUNTIME);
+        // Detached, stderr is /dev/null and the log goes to syslog, unless
+        // spawnd.yaml says otherwise. Without syslog the log stays on the
+        // stderr spawnd was started with, where that is seen and nobody
+        // waits for its end (a terminal, a file, the journal's stream); a
+        // pipe cannot be kept (`$(spawnd run --daemon)` would never end).
+        let no_syslog = log_target.is_none() && !logging::syslog_available();
+        let keep_stderr = no_syslog && logging::stderr_can_be_kept();
+        if keep_stderr {
+            eprintln!(
+                "spawnd: no syslog socket (/dev/log): the daemon logs to this stderr (set log.target in spawnd.yaml)"
+            );
+        } else if no_syslog {
+            eprintln!(
+                "spawnd: no syslog socket (/dev/log) and stderr is a pipe: the daemon's log is lost; set log.target in spawnd.yaml, or send stderr to a file"
+            );
         }
-        // Detached, stderr is /dev/null: syslog unless spawnd.yaml says otherwise.
+        match daemon::detach(keep_stderr) {
+            Ok(ready) => readiness = Some(ready),
+            Err(e) => return fail(&format!("cannot detach: {e}")),
+        }
         logging::never_block();
-        logging::apply_config(log_target, log_level, true);
+        logging::apply_config(log_target, log_level, !keep_stderr);
         server.set_daemonized();
         if let Err(server::StartError(message)) = server.reopen_signals() {
-            log::error!("start_failed error=\"{message}\"");
-            return ExitCode::from(EXIT_RUNTIME);
+            if let Some(readiness) = readiness {
+                readiness.failed(&message);
+            }
+            return fail(&message);
         }
     }
-    let _pid_file = match args
-        .pid_file
-        .as_deref()
-        .map(daemon::PidFile::write)
-        .transpose()
-    {
+    let _pid_file = match pid_file.as_deref().map(daemon::PidFile::write).transpose() {
         Ok(pid_file) => pid_file,
         Err(e) => {
-            log::error!("start_failed error=\"cannot write pid file: {e}\"");
-            return ExitCode::from(EXIT_RUNTIME);
+            let message = format!("cannot write pid file: {e}");
+            if let Some(readiness) = readiness {
+                readiness.failed(&message);
+            }
+            return fail(&message);
         }
     };
+    if let Some(readiness) = readiness {
+        readiness.ready();
+    }
     server.open_accept_slot();
     log::info!(
         "ready services={started} failed={failed} config_errors={} dir={}",

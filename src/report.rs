@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::cli::ConfigDir;
 use crate::config::{self, Loaded, Service};
+use crate::status::escape_line;
 
 pub const EXIT_CONFIG: u8 = 1;
 
@@ -47,7 +48,8 @@ fn print_errors(errors: &[config::ConfigError]) {
     }
 }
 
-pub fn check(dir: &ConfigDir) -> ExitCode {
+/// `spawnd check`; `quiet` (`-q`, for cron and CI) prints errors only.
+pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
     let loaded = match load(dir) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -56,7 +58,7 @@ pub fn check(dir: &ConfigDir) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    for service in &loaded.services {
+    for service in loaded.services.iter().filter(|_| !quiet) {
         let state = if service.disabled { "disabled" } else { "ok" };
         let _ = writeln!(
             out,
@@ -65,17 +67,19 @@ pub fn check(dir: &ConfigDir) -> ExitCode {
             service.socket_label(),
             listen_label(service),
             if service.wait { "wait" } else { "nowait" },
-            service.program_label(),
+            escape_line(&service.program_label()),
         );
     }
     print_errors(&loaded.errors);
-    print_warnings(&loaded.warnings);
-    let _ = writeln!(
-        out,
-        "{} services, {} errors",
-        loaded.services.len(),
-        loaded.errors.len()
-    );
+    if !quiet {
+        print_warnings(&loaded.warnings);
+        let _ = writeln!(
+            out,
+            "{} services, {} errors",
+            loaded.services.len(),
+            loaded.errors.len()
+        );
+    }
     if loaded.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -105,7 +109,7 @@ pub fn list(dir: &ConfigDir) -> ExitCode {
                 s.socket_label().to_string(),
                 listen_label(s),
                 if s.wait { "yes" } else { "no" }.to_string(),
-                s.program_label(),
+                escape_line(&s.program_label()),
             ]
         })
         .collect();

@@ -17,6 +17,9 @@ use crate::cli::StatusArgs;
 pub struct Report {
     pub pid: u32,
     pub version: String,
+    /// The configuration directory this spawnd serves (absolute).
+    #[serde(default)]
+    pub config_dir: String,
     pub children: usize,
     pub services: Vec<ServiceReport>,
 }
@@ -24,8 +27,13 @@ pub struct Report {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceReport {
     pub name: String,
-    /// listening, paused, paused_rate, handed_off, retired
+    /// listening, paused, paused_rate, handed_off, retired; `failed` (not
+    /// running: its file does not check, or it could not be bound) and
+    /// `kept` (running on its previous definition after a reload that could
+    /// not apply its new one), both with a `reason`.
     pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub listen: Vec<String>,
     pub children: u32,
     pub accepted: u64,
@@ -42,18 +50,45 @@ pub struct ServiceReport {
     pub unread_datagrams: u64,
 }
 
-/// Where the control socket lives when `spawnd.yaml` does not say.
-pub fn default_socket() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/run/spawnd/control.sock");
+/// The configuration directory a spawnd serves by default.
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/spawnd";
+
+/// Where the control socket lives when `spawnd.yaml` does not say: one per
+/// configuration directory, so that two spawnds (the system's and a test
+/// instance, say) never share one. `/etc/spawnd` keeps `control.sock`;
+/// any other directory gets `control-HASH.sock`, from its absolute path.
+pub fn default_socket(config_dir: &std::path::Path) -> PathBuf {
+    let base = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/run/spawnd")
+    } else {
+        match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir).join("spawnd"),
+            None => PathBuf::from(format!("/tmp/spawnd-{}", nix::unistd::geteuid())),
+        }
+    };
+    base.join(socket_name(&absolute(config_dir)))
+}
+
+/// `control.sock` for the system directory, else `control-HASH.sock`.
+fn socket_name(config_dir: &std::path::Path) -> String {
+    if config_dir == std::path::Path::new(SYSTEM_CONFIG_DIR) {
+        return "control.sock".to_string();
     }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("spawnd/control.sock"),
-        None => PathBuf::from(format!(
-            "/tmp/spawnd-{}/control.sock",
-            nix::unistd::geteuid()
-        )),
-    }
+    // FNV-1a: stable across builds and processes (std's hashers are not).
+    use std::os::unix::ffi::OsStrExt;
+    let hash = config_dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("control-{hash:016x}.sock")
+}
+
+/// `dir` made absolute and free of links, as spawnd itself does at start.
+pub fn absolute(dir: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// The most `spawnd status` reads: a report of 10,000 services is about
@@ -78,10 +113,13 @@ fn check_server(stream: &UnixStream) -> std::io::Result<()> {
 }
 
 pub fn run(args: &StatusArgs) -> ExitCode {
+    let config_dir = absolute(&args.config.dir);
     let path = match &args.socket {
         Some(path) => path.clone(),
         None => match crate::report::load_global(&args.config) {
-            Ok(global) => global.control_socket.unwrap_or_else(default_socket),
+            Ok(global) => global
+                .control_socket
+                .unwrap_or_else(|| default_socket(&config_dir)),
             Err(errors) => {
                 for error in errors {
                     eprintln!("error: {error}");
@@ -117,6 +155,18 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    // Found by way of the directory: the spawnd answering must serve it.
+    let serves = std::path::Path::new(&report.config_dir) == config_dir;
+    if args.socket.is_none() && !serves {
+        eprintln!(
+            "spawnd status: the spawnd at {} (pid {}) serves {}, not {}",
+            path.display(),
+            report.pid,
+            report.config_dir,
+            config_dir.display()
+        );
+        return ExitCode::from(3);
+    }
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
@@ -156,8 +206,8 @@ pub fn table(report: &Report) -> String {
         }
     }
     let mut out = format!(
-        "spawnd {} pid {}, {} children\n",
-        report.version, report.pid, report.children
+        "spawnd {} pid {}, config {}, {} children\n",
+        report.version, report.pid, report.config_dir, report.children
     );
     for row in &rows {
         let line: Vec<String> = row
@@ -168,5 +218,57 @@ pub fn table(report: &Report) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    for s in &report.services {
+        if let Some(reason) = &s.reason {
+            out.push_str(&format!(
+                "{} {}: {}\n",
+                s.name,
+                s.state,
+                escape_line(reason)
+            ));
+        }
+    }
     out
+}
+
+/// Text on one line: control characters (a newline in a reason or a
+/// command line) shown escaped, so a table row stays one row.
+pub fn escape_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_configuration_directory_has_its_own_default_socket() {
+        assert_eq!(
+            socket_name(std::path::Path::new("/etc/spawnd")),
+            "control.sock"
+        );
+        let a = socket_name(std::path::Path::new("/srv/test/spawnd"));
+        let b = socket_name(std::path::Path::new("/srv/test/spawnd2"));
+        assert!(a.starts_with("control-") && a.ends_with(".sock"), "{a}");
+        assert_ne!(a, b);
+        // Stable: the same name in every process and build.
+        assert_eq!(a, socket_name(std::path::Path::new("/srv/test/spawnd")));
+        assert_eq!(
+            socket_name(std::path::Path::new("/")),
+            "control-af63a24c860189fe.sock"
+        );
+    }
+
+    #[test]
+    fn reasons_stay_on_one_line() {
+        assert_eq!(escape_line("a\nb\tc \"d\" é"), "a\\nb\\tc \"d\" é");
+    }
 }

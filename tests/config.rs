@@ -153,8 +153,9 @@ fn semantic_errors_are_all_reported() {
         "dgram.yaml:2:1: wait: a datagram service with a program needs wait: true",
         "relative.yaml:2:1: exec: the program \"bin/true\" must be an absolute path",
         "both.yaml:2:1: exec: exec, internal and redirect exclude each other",
-        "neither.yaml: exec: a service needs one of exec, internal or redirect",
-        "nolisten.yaml: listen: a service needs at least one listen address",
+        // A missing key is placed at the mapping it belongs in.
+        "neither.yaml:1:1: exec: a service needs one of exec, internal or redirect",
+        "nolisten.yaml:1:1: listen: a service needs at least one listen address",
     ] {
         assert!(
             stderr.contains(expected),
@@ -253,7 +254,7 @@ fn unreadable_directory_and_bad_global_file_are_fatal() {
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("spawnd.yaml:1:15: max_children: invalid type"),
+        stderr.contains("spawnd.yaml:1:15: max_children: invalid value \"lots\""),
         "{stderr}"
     );
     let mut run = Spawnd::spawn(

@@ -123,9 +123,44 @@ pub fn key_at(text: &str, line: usize, column: usize) -> Option<&str> {
     is_key(key).then_some(key)
 }
 
+/// Where the `nth` (1-based) `name:` of the block mapping whose keys start
+/// at (`line`, `column`) is written.
+fn nth_key_in_mapping(
+    text: &str,
+    line: usize,
+    column: usize,
+    name: &str,
+    nth: usize,
+) -> Option<(usize, usize)> {
+    let indent = column.checked_sub(1)?;
+    let mut found = 0;
+    for (index, text_line) in text.lines().enumerate().skip(line.checked_sub(1)?) {
+        let trimmed = text_line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let here = text_line.len() - trimmed.len();
+        if here < indent && index + 1 > line {
+            break; // out of the mapping
+        }
+        let at = text_line.get(indent..).unwrap_or_default();
+        let at = at.strip_prefix("- ").unwrap_or(at);
+        let rest = at
+            .strip_prefix(name)
+            .or_else(|| at.strip_prefix(&format!("\"{name}\"")));
+        if here == indent && rest.is_some_and(|r| r.trim_start().starts_with(':')) {
+            found += 1;
+            if found == nth {
+                return Some((index + 1, column));
+            }
+        }
+    }
+    None
+}
+
 /// Turns a serde_yaml error into a `ConfigError` with position and key path.
 pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> ConfigError {
-    let position = error.location().map(|l| (l.line(), l.column()));
+    let mut position = error.location().map(|l| (l.line(), l.column()));
     let mut message = error.to_string();
     if let Some(index) = message.rfind(" at line ") {
         message.truncate(index);
@@ -156,6 +191,26 @@ pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> ConfigEr
     }
     if rest.is_empty() {
         rest = message;
+    }
+    // serde_yaml places a duplicate key at the start of its mapping, and
+    // the key there is the mapping's first: name the second occurrence.
+    if let Some(name) = rest
+        .strip_prefix("duplicate field `")
+        .and_then(|r| r.split('`').next())
+    {
+        if let Some((line, column)) = position {
+            let parent = key
+                .as_deref()
+                .and_then(|k| k.rsplit_once('.'))
+                .map(|(parent, _)| parent.to_string());
+            key = Some(match parent {
+                Some(parent) => format!("{parent}.{name}"),
+                None => name.to_string(),
+            });
+            if let Some(second) = nth_key_in_mapping(text, line, column, name, 2) {
+                position = Some(second);
+            }
+        }
     }
     ConfigError {
         file: file.to_path_buf(),
@@ -191,6 +246,36 @@ mod tests {
         assert_eq!(key_at(TEXT, 5, 12), Some("timeout"));
         assert_eq!(key_at("limits: {timeout: zz}", 1, 18), Some("timeout"));
         assert_eq!(key_at("listen: [a, b]", 1, 13), None);
+    }
+
+    #[test]
+    fn a_duplicate_key_is_placed_at_its_second_occurrence() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Inner {
+            instances: Option<u32>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            listen: Option<String>,
+            exec: Option<String>,
+            limits: Option<Inner>,
+        }
+        let text = "listen: x\nexec: a\n# again:\nexec: b\n";
+        let error = serde_yaml::from_str::<Outer>(text).unwrap_err();
+        let error = from_yaml(Path::new("d.yaml"), text, &error);
+        assert_eq!(
+            error.to_string(),
+            "d.yaml:4:1: exec: duplicate field `exec`"
+        );
+        let text = "listen: x\nlimits:\n  instances: 3\n  instances: 4\n";
+        let error = serde_yaml::from_str::<Outer>(text).unwrap_err();
+        let error = from_yaml(Path::new("d.yaml"), text, &error);
+        assert_eq!(
+            error.to_string(),
+            "d.yaml:4:3: limits.instances: duplicate field `instances`"
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn parse_global_text(path: &Path, text: &str) -> Result<(Global, RawDefaults), V
         return Ok((Global::default(), RawDefaults::default()));
     }
     check_nesting(path, text).map_err(|e| vec![e])?;
-    let raw: RawGlobal = serde_yaml::from_str(text).map_err(|e| vec![from_yaml(path, text, &e)])?;
+    let raw: RawGlobal = parse_all(path, text)?;
     validate::global(path, text, raw)
 }
 
@@ -192,6 +192,77 @@ pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Parses `text`, reporting every error the parser can get past: after an
+/// error with a place, the entry it is in (that line, and the lines of its
+/// block below) is blanked out, lines kept, and the text parsed again.
+fn parse_all<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, Vec<ConfigError>> {
+    let first = match serde_yaml::from_str::<T>(text) {
+        Ok(value) => return Ok(value),
+        Err(e) => from_yaml(path, text, &e),
+    };
+    // A syntax error stops there: nothing after it can be trusted.
+    if serde_yaml::from_str::<serde_yaml::Value>(text).is_err() {
+        return Err(vec![first]);
+    }
+    let mut current = text.to_string();
+    let mut next = first.position.map(|(line, _)| line);
+    let mut errors = vec![first];
+    // A file has a bounded number of entries; so is this loop.
+    while let Some(line) = next.take() {
+        if errors.len() >= 64 || !blank_entry(&mut current, line) {
+            break;
+        }
+        if let Err(e) = serde_yaml::from_str::<T>(&current) {
+            let error = from_yaml(path, text, &e);
+            if !errors.iter().any(|seen| seen.position == error.position) {
+                next = error.position.map(|(line, _)| line);
+                errors.push(error);
+            }
+        }
+    }
+    Err(errors)
+}
+
+/// Blanks line `line` (1-based) of `text` and the lines below it that are
+/// more indented (its block); false if there was nothing to blank.
+fn blank_entry(text: &mut String, line: usize) -> bool {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let Some(first) = lines.get(line.wrapping_sub(1)) else {
+        return false;
+    };
+    if first.trim().is_empty() {
+        return false;
+    }
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (entry_indent, list_item) = (indent(first), first.trim_start().starts_with("- "));
+    let mut end = line;
+    while let Some(next) = lines.get(end) {
+        let blank = next.trim().is_empty() || next.trim_start().starts_with('#');
+        let deeper = indent(next) > entry_indent
+            || (!list_item && indent(next) == entry_indent && next.trim_start().starts_with("- "));
+        if !blank && !deeper {
+            break;
+        }
+        end += 1;
+    }
+    let kept: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(index, l)| {
+            if index + 1 >= line && index < end {
+                String::new()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    *text = kept.join("\n");
+    true
+}
+
 /// Parses and validates one service file.
 pub fn parse_service(
     path: &Path,
@@ -202,7 +273,7 @@ pub fn parse_service(
         RawService::default()
     } else {
         check_nesting(path, text).map_err(|e| vec![e])?;
-        serde_yaml::from_str(text).map_err(|e| vec![from_yaml(path, text, &e)])?
+        parse_all(path, text)?
     };
     validate::service(path, text, service_name(path), raw, defaults)
 }
@@ -255,6 +326,42 @@ fn service_files(
     Some((services, files))
 }
 
+/// `-c /etc/spawnd/services.d` (an easy slip): a configuration directory
+/// without `services.d/` but with service files in it is an error that
+/// says what was probably meant.
+fn misplaced_services(config: &fsafe::Dir, dir: &Path) -> Option<ConfigError> {
+    if config.contains(OsStr::new("services.d")).unwrap_or(true) {
+        return None;
+    }
+    let names = config.names().ok()?;
+    let services: Vec<String> = names
+        .iter()
+        .filter_map(|name| name.to_str())
+        .filter(|name| !is_ignored(name) && *name != "spawnd.yaml")
+        .map(str::to_string)
+        .collect();
+    if services.is_empty() {
+        return None;
+    }
+    let more = services.len().saturating_sub(3);
+    let mut services: Vec<String> = services.into_iter().take(3).collect();
+    if more > 0 {
+        services.push(format!("and {more} more"));
+    }
+    let meant = dir
+        .parent()
+        .filter(|_| dir.file_name().is_some_and(|n| n == "services.d"))
+        .map(|parent| format!("; did you mean -c {}?", parent.display()))
+        .unwrap_or_else(|| "; service files belong in DIR/services.d/".to_string());
+    Some(ConfigError::new(
+        dir,
+        format!(
+            "no services.d/ here, but service files ({}){meant}",
+            services.join(", ")
+        ),
+    ))
+}
+
 /// Loads `dir`. `Err` only when the directory itself or `spawnd.yaml` is
 /// unusable: those stop `run` from starting and reject a reload.
 pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
@@ -263,6 +370,9 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
     let (global, defaults) = global_of(&config, dir)?;
     let mut errors = Vec::new();
     let services_dir = dir.join("services.d");
+    if let Some(error) = misplaced_services(&config, dir) {
+        errors.push(error);
+    }
     let mut services = Vec::new();
     let mut texts = Vec::new();
     if let Some((listing, files)) = service_files(&services_dir, strict, &mut errors) {
@@ -356,6 +466,76 @@ mod tests {
         assert!(check_nesting(path, &quoted).is_ok());
         let escaped = "a: \"\\\" [[[\"\nb: 'it''s [[['\n";
         assert!(check_nesting(path, escaped).is_ok());
+    }
+
+    #[test]
+    fn every_error_the_parser_can_get_past_is_reported() {
+        let text = "listen: 127.0.0.1:9\nexec: [/bin/true]\nwait: maybe\nbacklog: lots\nlimits:\n  instances: many\n  timeout: 5x\n";
+        let errors = parse_service(Path::new("s.yaml"), text, &Default::default()).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 4, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("s.yaml:3:7: wait: invalid type"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("s.yaml:4:10: backlog: invalid type"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].starts_with("s.yaml:6:14: limits.instances:"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[3].starts_with("s.yaml:7:12: limits.timeout: invalid duration"),
+            "{shown:#?}"
+        );
+        // A syntax error stops there: nothing after it can be trusted.
+        let errors = parse_service(
+            Path::new("s.yaml"),
+            "listen: [a\nwait: maybe\n",
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+    }
+
+    /// The packaged spawnd.yaml promises that its commented settings, up to
+    /// the examples, are the defaults: uncommented, they change nothing.
+    #[test]
+    fn the_packaged_defaults_are_the_defaults() {
+        let packaged = include_str!("../../packaging/spawnd.yaml");
+        let defaults_part = packaged.split("# --- Examples").next().unwrap_or_default();
+        let uncommented: String = defaults_part
+            .lines()
+            .filter_map(|line| line.strip_prefix('#'))
+            .filter(|line| !line.starts_with(' ') && !line.is_empty() || line.starts_with("  "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(uncommented.contains("max_in_process"), "{uncommented}");
+        let (global, defaults) = parse_global_text(Path::new("spawnd.yaml"), &uncommented).unwrap();
+        let expected = Global {
+            control_socket: Some("/run/spawnd/control.sock".into()),
+            log_target: Some(crate::config::LogTarget::Stderr),
+            log_level: Some(log::LevelFilter::Info),
+            ..Default::default()
+        };
+        assert_eq!(global, expected);
+        assert!(defaults.limits.is_none() && defaults.user.is_none());
+        // The examples part is a valid configuration too.
+        let all: String = packaged
+            .lines()
+            .map(|line| line.strip_prefix('#').unwrap_or(line))
+            .filter(|line| {
+                !line.starts_with(' ') && !line.starts_with('-') || line.starts_with("  ")
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let examples = all.split(" --- Examples").nth(1).unwrap_or_default();
+        assert!(
+            parse_global_text(Path::new("spawnd.yaml"), examples).is_ok(),
+            "{examples}"
+        );
     }
 
     #[test]

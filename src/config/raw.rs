@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::units::{Cidr, Count, CpuTime, ListenAddr, Rate, Size, Span};
+use super::units::{Cidr, Count, CpuTime, ListenAddr, OrUnlimited, Rate, Size, Span};
 
 /// A single value or a list of them (`listen: 127.0.0.1:13` or a list).
 /// Hand-written rather than `untagged` so an element's own error (with its
@@ -57,7 +57,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 }
 
 /// A list of words, or one string split on white space (use a list when an
-/// argument contains spaces).
+/// argument contains spaces). A string with quotes or backslashes is
+/// refused: it would be split as it stands, not as a shell would.
 #[derive(Debug, Clone)]
 pub struct Argv(pub Vec<String>);
 
@@ -65,11 +66,69 @@ impl<'de> Deserialize<'de> for Argv {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Argv(
             match OneOrMany::<String>::deserialize(deserializer)? {
-                OneOrMany::One(line) => line.split_whitespace().map(str::to_string).collect(),
+                OneOrMany::One(line) => {
+                    if line.contains(['\'', '"', '\\']) {
+                        return Err(serde::de::Error::custom(format!(
+                            "a string is split on white space only, quotes and backslashes are not interpreted: write a list, e.g. [{}]",
+                            suggest_list(&line)
+                        )));
+                    }
+                    line.split_whitespace().map(str::to_string).collect()
+                }
                 OneOrMany::Many(words) => words,
             },
         ))
     }
+}
+
+/// `/bin/sh -c 'echo hi there'` as the list a shell would make of it
+/// (`/bin/sh, -c, 'echo hi there'`), for an error message.
+fn suggest_list(line: &str) -> String {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    let mut chars = line.chars();
+    let mut started = false;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                started = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, '\\') | (Some('"'), '\\') => {
+                word.extend(chars.next());
+                started = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            (_, c) => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+        .iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-=+:@%".contains(c));
+            if plain {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Argv {
@@ -234,12 +293,12 @@ impl<'de> Deserialize<'de> for Mode {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    pub instances: Option<u32>,
+    pub instances: Option<OrUnlimited<u32>>,
     pub on_limit: Option<OnLimit>,
-    pub per_source: Option<u32>,
-    pub rate: Option<Rate>,
+    pub per_source: Option<OrUnlimited<u32>>,
+    pub rate: Option<OrUnlimited<Rate>>,
     pub rate_pause: Option<Span>,
-    pub per_source_rate: Option<Rate>,
+    pub per_source_rate: Option<OrUnlimited<Rate>>,
     pub per_source_pause: Option<Span>,
     pub timeout: Option<Span>,
     pub kill_after: Option<Span>,
@@ -250,7 +309,7 @@ pub struct RawLimits {
     pub files: Option<Count>,
     pub processes: Option<Count>,
     pub core: Option<Size>,
-    pub max_load: Option<f64>,
+    pub max_load: Option<OrUnlimited<f64>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -329,9 +388,35 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawGlobal {
     pub defaults: Option<RawDefaults>,
-    pub max_children: Option<u32>,
+    pub max_children: Option<OrUnlimited<u32>>,
     pub max_in_process: Option<u32>,
     pub shutdown_grace: Option<Span>,
     pub control_socket: Option<String>,
     pub log: Option<RawLog>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_exec_string_suggests_the_list() {
+        assert_eq!(
+            suggest_list("/bin/sh -c 'echo hi there'"),
+            "/bin/sh, -c, 'echo hi there'"
+        );
+        assert_eq!(
+            suggest_list(r#"/bin/x "a b" c\ d it's"#),
+            "/bin/x, 'a b', 'c d', its"
+        );
+        let error = serde_yaml::from_str::<Argv>("/bin/sh -c 'echo hi there'").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("write a list, e.g. [/bin/sh, -c, 'echo hi there']"),
+            "{error}"
+        );
+        let argv: Argv = serde_yaml::from_str("/bin/echo a  b").unwrap();
+        assert_eq!(argv.0, ["/bin/echo", "a", "b"]);
+    }
 }

@@ -50,6 +50,58 @@ macro_rules! scalar_deserialize {
     };
 }
 
+/// A limit, or `unlimited`: a service says `instances: unlimited` to lift a
+/// limit that `spawnd.yaml`'s defaults set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OrUnlimited<T> {
+    Unlimited,
+    Value(T),
+}
+
+impl<T> OrUnlimited<T> {
+    /// The limit, `None` for unlimited.
+    pub fn value(self) -> Option<T> {
+        match self {
+            OrUnlimited::Unlimited => None,
+            OrUnlimited::Value(value) => Some(value),
+        }
+    }
+}
+
+impl<T: FromStr> FromStr for OrUnlimited<T>
+where
+    T::Err: fmt::Display,
+{
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim() == "unlimited" {
+            return Ok(OrUnlimited::Unlimited);
+        }
+        text.trim()
+            .parse()
+            .map(OrUnlimited::Value)
+            .map_err(|e: T::Err| {
+                // A message that already shows the value (rates) is kept.
+                let message = e.to_string();
+                let value = format!("{:?}", text.trim());
+                if message.contains(&value) {
+                    format!("{message} (or unlimited)")
+                } else {
+                    format!("invalid value {value}: {message} (or unlimited)")
+                }
+            })
+    }
+}
+
+impl<'de, T: FromStr> Deserialize<'de> for OrUnlimited<T>
+where
+    T::Err: fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_scalar(deserializer, "a limit, or unlimited")
+    }
+}
+
 /// Splits `"10ms"` into `(10.0, "ms")`; the number may have a fraction.
 fn split_number(text: &str) -> Option<(f64, &str)> {
     let text = text.trim();
@@ -228,7 +280,8 @@ pub enum ListenAddr {
     Inet(SocketAddr),
     /// `*:PORT`: every address, IPv4 and IPv6.
     AnyInet(u16),
-    /// A Unix socket file.
+    /// A Unix socket file. `./NAME` in a file is relative to the
+    /// configuration directory (made absolute by `validate`).
     Unix(PathBuf),
     /// `@name`: a Linux abstract Unix socket.
     Abstract(String),
@@ -240,10 +293,10 @@ impl FromStr for ListenAddr {
         let text = text.trim();
         let invalid = |why: &str| {
             format!(
-                "invalid listen address {text:?}: {why} (expected 127.0.0.1:PORT, \"[::1]:PORT\", \"*:PORT\", /path or @name)"
+                "invalid listen address {text:?}: {why} (expected 127.0.0.1:PORT, \"[::1]:PORT\", \"*:PORT\", /path, ./path or @name)"
             )
         };
-        if text.starts_with('/') {
+        if text.starts_with('/') || text.starts_with("./") {
             if text.len() > 107 {
                 return Err(invalid("a Unix socket path is at most 107 bytes"));
             }

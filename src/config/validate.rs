@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::error::{locate_key, ConfigError};
 use super::model::*;
 use super::raw::{RawAccess, RawDefaults, RawGlobal, RawLimits, RawService};
-use super::units::ListenAddr;
+use super::units::{ListenAddr, OrUnlimited};
 
 /// Collects errors for one file, locating each key in its text.
 struct Errors<'a> {
@@ -18,11 +18,22 @@ struct Errors<'a> {
 impl Errors<'_> {
     fn push(&mut self, key: &str, message: impl Into<String>) {
         let path: Vec<&str> = key.split('.').collect();
-        let error = ConfigError::new(self.file, message)
-            .at(locate_key(self.text, &path))
-            .key(key);
+        // A key that is not in the file (a missing one, or one from the
+        // defaults) is placed at the mapping it belongs in.
+        let position = locate_key(self.text, &path).or_else(|| mapping_start(self.text));
+        let error = ConfigError::new(self.file, message).at(position).key(key);
         self.list.push(error);
     }
+}
+
+/// Where the file's top-level mapping starts: its first line that is not
+/// blank, a comment or a document marker.
+fn mapping_start(text: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(index, line)| {
+        let trimmed = line.trim_start();
+        let skip = trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---");
+        (!skip).then(|| (index + 1, line.len() - trimmed.len() + 1))
+    })
 }
 
 pub fn is_valid_name(name: &str) -> bool {
@@ -133,7 +144,28 @@ pub fn service(
         }
     }
     let socket = raw.socket.unwrap_or(SocketKind::Stream);
-    let listen = raw.listen.map(|l| l.into_vec()).unwrap_or_default();
+    let mut listen = raw.listen.map(|l| l.into_vec()).unwrap_or_default();
+    // `./NAME`: next to services.d/, in the configuration directory.
+    let config_dir = file
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    for addr in &mut listen {
+        if let ListenAddr::Unix(path) = addr {
+            if let Ok(relative) = path.strip_prefix(".") {
+                *path = config_dir.join(relative);
+                if path.as_os_str().len() > 107 {
+                    errors.push(
+                        "listen",
+                        format!(
+                            "{} is longer than a Unix socket path may be (107 bytes)",
+                            path.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
     if listen.is_empty() {
         errors.push("listen", "a service needs at least one listen address");
     }
@@ -296,9 +328,13 @@ pub fn service(
     if raw_limits.connect_timeout.is_some_and(|s| s.0.is_zero()) {
         errors.push("limits.connect_timeout", "must be more than 0");
     }
+    // `unlimited` lifts a limit the defaults set: from here on, no limit.
+    let instances = raw_limits.instances.and_then(OrUnlimited::value);
+    let per_source = raw_limits.per_source.and_then(OrUnlimited::value);
+    let max_load = raw_limits.max_load.and_then(OrUnlimited::value);
     for (key, value) in [
-        ("limits.instances", raw_limits.instances),
-        ("limits.per_source", raw_limits.per_source),
+        ("limits.instances", instances),
+        ("limits.per_source", per_source),
     ] {
         if value == Some(0) {
             errors.push(
@@ -307,18 +343,18 @@ pub fn service(
             );
         }
     }
-    if let Some(load) = raw_limits.max_load {
+    if let Some(load) = max_load {
         if !(load.is_finite() && load > 0.0) {
             errors.push("limits.max_load", "max_load must be a positive number");
         }
     }
     let limits = Limits {
-        instances: raw_limits.instances,
+        instances,
         on_limit: raw_limits.on_limit.unwrap_or(OnLimit::Refuse),
-        per_source: raw_limits.per_source,
-        rate: raw_limits.rate,
+        per_source,
+        rate: raw_limits.rate.and_then(OrUnlimited::value),
         rate_pause: raw_limits.rate_pause.map_or(DEFAULT_RATE_PAUSE, |s| s.0),
-        per_source_rate: raw_limits.per_source_rate,
+        per_source_rate: raw_limits.per_source_rate.and_then(OrUnlimited::value),
         per_source_pause: raw_limits
             .per_source_pause
             .map_or(DEFAULT_PER_SOURCE_PAUSE, |s| s.0),
@@ -332,7 +368,7 @@ pub fn service(
         connect_timeout: raw_limits
             .connect_timeout
             .map_or(DEFAULT_CONNECT_TIMEOUT, |s| s.0),
-        max_load: raw_limits.max_load,
+        max_load,
         rlimits: Rare::new(Rlimits {
             cpu: raw_limits.cpu.map(|v| v.0.as_rlim()),
             memory: raw_limits.memory.map(|v| v.0.as_rlim()),
@@ -507,7 +543,8 @@ pub fn global(
         text,
         list: Vec::new(),
     };
-    if raw.max_children == Some(0) {
+    let max_children = raw.max_children.and_then(OrUnlimited::value);
+    if max_children == Some(0) {
         errors.push("max_children", "must be at least 1");
     }
     if raw.max_in_process == Some(0) {
@@ -544,7 +581,7 @@ pub fn global(
         return Err(errors.list);
     }
     let global = Global {
-        max_children: raw.max_children,
+        max_children,
         max_in_process: raw.max_in_process.unwrap_or(DEFAULT_MAX_IN_PROCESS),
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |s| s.0),
         control_socket,

@@ -32,9 +32,11 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 /// is made (0700) if missing; an existing one must be spawnd's or root's
 /// and closed to others (`fsafe::owned_dir`), or another user could swap
 /// the socket and answer `spawnd status` in spawnd's place.
-pub(super) fn bind(path: &Path) -> io::Result<Option<Bound>> {
+pub(super) fn bind(path: &Path, made: &mut Option<fsafe::EmptyDir>) -> io::Result<Option<Bound>> {
     if let Some(parent) = path.parent() {
-        fsafe::owned_dir(parent)?;
+        if fsafe::owned_dir(parent)? {
+            *made = Some(fsafe::EmptyDir(parent.to_path_buf()));
+        }
     }
     let place = fsafe::SocketPlace::open(path)?;
     match place.occupant()? {
@@ -72,8 +74,8 @@ impl Server {
             .global
             .control_socket
             .clone()
-            .unwrap_or_else(crate::status::default_socket);
-        match bind(&path) {
+            .unwrap_or_else(|| crate::status::default_socket(&self.config.dir));
+        match bind(&path, &mut self.made_dir) {
             Ok(Some(bound)) => {
                 let fd = bound.fd.as_raw_fd();
                 let source = self.sources.insert(Source::Control(bound));
@@ -93,12 +95,19 @@ impl Server {
     }
 
     pub(super) fn report(&self) -> Report {
+        let trouble = |name: &str| self.troubles.get(name);
         let mut services: Vec<ServiceReport> = self
             .services
             .iter()
             .map(|(_, s)| ServiceReport {
                 name: s.name.to_string(),
-                state: self.service_state(s).to_string(),
+                state: match trouble(&s.name) {
+                    Some(t) if t.kept && !s.retired => "kept".to_string(),
+                    _ => self.service_state(s).to_string(),
+                },
+                reason: trouble(&s.name)
+                    .filter(|t| t.kept && !s.retired)
+                    .map(|t| t.reason.clone()),
                 listen: self.listen_labels(s),
                 children: s.admission.active(),
                 accepted: s.counters.accepted,
@@ -110,10 +119,29 @@ impl Server {
                 unread_datagrams: s.counters.unread_datagrams,
             })
             .collect();
+        for (name, trouble) in &self.troubles {
+            if !trouble.kept {
+                services.push(ServiceReport {
+                    name: name.to_string(),
+                    state: "failed".to_string(),
+                    reason: Some(trouble.reason.clone()),
+                    listen: Vec::new(),
+                    children: 0,
+                    accepted: 0,
+                    refused_access: 0,
+                    refused_limits: 0,
+                    spawn_failures: 0,
+                    abnormal_exits: 0,
+                    timeouts: 0,
+                    unread_datagrams: 0,
+                });
+            }
+        }
         services.sort_by(|a, b| a.name.cmp(&b.name));
         Report {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            config_dir: self.config.dir.display().to_string(),
             children: self.children.len(),
             services,
         }

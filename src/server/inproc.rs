@@ -41,13 +41,24 @@ use crate::limits::{check_access, Decision};
 /// at debug level).
 enum End {
     Done,
+    /// A peer reset the connection or went away mid-write: how a client
+    /// ends chargen, or a relayed session, normally.
+    Closed,
     Failed(io::Error),
     TimedOut(Deadline),
 }
 
 impl End {
+    /// An error, unless it is a peer closing (`Closed`).
+    fn of(error: io::Error) -> End {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => End::Closed,
+            _ => End::Failed(error),
+        }
+    }
+
     fn abnormal(&self) -> bool {
-        !matches!(self, End::Done)
+        matches!(self, End::Failed(_) | End::TimedOut(_))
     }
 }
 
@@ -55,6 +66,7 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             End::Done => f.write_str("status=0"),
+            End::Closed => f.write_str("status=0 closed=peer"),
             End::Failed(e) => write!(f, "error=\"{e}\""),
             End::TimedOut(which) => write!(f, "timeout={}", which.as_str()),
         }
@@ -427,6 +439,12 @@ impl Relay {
     }
 }
 
+/// Whether a relay got as far as a connection to its target (a failure
+/// before that is a failed redirect, never a peer closing).
+fn relay_connected(relays: &slab::Slab<Relay>, id: usize) -> bool {
+    relays.get(id).is_some_and(|relay| relay.connected)
+}
+
 /// A non-blocking connect to `target`.
 fn connect_upstream(target: SocketAddr) -> io::Result<OwnedFd> {
     let family = if target.is_ipv4() {
@@ -555,7 +573,7 @@ impl Server {
                     break;
                 }
                 Step::Done => ended = Some(End::Done),
-                Step::Failed(e) => ended = Some(End::Failed(e)),
+                Step::Failed(e) => ended = Some(End::of(e)),
             }
             if ended.is_some() {
                 break;
@@ -682,12 +700,20 @@ impl Server {
             reply.clear();
             match kind {
                 InternalKind::Echo => reply.extend_from_slice(&buf[..n]),
-                InternalKind::Discard => continue,
+                InternalKind::Discard => {}
                 InternalKind::Chargen => Chargen::default().datagram(&mut reply),
                 InternalKind::Daytime => reply.extend_from_slice(daytime_now().as_bytes()),
                 InternalKind::Time => reply.extend_from_slice(&internal::time_bytes(unix_now())),
             }
-            let _ = socket::sendto(fd, &reply, &from, MsgFlags::MSG_DONTWAIT);
+            if !reply.is_empty() {
+                let _ = socket::sendto(fd, &reply, &from, MsgFlags::MSG_DONTWAIT);
+            }
+            log::debug!(
+                "datagram service={} peer={addr} internal={} bytes_in={n} bytes_out={}",
+                self.services[service].name,
+                kind.name(),
+                reply.len()
+            );
         }
         self.scratch = buf;
         if !drained {
@@ -780,7 +806,10 @@ impl Server {
                     break;
                 }
                 Step::Done => ended = Some(End::Done),
-                Step::Failed(e) => ended = Some(End::Failed(e)),
+                Step::Failed(e) if !relay_connected(&self.relays, relay_id) => {
+                    ended = Some(End::Failed(e))
+                }
+                Step::Failed(e) => ended = Some(End::of(e)),
             }
             if ended.is_some() {
                 break;

@@ -344,8 +344,14 @@ pub struct Server {
     /// Sockets passed to spawnd by socket activation, until claimed.
     inherited: crate::activation::Inherited,
     stopping: Option<children::Stopping>,
+    /// Services that do not run as their files say, and why (`status`):
+    /// not started at all (`kept: false`) or kept on a previous definition.
+    troubles: std::collections::BTreeMap<Box<str>, Trouble>,
     /// Detached by `--daemon` (the default log target is then syslog).
     daemonized: bool,
+    /// The control socket's directory, if spawnd made it: removed at exit
+    /// when empty. Last, so it is dropped after the socket in `sources`.
+    made_dir: Option<crate::fsafe::EmptyDir>,
 }
 
 /// Signals blocked in spawnd: the ones it takes through its signalfd, and
@@ -371,6 +377,13 @@ fn handled_signals() -> SigSet {
         set.add(signal);
     }
     set
+}
+
+/// Why a service does not run as its file says.
+struct Trouble {
+    /// It runs on its previous definition (a reload could not apply the new).
+    kept: bool,
+    reason: String,
 }
 
 /// Failure to start serving: exit code 3 with this message.
@@ -430,7 +443,9 @@ impl Server {
             config,
             inherited,
             stopping: None,
+            troubles: Default::default(),
             daemonized: false,
+            made_dir: None,
         })
     }
 
@@ -512,6 +527,14 @@ impl Server {
         if kind == SocketKind::Dgram {
             self.own_datagram.add(&addr);
         }
+        log::info!(
+            "listening service={} addr={addr} socket={}",
+            self.services[service].name,
+            match kind {
+                SocketKind::Stream => "stream",
+                SocketKind::Dgram => "dgram",
+            }
+        );
         let source = self.sources.insert(Source::Listener(Listener {
             bound,
             addr,
@@ -565,7 +588,12 @@ impl Server {
     /// as soon as its service was built, the next service's blocks would
     /// have filled its holes, spreading a few live bytes over every page
     /// the parser touched (measured: 0.74 -> 0.58 KB per plain service).
-    pub fn start(&mut self, services: Vec<Service>) -> (usize, usize) {
+    pub fn start(
+        &mut self,
+        services: Vec<Service>,
+        errors: &[crate::config::ConfigError],
+    ) -> (usize, usize) {
+        self.note_config_errors(errors);
         let now = Instant::now();
         let (mut started, mut failed) = (0, 0);
         for spec in &services {
@@ -582,11 +610,48 @@ impl Server {
                 Err(message) => {
                     failed += 1;
                     log::error!("service_error service={} error=\"{message}\"", spec.name);
+                    self.note_trouble(&spec.name, false, message);
                 }
             }
         }
         self.inherited.close_rest();
         (started, failed)
+    }
+
+    /// Notes the services whose files do not check: failed, or kept when
+    /// one of that name runs.
+    fn note_config_errors(&mut self, errors: &[crate::config::ConfigError]) {
+        for error in errors {
+            let in_services_d = error
+                .file
+                .parent()
+                .and_then(|dir| dir.file_name())
+                .is_some_and(|dir| dir == "services.d");
+            if !in_services_d || error.unreadable {
+                continue;
+            }
+            let name = crate::config::load::service_name(&error.file);
+            let running = self
+                .services
+                .iter()
+                .any(|(_, s)| !s.retired && *s.name == *name);
+            self.note_trouble(name, running, error.to_string());
+        }
+    }
+
+    /// Notes why `name` does not run as its file says (the first reason
+    /// given stays first).
+    fn note_trouble(&mut self, name: &str, kept: bool, reason: String) {
+        match self.troubles.get_mut(name) {
+            Some(trouble) => {
+                trouble.kept |= kept;
+                trouble.reason.push_str("; ");
+                trouble.reason.push_str(&reason);
+            }
+            None => {
+                self.troubles.insert(name.into(), Trouble { kept, reason });
+            }
+        }
     }
 
     /// Runs until stopped; returns the process exit code.
@@ -720,9 +785,11 @@ impl Server {
 
     fn log_status(&self) {
         for s in self.report().services {
+            let reason = s.reason.as_deref().map(crate::status::escape_line);
             log::info!(
-                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={} unread_datagrams={}",
-                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts, s.unread_datagrams
+                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={} unread_datagrams={}{}",
+                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts, s.unread_datagrams,
+                reason.map(|r| format!(" reason={r:?}")).unwrap_or_default()
             );
         }
     }

@@ -151,6 +151,8 @@ impl Server {
                 id
             })
             .collect();
+        self.troubles.clear();
+        self.note_config_errors(&loaded.errors);
         self.global = loaded.global;
         crate::logging::apply_config(
             self.global.log_target,
@@ -216,6 +218,8 @@ impl Server {
                 Err(message) => {
                     failed += 1;
                     log::error!("service_error service={name} error=\"{message}\"");
+                    let running = by_name.contains_key(name.as_str());
+                    self.note_trouble(name, running, message);
                     if let Some(id) = by_name.get(name.as_str()) {
                         log::warn!(
                             "reload_kept service={name} detail=\"the previous definition stays\""
