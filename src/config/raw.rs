@@ -64,20 +64,32 @@ pub struct Argv(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for Argv {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Argv(
-            match OneOrMany::<String>::deserialize(deserializer)? {
-                OneOrMany::One(line) => {
-                    if line.contains(['\'', '"', '\\']) {
-                        return Err(serde::de::Error::custom(format!(
-                            "a string is split on white space only, quotes and backslashes are not interpreted: write a list, e.g. [{}]",
-                            suggest_list(&line)
-                        )));
-                    }
-                    line.split_whitespace().map(str::to_string).collect()
+        // A direct visitor, not an untagged enum: buffering the value would
+        // lose its position for the error message.
+        struct ArgvVisitor;
+        impl<'de> serde::de::Visitor<'de> for ArgvVisitor {
+            type Value = Argv;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of words such as [/bin/echo, hello], or one string")
+            }
+            fn visit_str<E: serde::de::Error>(self, line: &str) -> Result<Argv, E> {
+                if line.contains(['\'', '"', '\\']) {
+                    return Err(E::custom(format!(
+                        "a string is split on white space only, quotes and backslashes are not interpreted: write a list, e.g. [{}]",
+                        suggest_list(line)
+                    )));
                 }
-                OneOrMany::Many(words) => words,
-            },
-        ))
+                Ok(Argv(line.split_whitespace().map(str::to_string).collect()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Argv, A::Error> {
+                let mut words = Vec::new();
+                while let Some(word) = seq.next_element::<String>()? {
+                    words.push(word);
+                }
+                Ok(Argv(words))
+            }
+        }
+        deserializer.deserialize_any(ArgvVisitor)
     }
 }
 
