@@ -53,10 +53,69 @@ fn main() {
 }
 
 fn manual(command: clap::Command, date: &str) -> clap_mangen::Man {
-    clap_mangen::Man::new(command)
+    let usage = synopsis(&command);
+    clap_mangen::Man::new(command.override_usage(usage))
         .section("8")
         .date(date)
+        .source(format!("spawnd {}", env!("CARGO_PKG_VERSION")))
         .manual("System Administration")
+}
+
+/// The SYNOPSIS line with every option's value placeholder
+/// (`[-c|--config-dir DIR]`), which clap_mangen leaves out.
+fn synopsis(command: &clap::Command) -> String {
+    let mut parts = vec![command
+        .get_bin_name()
+        .unwrap_or_else(|| command.get_name())
+        .to_string()];
+    for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+        let value = || -> String {
+            arg.get_value_names()
+                .map(|names| {
+                    names
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_else(|| arg.get_id().to_string().to_uppercase())
+        };
+        if arg.is_positional() {
+            let repeat = if arg.get_num_args().is_some_and(|n| n.max_values() > 1) {
+                "..."
+            } else {
+                ""
+            };
+            parts.push(format!("{}{repeat}", value()));
+            continue;
+        }
+        let names = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => format!("-{short}|--{long}"),
+            (Some(short), None) => format!("-{short}"),
+            (None, Some(long)) => format!("--{long}"),
+            (None, None) => continue,
+        };
+        let takes = arg.get_action().takes_values();
+        let value = if takes {
+            format!(" {}", value())
+        } else {
+            String::new()
+        };
+        let repeat = if matches!(arg.get_action(), clap::ArgAction::Count) {
+            "..."
+        } else {
+            ""
+        };
+        if arg.is_required_set() {
+            parts.push(format!("{names}{value}"));
+        } else {
+            parts.push(format!("[{names}{value}]{repeat}"));
+        }
+    }
+    if command.has_subcommands() {
+        parts.push("COMMAND".to_string());
+    }
+    parts.join(" ")
 }
 
 /// `spawnd.8`: the generated sections, then the hand-written ones.

@@ -19,13 +19,33 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install cargo-deb
 fi
 
-# 1. Build, and find build.rs's OUT_DIR from cargo's own report.
+# 1. Build, and find build.rs's OUT_DIR from cargo's own report: the
+# build-script-executed message whose package is this manifest's (its
+# package id is `path+file:///DIR#0.1.0` when the directory is named
+# spawnd, `...#spawnd@0.1.0` otherwise: so match on the fields, with jq-less
+# python3, not on the id's text).
 messages=$(mktemp)
 trap 'rm -f "$messages"' EXIT
 cargo build --release --message-format=json-render-diagnostics >"$messages"
-out_dir=$(grep '"reason":"build-script-executed"' "$messages" |
-    grep '#spawnd@' |
-    sed -n 's/.*"out_dir":"\([^"]*\)".*/\1/p' | tail -n 1)
+manifest=$(pwd)/Cargo.toml
+out_dir=$(python3 - "$messages" "$manifest" <<'PY'
+import json, sys
+found = ""
+for line in open(sys.argv[1]):
+    try:
+        message = json.loads(line)
+    except ValueError:
+        continue
+    if message.get("reason") != "build-script-executed":
+        continue
+    package = message.get("package_id", "")
+    # The manifest's directory is in a path package id, whatever its name.
+    directory = sys.argv[2].rsplit("/", 1)[0]
+    if package.startswith("path+file://" + directory + "#"):
+        found = message.get("out_dir", "")
+print(found)
+PY
+)
 if [ -z "$out_dir" ] || [ ! -f "$out_dir/man/spawnd.8" ]; then
     echo "build-deb: no generated man pages found (OUT_DIR '$out_dir')" >&2
     exit 1

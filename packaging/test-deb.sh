@@ -116,7 +116,14 @@ if command -v man >/dev/null 2>&1; then
     done
     MANWIDTH=80 man -P cat 5 spawnd.yaml | grep -q 'per_source_pause' ||
         fail "spawnd.yaml(5) does not render"
+    # The SYNOPSIS shows what each option takes; the footer names spawnd.
+    MANWIDTH=200 man -P cat 8 spawnd-run | grep -q -- '--config-dir DIR' ||
+        fail "spawnd-run(8) SYNOPSIS has no value placeholders"
+    MANWIDTH=200 man -P cat 8 spawnd-run | tail -n 1 | grep -q 'spawnd 0' ||
+        fail "spawnd-run(8) footer does not name spawnd"
 fi
+grep -q 'compgen -W "off error warn info debug trace"' /usr/share/bash-completion/completions/spawnd ||
+    fail "bash completion of --log-level does not offer the levels"
 
 if [ -d /run/systemd/system ]; then
     step "the unit under systemd"

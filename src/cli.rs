@@ -20,7 +20,16 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Verbosity {
     /// Log level: error, warn, info, debug or trace (overrides RUST_LOG).
-    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        ignore_case = true,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(LEVELS),
+            level
+        )
+    )]
     pub log_level: Option<log::LevelFilter>,
 
     /// More output (repeatable).
@@ -118,9 +127,12 @@ pub enum ConvertCommand {
     },
 }
 
-fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
-    text.parse()
-        .map_err(|_| "expected one of off, error, warn, info, debug, trace".to_string())
+/// The values of `--log-level`, offered by the shell completions too.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// One of `LEVELS` (the parser has checked it) as a level.
+fn level(text: String) -> log::LevelFilter {
+    text.parse().unwrap_or(log::LevelFilter::Info)
 }
 
 pub fn parse() -> Cli {

@@ -129,7 +129,7 @@ fn rsync_daemon_in_inetd_mode() {
 fn git_daemon_in_inetd_mode() {
     require!(is_root(), "needs root for a network namespace");
     let Some(git) = first_command(&["/usr/bin/git", "/usr/local/bin/git"]) else {
-        eprintln!("SKIPPED: git is not installed");
+        skip("git is not installed");
         return;
     };
     let config = Config::new();

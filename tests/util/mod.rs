@@ -421,15 +421,61 @@ pub fn has_command(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Skips a test (with a visible reason) when a precondition is missing.
+/// Skips a test (with a visible reason) when a precondition is missing;
+/// under `CI=true` a missing precondition fails it instead (`skip`).
 #[macro_export]
 macro_rules! require {
     ($cond:expr, $why:expr) => {
         if !$cond {
-            eprintln!("SKIPPED: {}", $why);
+            $crate::util::skip($why);
             return;
         }
     };
+}
+
+/// Where skipped tests are noted, for `tests/zz_skipped.rs` to report at
+/// the end of the run.
+fn skip_record() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt")
+}
+
+/// A test cannot run here: say so on the real stderr (libtest captures
+/// only `eprintln!`, so this shows without `--nocapture`), and note it for
+/// the summary. Under `CI=true` (the CI machine installs everything the
+/// tests need) a missing prerequisite is a failure, not a skip.
+pub fn skip(why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: a prerequisite is missing under CI=true: {why}");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    if let Ok(mut record) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_record())
+    {
+        let _ = writeln!(record, "{test}: {why}");
+    }
+}
+
+/// Prints how many tests were skipped in this run and why (then forgets
+/// them, for the next run).
+pub fn report_skips() {
+    let text = std::fs::read_to_string(skip_record()).unwrap_or_default();
+    let _ = std::fs::remove_file(skip_record());
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = std::io::stderr();
+    if lines.is_empty() {
+        let _ = writeln!(out, "\nspawnd tests: none skipped");
+        return;
+    }
+    let _ = writeln!(out, "\nspawnd tests: {} skipped here:", lines.len());
+    for line in lines {
+        let _ = writeln!(out, "  {line}");
+    }
 }
 
 /// Starts spawnd inside a new network namespace that has only loopback (so
@@ -437,6 +483,7 @@ macro_rules! require {
 /// namespaces are not available here (not root).
 pub fn start_in_netns(config: &Config) -> Option<Spawnd> {
     if !is_root() || !has_command("unshare") || !has_command("ip") {
+        skip("a loopback-only network namespace needs root, unshare and ip");
         return None;
     }
     let mut command = Command::new("unshare");
