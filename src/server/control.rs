@@ -32,9 +32,15 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 /// is made (0700) if missing; an existing one must be spawnd's or root's
 /// and closed to others (`fsafe::owned_dir`), or another user could swap
 /// the socket and answer `spawnd status` in spawnd's place.
-pub(super) fn bind(path: &Path, made: &mut Option<fsafe::EmptyDir>) -> io::Result<Option<Bound>> {
+/// `shared`: the directory is the default one that every spawnd of this
+/// user puts its socket in; whichever leaves it empty removes it.
+pub(super) fn bind(
+    path: &Path,
+    shared: bool,
+    made: &mut Option<fsafe::EmptyDir>,
+) -> io::Result<Option<Bound>> {
     if let Some(parent) = path.parent() {
-        if fsafe::owned_dir(parent)? {
+        if fsafe::owned_dir(parent)? || shared {
             *made = Some(fsafe::EmptyDir(parent.to_path_buf()));
         }
     }
@@ -70,12 +76,13 @@ pub(super) fn bind(path: &Path, made: &mut Option<fsafe::EmptyDir>) -> io::Resul
 impl Server {
     /// Opens the control socket configured (or the default one).
     pub fn open_control(&mut self) {
+        let shared = self.global.control_socket.is_none();
         let path = self
             .global
             .control_socket
             .clone()
             .unwrap_or_else(|| crate::status::default_socket(&self.config.dir));
-        match bind(&path, &mut self.made_dir) {
+        match bind(&path, shared, &mut self.made_dir) {
             Ok(Some(bound)) => {
                 let fd = bound.fd.as_raw_fd();
                 let source = self.sources.insert(Source::Control(bound));
