@@ -542,5 +542,5 @@ fn the_quick_start_keeps_to_its_own_directory() {
         stdout.contains(&format!("{}/whoami.sock", repo.display())),
         "{stdout}"
     );
-    assert!(!stdout.contains("/tmp/"), "{stdout}");
+    assert!(!stdout.contains("/tmp/spawnd-whoami.sock"), "{stdout}");
 }

@@ -350,7 +350,10 @@ impl InternalConn {
                 loop {
                     match read_into(self.fd.as_fd(), scratch) {
                         Ok(0) => return Step::Done,
-                        Ok(_) => progress = true,
+                        Ok(n) => {
+                            self.bytes += n as u64;
+                            progress = true;
+                        }
                         Err(e) if would_block(&e) => break,
                         Err(e) => return Step::Failed(e),
                     }
@@ -618,7 +621,7 @@ impl Server {
             return;
         };
         self.deregister(conn.fd.as_raw_fd());
-        let what = format_args!("internal={}", conn.kind.name());
+        let what = format_args!("internal={} bytes_in={}", conn.kind.name(), conn.bytes);
         self.in_process_ended(conn.service, &conn.peer, what, &end, conn.clock.started);
     }
 
