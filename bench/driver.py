@@ -184,7 +184,7 @@ class Spawnd(Server):
         self.binary = "spawnd_before" if before else "spawnd"
         self.name = ("spawnd (before)" if before else "spawnd") + ("+checks" if full else "")
         self.throttle_note = (
-            f"{self.name}: `access.allow: [127.0.0.0/8]`, `limits: {instances: 100000, per_source: 100000, "
+            f"{self.name}: `access.allow: [127.0.0.0/8]`, `limits: {{instances: 100000, per_source: 100000, "
             "rate: 1000000/s, timeout: 5m}` and per-connection logging on (no `-q`; log to a file)"
             if full
             else ""
