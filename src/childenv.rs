@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::units::canonical_ip;
 use crate::decimal::{push_decimal, push_ipv4};
 
 /// What is known about the two ends of a connection or datagram.
@@ -31,7 +30,7 @@ pub enum Transport {
 }
 
 fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Starts an entry: `prefix` + `name` (`TCP` + `REMOTEIP=`); the caller

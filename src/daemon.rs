@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{fork, setsid, ForkResult, Pid};
 
+use crate::exit::Exit;
+
 /// The daemon's end of the pipe the starting command waits on.
 pub struct Readiness {
     pipe: OwnedFd,
@@ -40,13 +42,13 @@ pub fn detach(keep_stderr: bool) -> io::Result<Readiness> {
     // code after fork.
     if let ForkResult::Parent { .. } = unsafe { fork() }? {
         drop(write);
-        std::process::exit(wait_for_daemon(read));
+        std::process::exit(wait_for_daemon(read).code().into());
     }
     drop(read);
     setsid()?;
     // SAFETY: as above.
     if let ForkResult::Parent { .. } = unsafe { fork() }? {
-        std::process::exit(0);
+        std::process::exit(Exit::Success.code().into());
     }
     std::env::set_current_dir("/")?;
     let null = std::fs::OpenOptions::new()
@@ -55,21 +57,21 @@ pub fn detach(keep_stderr: bool) -> io::Result<Readiness> {
         .open("/dev/null")?;
     let last = if keep_stderr { 2 } else { 3 };
     for fd in 0..last {
-        crate::sys::dup_plain(std::os::fd::AsRawFd::as_raw_fd(&null), fd)?;
+        crate::sys::dup_stdio(&null, fd)?;
     }
     Ok(Readiness { pipe: write })
 }
 
 /// In the starting process: the exit status, once the daemon has said
 /// it is ready (0) or has failed or died first (3, with a message).
-fn wait_for_daemon(read: OwnedFd) -> i32 {
+fn wait_for_daemon(read: OwnedFd) -> Exit {
     use std::io::Read;
     let mut said = Vec::new();
     let _ = std::fs::File::from(read)
         .take(64 * 1024)
         .read_to_end(&mut said);
     if said == b"ready\n" {
-        return 0;
+        return Exit::Success;
     }
     let said = String::from_utf8_lossy(&said);
     if said.is_empty() {
@@ -77,7 +79,7 @@ fn wait_for_daemon(read: OwnedFd) -> i32 {
     } else {
         eprintln!("spawnd: {said}");
     }
-    3
+    Exit::Runtime
 }
 
 /// A pid file holds a pid and a newline: anything longer is not one.

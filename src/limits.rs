@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::config::model::Rare;
-use crate::config::units::{canonical_ip, Rate};
+use crate::config::units::Rate;
 use crate::config::{Access, Limits, OnLimit};
 
 /// Who a client is for per-source limits: its IP address (v4-mapped
@@ -24,7 +24,7 @@ pub enum SourceKey {
 
 impl SourceKey {
     pub fn ip(ip: IpAddr) -> SourceKey {
-        SourceKey::Ip(canonical_ip(ip))
+        SourceKey::Ip(ip.to_canonical())
     }
 }
 
@@ -78,13 +78,13 @@ impl Refusal {
 }
 
 /// The access decision alone: deny wins over allow; an empty allow list
-/// lets everyone in. Returns the refusal and the matching rule, if any.
+/// lets everyone in. IPv4-mapped IPv6 addresses are taken as IPv4.
 pub fn check_access(
     access: &Access,
     peer: Option<IpAddr>,
     minute_of_day: Option<u16>,
 ) -> Result<(), Refusal> {
-    if let Some(ip) = peer.map(canonical_ip) {
+    if let Some(ip) = peer.map(|ip| ip.to_canonical()) {
         if access.deny.iter().any(|rule| rule.contains(ip)) {
             return Err(Refusal::Denied);
         }
@@ -153,9 +153,13 @@ struct SourceEntry {
     paused_until: Option<Instant>,
 }
 
-/// Per-source rate state, bounded: when full, the oldest entry is evicted
-/// (first any with a full bucket and no pause), so a flood of spoofed
-/// sources cannot grow memory.
+/// Per-source rate state, bounded, so a flood of spoofed sources cannot
+/// grow memory. When full, the oldest entry that is not paused is evicted:
+/// a flood of new sources must not end a paused client's pause (it would
+/// come back with a fresh bucket). Paused entries met on the way are moved
+/// to the back; the search looks at `EVICTION_SCAN` entries at most, so a
+/// table full of paused sources costs a bounded step per new source (and
+/// then loses its oldest pause: memory stays bounded first).
 #[derive(Debug, Default)]
 pub struct SourceTable {
     entries: HashMap<SourceKey, SourceEntry>,
@@ -164,6 +168,8 @@ pub struct SourceTable {
 }
 
 pub const SOURCE_TABLE_CAPACITY: usize = 4096;
+/// Most entries one eviction looks at.
+const EVICTION_SCAN: usize = 16;
 
 impl SourceTable {
     pub fn with_capacity(capacity: usize) -> Self {
@@ -182,10 +188,9 @@ impl SourceTable {
     fn entry(&mut self, ip: SourceKey, rate: Rate, now: Instant) -> &mut SourceEntry {
         if !self.entries.contains_key(&ip) {
             while self.entries.len() >= self.capacity {
-                let Some(oldest) = self.order.pop_front() else {
+                if !self.evict_one(now) {
                     break;
-                };
-                self.entries.remove(&oldest);
+                }
             }
             self.order.push_back(ip);
             self.entries.insert(
@@ -201,6 +206,26 @@ impl SourceTable {
             bucket: TokenBucket::new(rate, now),
             paused_until: None,
         })
+    }
+
+    /// Removes one entry (see the type's doc); false when there is none.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        for _ in 0..EVICTION_SCAN.min(self.order.len()) {
+            let Some(oldest) = self.order.pop_front() else {
+                return false;
+            };
+            if self.paused(oldest, now) {
+                self.order.push_back(oldest);
+                continue;
+            }
+            self.entries.remove(&oldest);
+            return true;
+        }
+        // Every entry looked at is paused: the oldest of them goes.
+        match self.order.pop_front() {
+            Some(oldest) => self.entries.remove(&oldest).is_some(),
+            None => false,
+        }
     }
 
     fn paused(&self, ip: SourceKey, now: Instant) -> bool {
@@ -815,6 +840,41 @@ mod tests {
             table.entry(SourceKey::ip(IpAddr::from(n.to_be_bytes())), rate, t0);
         }
         assert_eq!(table.len(), 100);
+    }
+
+    #[test]
+    fn a_flood_of_new_sources_does_not_end_a_pause() {
+        let t0 = Instant::now();
+        let rate: Rate = "1/s".parse().unwrap();
+        let mut table = SourceTable::with_capacity(100);
+        let client = SourceKey::ip(IpAddr::from([192, 0, 2, 1]));
+        // The client is the oldest entry, and paused.
+        table.entry(client, rate, t0).paused_until = Some(t0 + Duration::from_secs(60));
+        for n in 0..10_000u32 {
+            table.entry(SourceKey::ip(IpAddr::from(n.to_be_bytes())), rate, t0);
+        }
+        assert_eq!(table.len(), 100);
+        assert!(table.paused(client, t0 + Duration::from_secs(1)));
+        // Once the pause is over, the client is an entry like any other.
+        let later = t0 + Duration::from_secs(61);
+        for n in 10_000..10_200u32 {
+            table.entry(SourceKey::ip(IpAddr::from(n.to_be_bytes())), rate, later);
+        }
+        assert!(!table.entries.contains_key(&client));
+    }
+
+    #[test]
+    fn a_table_full_of_pauses_stays_bounded() {
+        let t0 = Instant::now();
+        let rate: Rate = "1/s".parse().unwrap();
+        let mut table = SourceTable::with_capacity(50);
+        for n in 0..1_000u32 {
+            table
+                .entry(SourceKey::ip(IpAddr::from(n.to_be_bytes())), rate, t0)
+                .paused_until = Some(t0 + Duration::from_secs(60));
+        }
+        assert_eq!(table.len(), 50);
+        assert_eq!(table.order.len(), 50);
     }
 
     #[test]

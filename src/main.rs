@@ -8,6 +8,7 @@ mod config;
 mod convert;
 mod daemon;
 mod decimal;
+mod exit;
 mod fsafe;
 #[cfg(test)]
 mod fuzzing;
@@ -27,8 +28,7 @@ mod timers;
 use std::process::ExitCode;
 
 use cli::{Command, RunArgs};
-
-const EXIT_RUNTIME: u8 = 3;
+use exit::Exit;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
@@ -66,7 +66,7 @@ fn run(args: &RunArgs) -> ExitCode {
             for error in &errors {
                 log::error!("config_error {error}");
             }
-            return ExitCode::from(report::EXIT_CONFIG);
+            return Exit::Config.into();
         }
     };
     let (log_target, log_level) = (loaded.global.log_target, loaded.global.log_level);
@@ -90,7 +90,7 @@ fn run(args: &RunArgs) -> ExitCode {
         if args.daemon && log_target.is_some_and(|t| t != config::LogTarget::Stderr) {
             eprintln!("spawnd: {message}");
         }
-        ExitCode::from(EXIT_RUNTIME)
+        Exit::Runtime.into()
     };
     if let Some(path) = &pid_file {
         if let Err(message) = daemon::check_pid_file(path) {
@@ -159,5 +159,5 @@ fn run(args: &RunArgs) -> ExitCode {
         server.config_dir().display()
     );
     server.notify_ready();
-    ExitCode::from(server.run())
+    server.run().into()
 }

@@ -4,11 +4,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use crate::exit::Exit;
+
 use crate::cli::ConfigDir;
 use crate::config::{self, Loaded, Service};
 use crate::status::escape_line;
-
-pub const EXIT_CONFIG: u8 = 1;
 
 /// Only `spawnd.yaml` (for commands that talk to a running spawnd).
 pub fn load_global(dir: &ConfigDir) -> Result<config::Global, Vec<config::ConfigError>> {
@@ -54,7 +54,7 @@ pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);
-            return ExitCode::from(EXIT_CONFIG);
+            return Exit::Config.into();
         }
     };
     let mut out = std::io::stdout().lock();
@@ -81,9 +81,9 @@ pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
         );
     }
     if loaded.errors.is_empty() {
-        ExitCode::SUCCESS
+        Exit::Success.into()
     } else {
-        ExitCode::from(EXIT_CONFIG)
+        Exit::Config.into()
     }
 }
 
@@ -92,7 +92,7 @@ pub fn list(dir: &ConfigDir) -> ExitCode {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);
-            return ExitCode::from(EXIT_CONFIG);
+            return Exit::Config.into();
         }
     };
     let rows: Vec<[String; 5]> = loaded
@@ -134,8 +134,8 @@ pub fn list(dir: &ConfigDir) -> ExitCode {
     }
     print_errors(&loaded.errors);
     if loaded.errors.is_empty() {
-        ExitCode::SUCCESS
+        Exit::Success.into()
     } else {
-        ExitCode::from(EXIT_CONFIG)
+        Exit::Config.into()
     }
 }

@@ -539,131 +539,137 @@ fn a<const N: usize>(given: [usize; N]) -> [usize; 6] {
 /// `args` must point to a live `ChildArgs` whose pointers are valid until
 /// the child has exec'd or exited.
 unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
-    let plan = &*(*args).plan;
-    if plan.listen_fds {
-        let pid = step(Stage::Getpid, libc::SYS_getpid, a([]))?;
-        write_listen_pid(&mut (*args).listen_pid, pid as u32);
-    }
-    let args = &*args;
-    if args.use_close_range {
-        step(
-            Stage::FdTable,
-            libc::SYS_close_range,
-            a([
-                args.first_uncopied as usize,
-                c_uint::MAX as usize,
-                libc::CLOSE_RANGE_UNSHARE as usize,
-            ]),
-        )?;
-    }
-    let mut primary = args.primary;
-    if args.handoff >= 0 {
-        // spawnd has closed its copy of the connection already, and may
-        // have put another one in `primary`'s slot since: this child's
-        // connection is the one waiting on its socket.
-        primary = receive_connection(args.handoff)?;
-        (*args.received).store(1, Ordering::Release);
-    }
-    let dup = |from: RawFd, to: RawFd| {
-        step(
-            Stage::Dup,
-            libc::SYS_dup3,
-            a([from as usize, to as usize, 0]),
-        )
-    };
-    let stderr_from = match plan.stderr {
-        StderrTarget::Primary => primary,
-        StderrTarget::Null => SLOT_NULL,
-        StderrTarget::Pipe => SLOT_STDERR,
-    };
-    if plan.listen_fds {
-        dup(SLOT_NULL, 0)?;
-        dup(SLOT_NULL, 1)?;
-        dup(stderr_from, 2)?;
-        if primary == 3 {
-            // fd 3 already is the socket; it only has to survive exec.
+    // SAFETY: every call below is a raw system call whose pointer
+    // arguments point into `*args`, its plan and this stack frame, all
+    // alive until exec or exit (the caller's contract); nothing allocates,
+    // locks or touches errno.
+    unsafe {
+        let plan = &*(*args).plan;
+        if plan.listen_fds {
+            let pid = step(Stage::Getpid, libc::SYS_getpid, a([]))?;
+            write_listen_pid(&mut (*args).listen_pid, pid as u32);
+        }
+        let args = &*args;
+        if args.use_close_range {
+            step(
+                Stage::FdTable,
+                libc::SYS_close_range,
+                a([
+                    args.first_uncopied as usize,
+                    c_uint::MAX as usize,
+                    libc::CLOSE_RANGE_UNSHARE as usize,
+                ]),
+            )?;
+        }
+        let mut primary = args.primary;
+        if args.handoff >= 0 {
+            // spawnd has closed its copy of the connection already, and may
+            // have put another one in `primary`'s slot since: this child's
+            // connection is the one waiting on its socket.
+            primary = receive_connection(args.handoff)?;
+            (*args.received).store(1, Ordering::Release);
+        }
+        let dup = |from: RawFd, to: RawFd| {
             step(
                 Stage::Dup,
-                libc::SYS_fcntl,
-                a([3, libc::F_SETFD as usize, 0]),
-            )?;
+                libc::SYS_dup3,
+                a([from as usize, to as usize, 0]),
+            )
+        };
+        let stderr_from = match plan.stderr {
+            StderrTarget::Primary => primary,
+            StderrTarget::Null => SLOT_NULL,
+            StderrTarget::Pipe => SLOT_STDERR,
+        };
+        if plan.listen_fds {
+            dup(SLOT_NULL, 0)?;
+            dup(SLOT_NULL, 1)?;
+            dup(stderr_from, 2)?;
+            if primary == 3 {
+                // fd 3 already is the socket; it only has to survive exec.
+                step(
+                    Stage::Dup,
+                    libc::SYS_fcntl,
+                    a([3, libc::F_SETFD as usize, 0]),
+                )?;
+            } else {
+                // The table is this child's own now; dup3 clears close-on-exec.
+                dup(primary, 3)?;
+            }
         } else {
-            // The table is this child's own now; dup3 clears close-on-exec.
-            dup(primary, 3)?;
+            dup(primary, 0)?;
+            dup(primary, 1)?;
+            dup(stderr_from, 2)?;
         }
-    } else {
-        dup(primary, 0)?;
-        dup(primary, 1)?;
-        dup(stderr_from, 2)?;
-    }
-    if args.new_session {
-        step(Stage::Session, libc::SYS_setsid, a([]))?;
-    } else {
-        step(Stage::Session, libc::SYS_setpgid, a([0, 0]))?;
-    }
-    // No disposition to reset: spawnd keeps SIGPIPE at its default action
-    // and blocked (see `server::blocked_signals`), so emptying the mask
-    // below restores it, and pending signals are not inherited.
-    if let Some(limit) = &args.restore_nofile {
+        if args.new_session {
+            step(Stage::Session, libc::SYS_setsid, a([]))?;
+        } else {
+            step(Stage::Session, libc::SYS_setpgid, a([0, 0]))?;
+        }
+        // No disposition to reset: spawnd keeps SIGPIPE at its default action
+        // and blocked (see `server::blocked_signals`), so emptying the mask
+        // below restores it, and pending signals are not inherited.
+        if let Some(limit) = &args.restore_nofile {
+            step(
+                Stage::Rlimit,
+                libc::SYS_prlimit64,
+                a([
+                    0,
+                    libc::RLIMIT_NOFILE as usize,
+                    limit as *const libc::rlimit as usize,
+                    0,
+                ]),
+            )?;
+        }
+        if let Some(setup) = &plan.setup {
+            apply_setup(setup)?;
+        }
+        if args.clear_ambient {
+            // Ambient capabilities survive exec into a program that is not
+            // privileged itself: a child gets none it was not given.
+            step(
+                Stage::Capabilities,
+                libc::SYS_prctl,
+                a([
+                    libc::PR_CAP_AMBIENT as usize,
+                    libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+                    0,
+                    0,
+                    0,
+                ]),
+            )?;
+        }
+        if args.exec_delay.tv_sec != 0 || args.exec_delay.tv_nsec != 0 {
+            // Test hook: widens the window in which a reload could change what
+            // this child is about to exec (tests/reload.rs).
+            let _ = step(
+                Stage::None,
+                libc::SYS_nanosleep,
+                a([ptr::addr_of!(args.exec_delay) as usize, 0]),
+            );
+        }
+        let empty: libc::sigset_t = std::mem::zeroed();
         step(
-            Stage::Rlimit,
-            libc::SYS_prlimit64,
+            Stage::Sigprocmask,
+            libc::SYS_rt_sigprocmask,
             a([
+                libc::SIG_SETMASK as usize,
+                ptr::addr_of!(empty) as usize,
                 0,
-                libc::RLIMIT_NOFILE as usize,
-                limit as *const libc::rlimit as usize,
-                0,
+                8,
             ]),
         )?;
-    }
-    if let Some(setup) = &plan.setup {
-        apply_setup(setup)?;
-    }
-    if args.clear_ambient {
-        // Ambient capabilities survive exec into a program that is not
-        // privileged itself: a child gets none it was not given.
         step(
-            Stage::Capabilities,
-            libc::SYS_prctl,
+            Stage::Exec,
+            libc::SYS_execve,
             a([
-                libc::PR_CAP_AMBIENT as usize,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
-                0,
-                0,
-                0,
+                plan.strings.as_ptr() as usize,
+                plan.pointers.as_ptr() as usize,
+                args.envp as usize,
             ]),
         )?;
+        Ok(())
     }
-    if args.exec_delay.tv_sec != 0 || args.exec_delay.tv_nsec != 0 {
-        // Test hook: widens the window in which a reload could change what
-        // this child is about to exec (tests/reload.rs).
-        let _ = step(
-            Stage::None,
-            libc::SYS_nanosleep,
-            a([ptr::addr_of!(args.exec_delay) as usize, 0]),
-        );
-    }
-    let empty: libc::sigset_t = std::mem::zeroed();
-    step(
-        Stage::Sigprocmask,
-        libc::SYS_rt_sigprocmask,
-        a([
-            libc::SIG_SETMASK as usize,
-            ptr::addr_of!(empty) as usize,
-            0,
-            8,
-        ]),
-    )?;
-    step(
-        Stage::Exec,
-        libc::SYS_execve,
-        a([
-            plan.strings.as_ptr() as usize,
-            plan.pointers.as_ptr() as usize,
-            args.envp as usize,
-        ]),
-    )?;
-    Ok(())
 }
 
 /// Takes the connection spawnd sent on `socket` (see `launch`); it lands
@@ -674,35 +680,40 @@ unsafe fn child_steps(args: *mut ChildArgs) -> Result<(), Failure> {
 /// child's table is its own.
 #[inline(always)]
 unsafe fn receive_connection(socket: RawFd) -> Result<RawFd, Failure> {
-    let mut byte = 0u8;
-    let mut data = libc::iovec {
-        iov_base: ptr::addr_of_mut!(byte).cast(),
-        iov_len: 1,
-    };
-    // Room for one descriptor's control message, aligned for cmsghdr.
-    let mut control = [0u64; 4];
-    let mut message: libc::msghdr = std::mem::zeroed();
-    message.msg_iov = &mut data;
-    message.msg_iovlen = 1;
-    message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = std::mem::size_of_val(&control) as _;
-    step(
-        Stage::Handoff,
-        libc::SYS_recvmsg,
-        a([
-            socket as usize,
-            ptr::addr_of_mut!(message) as usize,
-            libc::MSG_CMSG_CLOEXEC as usize,
-        ]),
-    )?;
-    let header = control.as_ptr().cast::<libc::cmsghdr>();
-    if (message.msg_controllen as usize) < libc::CMSG_LEN(4) as usize
-        || (*header).cmsg_level != libc::SOL_SOCKET
-        || (*header).cmsg_type != libc::SCM_RIGHTS
-    {
-        return Err((14, libc::EBADMSG));
+    // SAFETY: `message` points at `data` and `control` on this frame, which
+    // outlive the recvmsg; the control header is read only after the
+    // kernel reported a length that holds one descriptor.
+    unsafe {
+        let mut byte = 0u8;
+        let mut data = libc::iovec {
+            iov_base: ptr::addr_of_mut!(byte).cast(),
+            iov_len: 1,
+        };
+        // Room for one descriptor's control message, aligned for cmsghdr.
+        let mut control = [0u64; 4];
+        let mut message: libc::msghdr = std::mem::zeroed();
+        message.msg_iov = &mut data;
+        message.msg_iovlen = 1;
+        message.msg_control = control.as_mut_ptr().cast();
+        message.msg_controllen = std::mem::size_of_val(&control) as _;
+        step(
+            Stage::Handoff,
+            libc::SYS_recvmsg,
+            a([
+                socket as usize,
+                ptr::addr_of_mut!(message) as usize,
+                libc::MSG_CMSG_CLOEXEC as usize,
+            ]),
+        )?;
+        let header = control.as_ptr().cast::<libc::cmsghdr>();
+        if (message.msg_controllen as usize) < libc::CMSG_LEN(4) as usize
+            || (*header).cmsg_level != libc::SOL_SOCKET
+            || (*header).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err((Stage::Handoff as c_int, libc::EBADMSG));
+        }
+        Ok(ptr::read_unaligned(libc::CMSG_DATA(header).cast::<c_int>()))
     }
-    Ok(ptr::read_unaligned(libc::CMSG_DATA(header).cast::<c_int>()))
 }
 
 /// The service's process controls, in the child (raw system calls only).
@@ -711,55 +722,59 @@ unsafe fn receive_connection(socket: RawFd) -> Result<RawFd, Failure> {
 /// Called only from `child_steps`, between clone and exec.
 #[inline(always)]
 unsafe fn apply_setup(setup: &ChildSetup) -> Result<(), Failure> {
-    for (resource, value) in &setup.rlimits {
-        let limit = libc::rlimit {
-            rlim_cur: *value,
-            rlim_max: *value,
-        };
-        step(
-            Stage::Rlimit,
-            libc::SYS_prlimit64,
-            a([0, *resource as usize, ptr::addr_of!(limit) as usize, 0]),
-        )?;
+    // SAFETY: raw system calls whose pointer arguments point into `setup`
+    // (alive until exec, the caller's contract) or this frame.
+    unsafe {
+        for (resource, value) in &setup.rlimits {
+            let limit = libc::rlimit {
+                rlim_cur: *value,
+                rlim_max: *value,
+            };
+            step(
+                Stage::Rlimit,
+                libc::SYS_prlimit64,
+                a([0, *resource as usize, ptr::addr_of!(limit) as usize, 0]),
+            )?;
+        }
+        if let Some(nice) = setup.nice {
+            step(
+                Stage::Nice,
+                libc::SYS_setpriority,
+                a([libc::PRIO_PROCESS as usize, 0, nice as usize]),
+            )?;
+        }
+        if let Some(mask) = setup.umask {
+            // umask cannot fail: it returns the previous mask.
+            let _ = step(Stage::None, libc::SYS_umask, a([mask as usize]));
+        }
+        if let Some(root) = &setup.chroot {
+            step(Stage::Chroot, libc::SYS_chroot, a([root.as_ptr() as usize]))?;
+            step(Stage::Chdir, libc::SYS_chdir, a([c"/".as_ptr() as usize]))?;
+        }
+        if let Some(dir) = &setup.workdir {
+            step(Stage::Chdir, libc::SYS_chdir, a([dir.as_ptr() as usize]))?;
+        }
+        if let Some((uid, gid, groups)) = &setup.credentials {
+            // Groups first, then gid, then uid: after setuid the others are no
+            // longer permitted. Raw calls change only this task, as wanted.
+            step(
+                Stage::Setgroups,
+                libc::SYS_setgroups,
+                a([groups.len(), groups.as_ptr() as usize]),
+            )?;
+            step(
+                Stage::Setgid,
+                libc::SYS_setresgid,
+                a([*gid as usize, *gid as usize, *gid as usize]),
+            )?;
+            step(
+                Stage::Setuid,
+                libc::SYS_setresuid,
+                a([*uid as usize, *uid as usize, *uid as usize]),
+            )?;
+        }
+        Ok(())
     }
-    if let Some(nice) = setup.nice {
-        step(
-            Stage::Nice,
-            libc::SYS_setpriority,
-            a([libc::PRIO_PROCESS as usize, 0, nice as usize]),
-        )?;
-    }
-    if let Some(mask) = setup.umask {
-        // umask cannot fail: it returns the previous mask.
-        let _ = step(Stage::None, libc::SYS_umask, a([mask as usize]));
-    }
-    if let Some(root) = &setup.chroot {
-        step(Stage::Chroot, libc::SYS_chroot, a([root.as_ptr() as usize]))?;
-        step(Stage::Chdir, libc::SYS_chdir, a([c"/".as_ptr() as usize]))?;
-    }
-    if let Some(dir) = &setup.workdir {
-        step(Stage::Chdir, libc::SYS_chdir, a([dir.as_ptr() as usize]))?;
-    }
-    if let Some((uid, gid, groups)) = &setup.credentials {
-        // Groups first, then gid, then uid: after setuid the others are no
-        // longer permitted. Raw calls change only this task, as wanted.
-        step(
-            Stage::Setgroups,
-            libc::SYS_setgroups,
-            a([groups.len(), groups.as_ptr() as usize]),
-        )?;
-        step(
-            Stage::Setgid,
-            libc::SYS_setresgid,
-            a([*gid as usize, *gid as usize, *gid as usize]),
-        )?;
-        step(
-            Stage::Setuid,
-            libc::SYS_setresuid,
-            a([*uid as usize, *uid as usize, *uid as usize]),
-        )?;
-    }
-    Ok(())
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";

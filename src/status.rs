@@ -7,6 +7,8 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::exit::Exit;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -124,7 +126,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
                 for error in errors {
                     eprintln!("error: {error}");
                 }
-                return ExitCode::from(crate::report::EXIT_CONFIG);
+                return Exit::Config.into();
             }
         },
     };
@@ -143,7 +145,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             "spawnd status: cannot reach {}: {e} (is spawnd running?)",
             path.display()
         );
-        return ExitCode::from(3);
+        return Exit::Runtime.into();
     }
     let report: Report = match serde_json::from_str(&text) {
         Ok(report) => report,
@@ -152,7 +154,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
                 "spawnd status: unexpected answer from {}: {e}",
                 path.display()
             );
-            return ExitCode::from(3);
+            return Exit::Runtime.into();
         }
     };
     // Found by way of the directory: the spawnd answering must serve it.
@@ -165,20 +167,20 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             report.config_dir,
             config_dir.display()
         );
-        return ExitCode::from(3);
+        return Exit::Runtime.into();
     }
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 eprintln!("spawnd status: {e}");
-                return ExitCode::from(3);
+                return Exit::Runtime.into();
             }
         }
     } else {
         print!("{}", table(&report));
     }
-    ExitCode::SUCCESS
+    Exit::Success.into()
 }
 
 /// The human-readable form.

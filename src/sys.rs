@@ -1,6 +1,12 @@
-//! Thin, safe wrappers over the few system calls std and nix do not offer
-//! in the shape the accept path needs (accept4 with the peer address in one
-//! call, a peek at a datagram's sender, dup3 onto a fixed slot).
+//! Thin, safe wrappers over system calls, on nix where nix has the call in
+//! the shape needed. Raw libc remains only where it does not:
+//! - accept4 and getsockname with the peer address in one call, poll over
+//!   a reused `pollfd` array, sendmsg of one descriptor: the accept path,
+//!   where nix would allocate or need a second call;
+//! - dup3 onto, fcntl on and close of the reserved descriptor slots and
+//!   inherited descriptors, which are numbers no `OwnedFd` owns;
+//! - rt_sigaction to query a disposition without changing it;
+//! - localtime_r, malloc_trim and madvise, which nix does not wrap.
 
 use std::io;
 use std::mem::{size_of, size_of_val, MaybeUninit};
@@ -240,21 +246,10 @@ pub fn peek_head(fd: RawFd) -> io::Result<HeadDatagram> {
 
 /// Reads and drops one datagram (so a refused or failed one is not seen again).
 pub fn discard_datagram(fd: RawFd) -> io::Result<()> {
-    let mut byte = 0u8;
-    // SAFETY: a one-byte writable buffer; the rest of the datagram is dropped.
-    let result = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-        )
-    };
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    use nix::sys::socket::MsgFlags;
+    // One byte is read; MSG_TRUNC drops the rest of the datagram.
+    nix::sys::socket::recv(fd, &mut [0u8], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC)?;
+    Ok(())
 }
 
 /// Sets or clears O_NONBLOCK on the open file description behind `fd`.
@@ -293,23 +288,25 @@ pub fn cloexec_from(first: RawFd) {
 /// Opens /dev/null on any of fds 0–2 that is closed, so no socket spawnd
 /// opens can land there and be mistaken for stdio.
 pub fn ensure_stdio_open() {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only queries the descriptor.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            if let Ok(null) = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
-                use std::os::fd::IntoRawFd;
-                let raw = null.into_raw_fd();
-                if raw != fd {
-                    // SAFETY: moving our /dev/null descriptor onto the free slot.
-                    unsafe {
-                        libc::dup2(raw, fd);
-                        libc::close(raw);
-                    }
-                }
+    use nix::fcntl::{fcntl, FcntlArg};
+    let closed = [
+        fcntl(io::stdin(), FcntlArg::F_GETFD).is_err(),
+        fcntl(io::stdout(), FcntlArg::F_GETFD).is_err(),
+        fcntl(io::stderr(), FcntlArg::F_GETFD).is_err(),
+    ];
+    for (fd, _) in closed.iter().enumerate().filter(|(_, closed)| **closed) {
+        // Opened while a lower one may still be closed: it can land on a
+        // stdio number itself, which dup_stdio leaves as it is.
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            let fd = fd as RawFd;
+            if null.as_raw_fd() == fd {
+                std::mem::forget(null);
+            } else {
+                let _ = dup_stdio(&null, fd);
             }
         }
     }
@@ -333,28 +330,32 @@ pub fn has_controlling_terminal() -> bool {
 
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
-    let mut info = MaybeUninit::<libc::sysinfo>::zeroed();
-    // SAFETY: sysinfo fills the struct we pass; the result is checked.
-    if unsafe { libc::sysinfo(info.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: zeroed, then filled by the kernel.
-    let info = unsafe { info.assume_init() };
-    Some(info.loads[0] as f64 / f64::from(1u32 << libc::SI_LOAD_SHIFT))
+    nix::sys::sysinfo::sysinfo()
+        .ok()
+        .map(|info| info.load_average().0)
 }
 
-/// Minutes since local midnight (for `access.times`).
+/// Minutes since local midnight (for `access.times`); UTC's when the
+/// local time cannot be had.
 pub fn local_minute_of_day() -> u16 {
+    match local_tm() {
+        Ok(tm) => (tm.tm_hour * 60 + tm.tm_min) as u16,
+        Err(now) => crate::limits::minute_of_day(now, 0),
+    }
+}
+
+/// The broken-down local time now (the one home of `localtime_r`), or
+/// the seconds since the epoch when it cannot be had.
+fn local_tm() -> Result<libc::tm, libc::time_t> {
     // SAFETY: time(NULL) only returns the time.
     let now = unsafe { libc::time(std::ptr::null_mut()) };
     let mut tm = MaybeUninit::<libc::tm>::zeroed();
     // SAFETY: localtime_r writes into our struct; the result is checked.
     if unsafe { libc::localtime_r(&now, tm.as_mut_ptr()) }.is_null() {
-        return crate::limits::minute_of_day(now, 0);
+        return Err(now);
     }
     // SAFETY: filled by localtime_r.
-    let tm = unsafe { tm.assume_init() };
-    (tm.tm_hour * 60 + tm.tm_min) as u16
+    Ok(unsafe { tm.assume_init() })
 }
 
 /// The kernel's `struct sigaction` (x86_64 and aarch64 both have a
@@ -412,24 +413,26 @@ pub fn reset_ignored_signals() {
     }
 }
 
-/// `dup2(from, to)` without close-on-exec (for stdio).
-pub fn dup_plain(from: RawFd, to: RawFd) -> io::Result<()> {
-    if from == to {
+/// Puts a copy of `from` on stdio descriptor `to` (0–2), without
+/// close-on-exec.
+pub fn dup_stdio(from: impl std::os::fd::AsFd, to: RawFd) -> io::Result<()> {
+    if from.as_fd().as_raw_fd() == to {
         return Ok(());
     }
-    // SAFETY: dup2 on integers; `to` is one of 0–2, which we keep open.
-    check(unsafe { libc::dup2(from, to) }).map(drop)
+    match to {
+        0 => nix::unistd::dup2_stdin(from)?,
+        1 => nix::unistd::dup2_stdout(from)?,
+        2 => nix::unistd::dup2_stderr(from)?,
+        _ => return Err(io::Error::from_raw_os_error(libc::EBADF)),
+    }
+    Ok(())
 }
 
 /// Local time now: (year, month 1–12, day, weekday 0=Sunday, hour, minute, second).
 pub fn local_time() -> (i64, u32, u32, u32, u32, u32, u32) {
-    // SAFETY: time(NULL) only returns the time.
-    let now = unsafe { libc::time(std::ptr::null_mut()) };
-    let mut tm = MaybeUninit::<libc::tm>::zeroed();
-    // SAFETY: localtime_r writes into our struct; on failure it stays zeroed.
-    unsafe { libc::localtime_r(&now, tm.as_mut_ptr()) };
-    // SAFETY: zeroed, then possibly filled.
-    let tm = unsafe { tm.assume_init() };
+    // SAFETY: an all-zero `tm` is a valid value (the epoch's fields).
+    let tm =
+        local_tm().unwrap_or_else(|_| unsafe { MaybeUninit::<libc::tm>::zeroed().assume_init() });
     (
         i64::from(tm.tm_year) + 1900,
         (tm.tm_mon + 1) as u32,
@@ -445,22 +448,16 @@ pub fn local_time() -> (i64, u32, u32, u32, u32, u32, u32) {
 /// sockets); returns the original limits when they changed, so children
 /// get them back (programs using select() expect 1024).
 pub fn raise_nofile() -> Option<libc::rlimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct; the result is checked.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
-        || limit.rlim_cur >= limit.rlim_max
-    {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft >= hard {
         return None;
     }
-    let raised = libc::rlimit {
-        rlim_cur: limit.rlim_max,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct; the result is checked.
-    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0).then_some(limit)
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
+    Some(libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    })
 }
 
 /// Returns memory freed after loading the configuration (YAML parse trees,

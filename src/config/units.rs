@@ -368,14 +368,6 @@ impl ListenAddr {
     }
 }
 
-/// Maps `::ffff:a.b.c.d` to `a.b.c.d` so rules and counters see one address.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// An address prefix: `10.0.0.0/8`, `::1/128`, or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -394,7 +386,10 @@ impl FromStr for Cidr {
             None => (text, None),
         };
         let addr = addr.trim_start_matches('[').trim_end_matches(']');
-        let addr = canonical_ip(addr.parse::<IpAddr>().map_err(|_| invalid())?);
+        let addr = addr
+            .parse::<IpAddr>()
+            .map_err(|_| invalid())?
+            .to_canonical();
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -419,7 +414,7 @@ scalar_deserialize!(Cidr, "an address or CIDR prefix");
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical_ip(ip)) {
+        match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 prefix_match(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
             }

@@ -28,6 +28,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::exit::Exit;
+
 use crate::cli::ConvertCommand;
 use diag::Diags;
 use model::Conversion;
@@ -70,7 +72,7 @@ pub fn run(command: &ConvertCommand) -> ExitCode {
     print_diags(&diags);
     if diags.has_errors() {
         eprintln!("spawnd convert: errors above; nothing written");
-        return ExitCode::from(1);
+        return Exit::Config.into();
     }
     if conversion.units.is_empty() {
         eprintln!("spawnd convert: warning: no services found");
@@ -87,10 +89,10 @@ pub fn run(command: &ConvertCommand) -> ExitCode {
         Some(dir) => write_dir(dir, &docs),
     };
     match written {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(message) => {
             eprintln!("spawnd convert: error: {message}");
-            ExitCode::from(1)
+            Exit::Config.into()
         }
     }
 }

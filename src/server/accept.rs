@@ -21,7 +21,7 @@ pub(super) struct PeerLabel<'a>(pub &'a Peer);
 impl std::fmt::Display for PeerLabel<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self.0 {
-            Peer::Inet { remote, .. } => match crate::config::units::canonical_ip(remote.ip()) {
+            Peer::Inet { remote, .. } => match remote.ip().to_canonical() {
                 // The common case, on every accept line: no formatting machinery.
                 IpAddr::V4(ip) => {
                     let mut buffer = [0u8; IPV4_WITH_PORT_MAX];
@@ -72,7 +72,7 @@ impl AcceptLine<'_> {
         let Peer::Inet { remote, .. } = self.peer else {
             return None;
         };
-        let IpAddr::V4(ip) = crate::config::units::canonical_ip(remote.ip()) else {
+        let IpAddr::V4(ip) = remote.ip().to_canonical() else {
             return None;
         };
         let pid = u32::try_from(self.pid).ok()?;
@@ -155,7 +155,7 @@ enum Primary {
 
 pub(super) fn peer_ip(peer: &Peer) -> Option<IpAddr> {
     match peer {
-        Peer::Inet { remote, .. } => Some(crate::config::units::canonical_ip(remote.ip())),
+        Peer::Inet { remote, .. } => Some(remote.ip().to_canonical()),
         _ => None,
     }
 }

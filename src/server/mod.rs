@@ -654,8 +654,8 @@ impl Server {
         }
     }
 
-    /// Runs until stopped; returns the process exit code.
-    pub fn run(&mut self) -> u8 {
+    /// Runs until stopped; returns how the process exits.
+    pub fn run(&mut self) -> crate::exit::Exit {
         let mut events = Events::with_capacity(256);
         crate::logging::set_batching(true);
         let code = self.serve(&mut events);
@@ -663,7 +663,7 @@ impl Server {
         code
     }
 
-    fn serve(&mut self, events: &mut Events) -> u8 {
+    fn serve(&mut self, events: &mut Events) -> crate::exit::Exit {
         loop {
             crate::logging::flush();
             self.skip_stale_timers();
@@ -677,7 +677,7 @@ impl Server {
                     continue;
                 }
                 log::error!("poll_error error=\"{e}\"");
-                return 3;
+                return crate::exit::Exit::Runtime;
             }
             // Reap first: an exit frees the instance a waiting client needs.
             if events.iter().any(|event| event.token() == SIGNALS) {
@@ -700,7 +700,7 @@ impl Server {
                 .is_some_and(|_| self.children.is_empty())
             {
                 log::info!("stopped");
-                return 0;
+                return crate::exit::Exit::Success;
             }
         }
     }
