@@ -38,8 +38,8 @@ pub fn take() -> Inherited {
         let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, crate::spawn::first_free()) };
         if moved < 0 {
             log::warn!(
-                "activation_error fd={fd} error=\"{}\"",
-                std::io::Error::last_os_error()
+                "activation_error fd={fd} error={}",
+                crate::logline::Quoted(std::io::Error::last_os_error())
             );
             continue;
         }
@@ -103,7 +103,10 @@ impl Inherited {
         let index = self.sockets.iter().position(|fd| matches(fd, addr, kind))?;
         let fd = self.sockets.swap_remove(index);
         if let Err(e) = crate::sys::set_nonblocking(fd.as_raw_fd(), true) {
-            log::warn!("activation_error listen={addr} error=\"{e}\"");
+            log::warn!(
+                "activation_error listen={addr} error={e}",
+                e = crate::logline::Quoted(&e)
+            );
         }
         log::info!("adopted listen={addr}");
         Some(fd)

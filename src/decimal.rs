@@ -1,5 +1,5 @@
-//! Decimal digits and IPv4 addresses without `core::fmt` and without
-//! allocating: for the per-connection log line and environment, and for the
+//! Decimal digits (on itoa) and IPv4 addresses without `core::fmt` and
+//! without allocating: for the per-connection log line and environment, and for the
 //! child between clone and exec, where only async-signal-safe work is
 //! allowed. `core::fmt` walks a format description and pads every argument;
 //! on the accept path that was a tenth of spawnd's own user time. Fields are
@@ -8,40 +8,18 @@
 
 use std::net::Ipv4Addr;
 
-/// The decimal digits of `value`, written into `buffer`.
-pub fn digits(value: u32, buffer: &mut [u8; 10]) -> &[u8] {
-    let mut start = buffer.len();
-    let mut rest = value;
-    loop {
-        start -= 1;
-        buffer[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            return &buffer[start..];
-        }
-    }
-}
-
-/// How many decimal digits `value` has.
-fn digit_count(value: u32) -> usize {
-    let mut count = 1;
-    let mut rest = value / 10;
-    while rest > 0 {
-        count += 1;
-        rest /= 10;
-    }
-    count
+/// The decimal digits of `value`, written into `buffer` (itoa: no
+/// allocation, no `core::fmt`; safe between clone and exec).
+pub fn digits(value: u32, buffer: &mut itoa::Buffer) -> &[u8] {
+    buffer.format(value).as_bytes()
 }
 
 /// Writes `value` at the start of `field`; returns how many digits.
 fn put_decimal(field: &mut [u8], value: u32) -> usize {
-    let count = digit_count(value);
-    let mut rest = value;
-    for digit in field[..count].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    count
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(value).as_bytes();
+    field[..digits.len()].copy_from_slice(digits);
+    digits.len()
 }
 
 /// Appends the first `len` bytes of `field` to `out`, copying the whole
@@ -110,7 +88,7 @@ mod tests {
             999_999_999,
             u32::MAX,
         ] {
-            let mut buffer = [0u8; 10];
+            let mut buffer = itoa::Buffer::new();
             assert_eq!(digits(value, &mut buffer), value.to_string().as_bytes());
             let mut out = b"x=".to_vec();
             push_decimal(&mut out, value);

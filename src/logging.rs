@@ -181,7 +181,10 @@ pub fn set_target(target: LogTarget) {
     let using = sink.label();
     LOGGER.lock_state().sink = sink;
     if let Some((wanted, reason)) = fallback {
-        log::warn!("log_target_unavailable wanted={wanted} using={using} error=\"{reason}\"");
+        log::warn!(
+            "log_target_unavailable wanted={wanted} using={using} error={reason}",
+            reason = crate::logline::Quoted(&reason)
+        );
     }
 }
 

@@ -16,6 +16,7 @@ mod internal;
 mod limits;
 mod listener;
 mod logging;
+mod logline;
 mod notify;
 mod raw_syscall;
 mod report;
@@ -86,7 +87,10 @@ fn run(args: &RunArgs) -> ExitCode {
     // Until it detaches, a daemon's failures also go to the starting
     // command's stderr, whatever the log target.
     let fail = |message: &str| {
-        log::error!("start_failed error=\"{message}\"");
+        log::error!(
+            "start_failed error={message}",
+            message = crate::logline::Quoted(&message)
+        );
         if args.daemon && log_target.is_some_and(|t| t != config::LogTarget::Stderr) {
             eprintln!("spawnd: {message}");
         }

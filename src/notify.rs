@@ -42,7 +42,10 @@ pub fn send(message: &str) {
         }
     });
     if let Err(e) = result {
-        log::debug!("notify_error socket={path} error=\"{e}\"");
+        log::debug!(
+            "notify_error socket={path} error={e}",
+            e = crate::logline::Quoted(&e)
+        );
     }
 }
 

@@ -781,7 +781,7 @@ const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 
 /// Writes `LISTEN_PID=<pid>\0` without allocating (async-signal-safe).
 fn write_listen_pid(buffer: &mut [u8; 32], pid: u32) {
-    let mut scratch = [0u8; 10];
+    let mut scratch = itoa::Buffer::new();
     let digits = crate::decimal::digits(pid, &mut scratch);
     let end = LISTEN_PID_PREFIX.len() + digits.len();
     buffer[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);

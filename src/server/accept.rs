@@ -11,90 +11,9 @@ use super::{
 };
 use crate::childenv::{write_connection_env, Peer, Transport};
 use crate::config::SocketKind;
-use crate::decimal::{ipv4_with_port, IPV4_WITH_PORT_MAX};
 use crate::limits::{check_access, Decision, LogBudget, PauseStarted, Refusal, SourceKey};
+use crate::logline::{AcceptLine, PeerLabel, Quoted, Suppressed};
 use crate::spawn::SpawnError;
-
-/// `ip:port`, or `-` when the client has no IP address.
-pub(super) struct PeerLabel<'a>(pub &'a Peer);
-
-impl std::fmt::Display for PeerLabel<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self.0 {
-            Peer::Inet { remote, .. } => match remote.ip().to_canonical() {
-                // The common case, on every accept line: no formatting machinery.
-                IpAddr::V4(ip) => {
-                    let mut buffer = [0u8; IPV4_WITH_PORT_MAX];
-                    f.write_str(ipv4_with_port(ip, remote.port(), &mut buffer))
-                }
-                ip => write!(f, "{}", SocketAddr::new(ip, remote.port())),
-            },
-            Peer::Unix {
-                uid: Some(uid),
-                pid,
-                ..
-            } => match pid {
-                Some(pid) => write!(f, "unix:uid={uid},pid={pid}"),
-                None => write!(f, "unix:uid={uid}"),
-            },
-            _ => f.write_str("-"),
-        }
-    }
-}
-
-/// `accept service=NAME peer=IP:PORT pid=PID`, the one line per connection
-/// at the default level, written piece by piece: through `format_args!` its
-/// six arguments cost more than the rest of the line's work.
-struct AcceptLine<'a> {
-    service: &'a str,
-    peer: &'a Peer,
-    pid: i32,
-}
-
-impl std::fmt::Display for AcceptLine<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let mut buffer = [0u8; 128];
-        if let Some(line) = self.render_ipv4(&mut buffer) {
-            return f.write_str(line);
-        }
-        f.write_str("accept service=")?;
-        f.write_str(self.service)?;
-        f.write_str(" peer=")?;
-        std::fmt::Display::fmt(&PeerLabel(self.peer), f)?;
-        write!(f, " pid={}", self.pid)
-    }
-}
-
-impl AcceptLine<'_> {
-    /// The whole line in `buffer`, when the client has an IPv4 address and
-    /// the line fits: it then reaches the log as one piece.
-    fn render_ipv4<'b>(&self, buffer: &'b mut [u8; 128]) -> Option<&'b str> {
-        let Peer::Inet { remote, .. } = self.peer else {
-            return None;
-        };
-        let IpAddr::V4(ip) = remote.ip().to_canonical() else {
-            return None;
-        };
-        let pid = u32::try_from(self.pid).ok()?;
-        let mut peer = [0u8; IPV4_WITH_PORT_MAX];
-        let peer = ipv4_with_port(ip, remote.port(), &mut peer);
-        let mut digits = [0u8; 10];
-        let pid = crate::decimal::digits(pid, &mut digits);
-        let mut at = 0;
-        for piece in [
-            b"accept service=".as_slice(),
-            self.service.as_bytes(),
-            b" peer=",
-            peer.as_bytes(),
-            b" pid=",
-            pid,
-        ] {
-            buffer.get_mut(at..at + piece.len())?.copy_from_slice(piece);
-            at += piece.len();
-        }
-        std::str::from_utf8(&buffer[..at]).ok()
-    }
-}
 
 /// A child died before its exec: counted and logged, whether spawnd waited
 /// for it or found out when it was reaped.
@@ -112,23 +31,13 @@ fn exec_failed(
     };
     let program = program.map_or_else(|| service.program_label(), str::to_string);
     log::error!(
-        "exec_failed service={} peer={} pid={pid} stage={stage} program=\"{program}\" error=\"{error}\"{}",
+        "exec_failed service={} peer={} pid={pid} stage={stage} program={program} error={error}{}",
         service.name,
         PeerLabel(peer),
-        Suppressed(left_out)
+        Suppressed(left_out),
+        program = Quoted(&program),
+        error = Quoted(&error)
     );
-}
-
-/// ` suppressed=N` after a budgeted line, when lines were left out before it.
-pub(super) struct Suppressed(pub u64);
-
-impl std::fmt::Display for Suppressed {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self.0 {
-            0 => Ok(()),
-            n => write!(f, " suppressed={n}"),
-        }
-    }
 }
 
 /// A spawn that created no process: counted, and logged within the
@@ -137,10 +46,11 @@ fn spawn_failed(service: &mut super::ServiceRt, peer: &Peer, error: std::fmt::Ar
     service.counters.spawn_failures += 1;
     if let Some(left_out) = service.failure_line_allowed() {
         log::error!(
-            "spawn_failed service={} peer={} error=\"{error}\"{}",
+            "spawn_failed service={} peer={} error={error}{}",
             service.name,
             PeerLabel(peer),
-            Suppressed(left_out)
+            Suppressed(left_out),
+            error = Quoted(&error)
         );
     }
 }
@@ -304,8 +214,9 @@ impl Server {
                         }
                         _ => {
                             log::error!(
-                                "accept_error service={} error=\"{e}\"",
-                                self.services[self.listener_service(source)].name
+                                "accept_error service={} error={e}",
+                                self.services[self.listener_service(source)].name,
+                                e = Quoted(&e)
                             );
                             self.pause_listener(source, FORK_FAILED_PAUSE);
                         }
@@ -338,9 +249,10 @@ impl Server {
             listener.exhaustion_logged = true;
             let name = &self.services[listener.service].name;
             log::warn!(
-                "accept_paused service={name} listen={} error=\"{error}\" pause={}ms",
+                "accept_paused service={name} listen={} error={error} pause={}ms",
                 listener.addr,
-                FD_EXHAUSTED_PAUSE.as_millis()
+                FD_EXHAUSTED_PAUSE.as_millis(),
+                error = Quoted(&error)
             );
         }
         self.pause_listener(source, FD_EXHAUSTED_PAUSE);
@@ -637,8 +549,9 @@ impl Server {
                     Err(e) => {
                         // e.g. an ICMP error queued on the socket: reading it clears it.
                         log::debug!(
-                            "datagram_error service={} error=\"{e}\"",
-                            self.services[service_id].name
+                            "datagram_error service={} error={e}",
+                            self.services[service_id].name,
+                            e = Quoted(&e)
                         );
                         let _ = crate::sys::discard_datagram(fd);
                         refused += 1;
@@ -665,8 +578,9 @@ impl Server {
         self.disarm(source, ListenerState::Paused);
         if let Err(e) = crate::sys::set_nonblocking(fd, false) {
             log::error!(
-                "handoff_error service={} error=\"{e}\"",
-                self.services[service_id].name
+                "handoff_error service={} error={e}",
+                self.services[service_id].name,
+                e = Quoted(&e)
             );
             self.pause_listener(source, FORK_FAILED_PAUSE);
             return;
@@ -717,7 +631,7 @@ impl Server {
         let service_id = listener.service;
         listener.state = ListenerState::Paused;
         if let Err(e) = crate::sys::set_nonblocking(fd, true) {
-            log::error!("takeback_error error=\"{e}\"");
+            log::error!("takeback_error error={e}", e = Quoted(&e));
         }
         if let Some(started_for) = child.datagram {
             let unread = crate::sys::peek_head(fd).is_ok_and(|head| head.identity == started_for);

@@ -7,9 +7,9 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::accept::PeerLabel;
 use super::{ListenerState, Server, Source, TimerKey};
 use crate::config::DEFAULT_KILL_AFTER;
+use crate::logline::PeerLabel;
 
 /// The `accept` line is the one line per connection at the default level;
 /// its `exit` line joins it there only when something went wrong.

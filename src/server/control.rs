@@ -87,7 +87,7 @@ impl Server {
                 let fd = bound.fd.as_raw_fd();
                 let source = self.sources.insert(Source::Control(bound));
                 if let Err(e) = self.register(fd, source, Interest::READABLE) {
-                    log::warn!("control_error path={} error=\"{e}\"", path.display());
+                    log::warn!("control_error path={} error={e}", path.display(), e = crate::logline::Quoted(&e));
                     self.sources.remove(source);
                 } else {
                     log::debug!("control path={}", path.display());
@@ -97,7 +97,7 @@ impl Server {
                 "control_busy path={} detail=\"another spawnd is running there; no status socket for this one\"",
                 path.display()
             ),
-            Err(e) => log::warn!("control_error path={} error=\"{e}\"", path.display()),
+            Err(e) => log::warn!("control_error path={} error={e}", path.display(), e = crate::logline::Quoted(&e)),
         }
     }
 

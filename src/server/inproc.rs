@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use nix::sys::socket::{self, MsgFlags, Shutdown, SockaddrStorage};
 
-use super::accept::{peer_source, PeerLabel};
+use super::accept::peer_source;
 use super::children::exit_level;
 use super::{Server, Source, TimerKey};
 use crate::childenv::Peer;
 use crate::config::{InternalKind, Limits};
 use crate::internal::{self, Chargen};
 use crate::limits::{check_access, Decision};
+use crate::logline::PeerLabel;
 
 /// How a connection served in-process ended: `status=0`, `error="..."` or
 /// `timeout=...`. Formatted only if the exit line is logged (clean ends are
@@ -67,7 +68,7 @@ impl std::fmt::Display for End {
         match self {
             End::Done => f.write_str("status=0"),
             End::Closed => f.write_str("status=0 closed=peer"),
-            End::Failed(e) => write!(f, "error=\"{e}\""),
+            End::Failed(e) => write!(f, "error={e}", e = crate::logline::Quoted(&e)),
             End::TimedOut(which) => write!(f, "timeout={}", which.as_str()),
         }
     }
@@ -528,8 +529,9 @@ impl Server {
     ) {
         if let Err(e) = crate::sys::set_nonblocking(conn.as_raw_fd(), true) {
             log::warn!(
-                "internal_error service={} error=\"{e}\"",
-                self.services[service].name
+                "internal_error service={} error={e}",
+                self.services[service].name,
+                e = crate::logline::Quoted(&e)
             );
             return;
         }
@@ -552,7 +554,7 @@ impl Server {
             );
         }
         if let Err(e) = self.register(fd, source, Interest::READABLE | Interest::WRITABLE) {
-            log::warn!("internal_error error=\"{e}\"");
+            log::warn!("internal_error error={e}", e = crate::logline::Quoted(&e));
             self.finish_internal(source, End::Failed(e));
             return;
         }
@@ -740,9 +742,10 @@ impl Server {
                 let rt = &mut self.services[service];
                 rt.counters.spawn_failures += 1;
                 log::warn!(
-                    "redirect_failed service={} peer={} target={target} error=\"{e}\"",
+                    "redirect_failed service={} peer={} target={target} error={e}",
                     rt.name,
-                    PeerLabel(&peer)
+                    PeerLabel(&peer),
+                    e = crate::logline::Quoted(&e)
                 );
                 return;
             }

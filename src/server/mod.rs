@@ -562,7 +562,10 @@ impl Server {
                     listener.state = ListenerState::Armed;
                 }
             }
-            Err(e) => log::error!("listen_error source={source} error=\"{e}\""),
+            Err(e) => log::error!(
+                "listen_error source={source} error={e}",
+                e = crate::logline::Quoted(&e)
+            ),
         }
     }
 
@@ -609,7 +612,11 @@ impl Server {
                 Ok(_) => started += 1,
                 Err(message) => {
                     failed += 1;
-                    log::error!("service_error service={} error=\"{message}\"", spec.name);
+                    log::error!(
+                        "service_error service={} error={message}",
+                        spec.name,
+                        message = crate::logline::Quoted(&message)
+                    );
                     self.note_trouble(&spec.name, false, message);
                 }
             }
@@ -676,7 +683,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                log::error!("poll_error error=\"{e}\"");
+                log::error!("poll_error error={e}", e = crate::logline::Quoted(&e));
                 return crate::exit::Exit::Runtime;
             }
             // Reap first: an exit frees the instance a waiting client needs.
@@ -748,7 +755,7 @@ impl Server {
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    log::error!("signal_error error=\"{e}\"");
+                    log::error!("signal_error error={e}", e = crate::logline::Quoted(&e));
                     reap = true;
                     break;
                 }
@@ -785,11 +792,10 @@ impl Server {
 
     fn log_status(&self) {
         for s in self.report().services {
-            let reason = s.reason.as_deref().map(crate::status::escape_line);
             log::info!(
                 "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={} unread_datagrams={}{}",
                 s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts, s.unread_datagrams,
-                reason.map(|r| format!(" reason={r:?}")).unwrap_or_default()
+                s.reason.as_deref().map(|r| format!(" reason={}", crate::logline::Quoted(r))).unwrap_or_default()
             );
         }
     }

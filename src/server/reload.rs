@@ -217,7 +217,10 @@ impl Server {
                 Ok(prepared) => prepared,
                 Err(message) => {
                     failed += 1;
-                    log::error!("service_error service={name} error=\"{message}\"");
+                    log::error!(
+                        "service_error service={name} error={message}",
+                        message = crate::logline::Quoted(&message)
+                    );
                     let running = by_name.contains_key(name.as_str());
                     self.note_trouble(name, running, message);
                     if let Some(id) = by_name.get(name.as_str()) {

@@ -82,7 +82,10 @@ impl Server {
             relay: Relay::new(),
         }));
         if let Err(e) = self.register(fd, source, Interest::READABLE) {
-            log::error!("stderr_error pid={pid} error=\"{e}\"");
+            log::error!(
+                "stderr_error pid={pid} error={e}",
+                e = crate::logline::Quoted(&e)
+            );
             self.sources.remove(source);
         }
     }

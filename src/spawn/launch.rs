@@ -226,7 +226,10 @@ impl Launches {
                     self.entries.push(entry);
                     return Some(self.entries.len() - 1);
                 }
-                Err(e) => log::debug!("launch_entry_failed error=\"{e}\""),
+                Err(e) => log::debug!(
+                    "launch_entry_failed error={e}",
+                    e = crate::logline::Quoted(&e)
+                ),
             }
         }
         None
@@ -247,7 +250,7 @@ impl Launches {
                 true
             }
             Err(e) => {
-                log::debug!("handoff_failed error=\"{e}\"");
+                log::debug!("handoff_failed error={e}", e = crate::logline::Quoted(&e));
                 false
             }
         }
