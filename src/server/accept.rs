@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use super::{
-    Child, ListenerState, Server, Source, TimerKey, Work, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE,
+    ListenerState, Server, Source, TimerKey, Work, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE,
     FORK_FAILED_PAUSE,
 };
 use crate::childenv::{write_connection_env, Peer, Transport};
@@ -482,7 +482,7 @@ impl Server {
     pub(super) fn launch_failed(
         &mut self,
         pid: i32,
-        child: &super::Child,
+        child: &super::children::Child,
         failure: crate::spawn::LaunchFailure,
     ) {
         let Some(service) = self.services.get_mut(child.service) else {
@@ -511,7 +511,7 @@ impl Server {
         handed_off: Option<usize>,
         counted: bool,
     ) {
-        let child = Child {
+        let child = super::children::Child {
             service,
             peer: *peer,
             started,
@@ -520,7 +520,7 @@ impl Server {
             counted,
             signalled: 0,
         };
-        self.children.insert(pid, child);
+        self.children.record(pid, child);
     }
 
     /// Wait mode: give the socket itself to one child.
@@ -596,8 +596,8 @@ impl Server {
                 if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
                     listener.state = ListenerState::HandedOff(pid);
                 }
-                if let Some(child) = self.children.get_mut(&pid) {
-                    child.datagram = head;
+                if let Some(head) = head {
+                    self.children.started_for(pid, head);
                 }
             }
             Outcome::Failed | Outcome::Refused => {
@@ -611,7 +611,7 @@ impl Server {
                 }
                 // A failed exec re-arms when its child is reaped; a failed
                 // fork (no child) rests first.
-                if !self.children.values().any(|c| c.handed_off == Some(source)) {
+                if !self.children.holds(source) {
                     self.pause_listener(source, FORK_FAILED_PAUSE);
                 }
             }
@@ -623,7 +623,7 @@ impl Server {
     /// unread would only be started for it again, at once and forever (a
     /// program that fails before reading): that datagram is dropped,
     /// logged and counted. One that arrived since starts a new child.
-    pub(super) fn take_back(&mut self, source: usize, child: &super::Child, pid: i32) {
+    pub(super) fn take_back(&mut self, source: usize, child: &super::children::Child, pid: i32) {
         let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
             return;
         };

@@ -1,6 +1,9 @@
-//! Children: reaping on SIGCHLD, timeouts (SIGTERM to the process group,
-//! then SIGKILL), and the graceful stop.
+//! Children: the `Children` component owns the pid table, decides what a
+//! timeout does to a child and reaps; `Server` (below) asks it on SIGCHLD,
+//! on a timer and at stop, and updates services, logs and timers with what
+//! it answers. Timeouts: SIGTERM to the process group, then SIGKILL.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use nix::sys::signal::{killpg, Signal};
@@ -8,8 +11,178 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::{ListenerState, Server, Source, TimerKey};
+use crate::childenv::Peer;
 use crate::config::DEFAULT_KILL_AFTER;
 use crate::logline::PeerLabel;
+
+/// Children by pid. Pids come from the kernel, not from clients, so a
+/// multiplicative hash is enough and much cheaper than SipHash on the
+/// per-connection path.
+type ChildTable = HashMap<i32, Child, std::hash::BuildHasherDefault<PidHasher>>;
+
+#[derive(Default)]
+struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i32(&mut self, value: i32) {
+        self.0 = u64::from(value as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control bits from the top of the hash.
+        self.0
+    }
+}
+
+pub(super) struct Child {
+    pub(super) service: usize,
+    pub(super) peer: Peer,
+    pub(super) started: Instant,
+    /// Wait mode: the listener to re-arm when this child is reaped.
+    pub(super) handed_off: Option<usize>,
+    /// A datagram service: the identity of the datagram the child was
+    /// started for (`sys::HeadDatagram`).
+    pub(super) datagram: Option<(i64, i64, usize)>,
+    /// The service's admission counts this child.
+    pub(super) counted: bool,
+    /// Timeout stage reached: 0 none, 1 SIGTERM sent, 2 SIGKILL sent.
+    pub(super) signalled: u8,
+}
+
+/// What a timeout does to a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimeoutStep {
+    /// `limits.timeout`: SIGTERM sent; SIGKILL follows after `kill_after`.
+    Terminated,
+    /// `kill_after` is over too: SIGKILL sent.
+    Killed,
+}
+
+/// Every child spawnd started and has not reaped yet, by pid.
+#[derive(Default)]
+pub(super) struct Children {
+    table: ChildTable,
+}
+
+impl Children {
+    pub(super) fn record(&mut self, pid: i32, child: Child) {
+        self.table.insert(pid, child);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// A datagram service's child: the identity of the datagram it was
+    /// started for (`sys::HeadDatagram`).
+    pub(super) fn started_for(&mut self, pid: i32, datagram: (i64, i64, usize)) {
+        if let Some(child) = self.table.get_mut(&pid) {
+            child.datagram = Some(datagram);
+        }
+    }
+
+    /// Whether a wait-mode child holds listener `source`.
+    pub(super) fn holds(&self, source: usize) -> bool {
+        self.table.values().any(|c| c.handed_off == Some(source))
+    }
+
+    /// Listener `source` is closed: no child gives it back.
+    pub(super) fn forget_listener(&mut self, source: usize) {
+        for child in self.table.values_mut() {
+            if child.handed_off == Some(source) {
+                child.handed_off = None;
+            }
+        }
+    }
+
+    /// Whether a child of `service` runs.
+    pub(super) fn serve(&self, service: usize) -> bool {
+        self.table.values().any(|c| c.service == service)
+    }
+
+    /// Whether a timer for (`pid`, `started`) still concerns a running
+    /// child (the pid may have been reaped, or reused by a newer one).
+    pub(super) fn is_current(&self, pid: i32, started: Instant) -> bool {
+        self.table.get(&pid).is_some_and(|c| c.started == started)
+    }
+
+    /// The next exited child, reaped: no zombie is ever left. `None` when
+    /// none is left to reap now.
+    pub(super) fn reap_next(&mut self) -> Option<(i32, Child, WaitStatus)> {
+        // Every child spawnd started is in the table (spawnd has no other
+        // children): with none left, waitpid could only say ECHILD.
+        while !self.table.is_empty() {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return None,
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    let Some(pid) = status.pid().map(Pid::as_raw) else {
+                        continue;
+                    };
+                    if let Some(child) = self.table.remove(&pid) {
+                        return Some((pid, child, status));
+                    }
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return None, // ECHILD: nothing left
+            }
+        }
+        None
+    }
+
+    /// A timeout of (`pid`, `started`) is due: `kill` false for
+    /// `limits.timeout`, true for `kill_after`. Signals the child's group
+    /// and says what was done, with the child's service; `None` if nothing
+    /// was (the child is gone, or was signalled so already).
+    pub(super) fn timeout(
+        &mut self,
+        pid: i32,
+        started: Instant,
+        kill: bool,
+    ) -> Option<(usize, TimeoutStep)> {
+        let child = self.table.get_mut(&pid).filter(|c| c.started == started)?;
+        if kill {
+            if child.signalled >= 2 {
+                return None;
+            }
+            child.signalled = 2;
+            signal_group(pid, Signal::SIGKILL);
+            Some((child.service, TimeoutStep::Killed))
+        } else {
+            if child.signalled != 0 {
+                return None;
+            }
+            child.signalled = 1;
+            signal_group(pid, Signal::SIGTERM);
+            Some((child.service, TimeoutStep::Terminated))
+        }
+    }
+
+    /// The stop's grace is over: SIGTERM to every child not signalled yet.
+    /// Returns each child (pid, start, service), for its SIGKILL timer.
+    pub(super) fn terminate_all(&mut self) -> Vec<(i32, Instant, usize)> {
+        self.table
+            .iter_mut()
+            .map(|(pid, child)| {
+                if child.signalled == 0 {
+                    child.signalled = 1;
+                    signal_group(*pid, Signal::SIGTERM);
+                }
+                (*pid, child.started, child.service)
+            })
+            .collect()
+    }
+}
 
 /// The `accept` line is the one line per connection at the default level;
 /// its `exit` line joins it there only when something went wrong.
@@ -71,7 +244,7 @@ impl Server {
     fn timer_is_stale(&self, key: &TimerKey) -> bool {
         match key {
             TimerKey::ChildTimeout { pid, started } | TimerKey::ChildKill { pid, started } => {
-                self.children.get(pid).is_none_or(|c| c.started != *started)
+                !self.children.is_current(*pid, *started)
             }
             _ => self.in_process_timer_is_stale(key),
         }
@@ -89,33 +262,15 @@ impl Server {
         }
     }
 
-    /// Reaps every exited child: no zombie is ever left.
+    /// Reaps every exited child.
     pub(super) fn reap(&mut self) {
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    if let Some(pid) = status.pid() {
-                        self.child_exited(pid.as_raw(), &status);
-                    }
-                }
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break, // ECHILD: nothing left
-            }
-            // Every child spawnd started is reaped: another waitpid could
-            // only say ECHILD. (spawnd has no other children.)
-            if self.children.is_empty() {
-                break;
-            }
+        while let Some((pid, child, status)) = self.children.reap_next() {
+            self.child_exited(pid, child, &status);
         }
         self.compact_timers();
     }
 
-    fn child_exited(&mut self, pid: i32, status: &WaitStatus) {
-        let Some(child) = self.children.remove(&pid) else {
-            return;
-        };
+    fn child_exited(&mut self, pid: i32, child: Child, status: &WaitStatus) {
         if let Some(failure) = self.spawner.reaped(pid) {
             self.launch_failed(pid, &child, failure);
             if let Some(source) = child.handed_off {
@@ -168,35 +323,30 @@ impl Server {
 
     /// `limits.timeout` expired (`kill` false) or `kill_after` did too.
     pub(super) fn child_timeout(&mut self, pid: i32, started: Instant, kill: bool) {
-        let Some(child) = self.children.get_mut(&pid) else {
+        let Some((service, step)) = self.children.timeout(pid, started, kill) else {
             return;
         };
-        if child.started != started {
-            return; // the pid was reused by a newer child
-        }
-        let name = self.services.get(child.service).map_or("-", |s| &*s.name);
-        let kill_after = self
-            .services
-            .get(child.service)
-            .map_or(DEFAULT_KILL_AFTER, |s| s.limits().kill_after);
-        if kill {
-            if child.signalled < 2 {
-                child.signalled = 2;
-                log::warn!("timeout_kill service={name} pid={pid}");
-                signal_group(pid, Signal::SIGKILL);
+        let name = self.services.get(service).map_or("-", |s| &*s.name);
+        match step {
+            TimeoutStep::Killed => log::warn!("timeout_kill service={name} pid={pid}"),
+            TimeoutStep::Terminated => {
+                let kill_after = self.kill_after(service);
+                log::warn!(
+                    "timeout service={name} pid={pid} action=SIGTERM kill_after={:.1}s",
+                    kill_after.as_secs_f64()
+                );
+                self.timers.schedule(
+                    Instant::now() + kill_after,
+                    TimerKey::ChildKill { pid, started },
+                );
             }
-        } else if child.signalled == 0 {
-            child.signalled = 1;
-            log::warn!(
-                "timeout service={name} pid={pid} action=SIGTERM kill_after={:.1}s",
-                kill_after.as_secs_f64()
-            );
-            signal_group(pid, Signal::SIGTERM);
-            self.timers.schedule(
-                Instant::now() + kill_after,
-                TimerKey::ChildKill { pid, started },
-            );
         }
+    }
+
+    fn kill_after(&self, service: usize) -> std::time::Duration {
+        self.services
+            .get(service)
+            .map_or(DEFAULT_KILL_AFTER, |s| s.limits().kill_after)
     }
 
     /// SIGTERM/SIGINT: stop listening at once; a second one skips the grace.
@@ -243,22 +393,10 @@ impl Server {
             stopping.terminating = true;
         }
         let now = Instant::now();
-        for (pid, child) in self.children.iter_mut() {
-            if child.signalled == 0 {
-                child.signalled = 1;
-                signal_group(*pid, Signal::SIGTERM);
-            }
-            let kill_after = self
-                .services
-                .get(child.service)
-                .map_or(DEFAULT_KILL_AFTER, |s| s.limits().kill_after);
-            self.timers.schedule(
-                now + kill_after,
-                TimerKey::ChildKill {
-                    pid: *pid,
-                    started: child.started,
-                },
-            );
+        for (pid, started, service) in self.children.terminate_all() {
+            let at = now + self.kill_after(service);
+            self.timers
+                .schedule(at, TimerKey::ChildKill { pid, started });
         }
     }
 }

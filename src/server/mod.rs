@@ -6,13 +6,14 @@
 mod accept;
 mod children;
 mod control;
+mod ids;
 mod inproc;
 mod reload;
+mod reload_plan;
 mod source_list;
 mod stderr_log;
 mod turns;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -25,7 +26,6 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use slab::Slab;
 
-use crate::childenv::Peer;
 use crate::config::units::ListenAddr;
 use crate::config::{Access, Action, Global, InternalKind, Rare, Service, SocketKind};
 use crate::limits::{Admission, LogBudget};
@@ -241,46 +241,6 @@ fn fingerprint(spec: &Service) -> u64 {
     sink.0.finish()
 }
 
-/// Children by pid. Pids come from the kernel, not from clients, so a
-/// multiplicative hash is enough and much cheaper than SipHash on the
-/// per-connection path.
-type ChildTable = HashMap<i32, Child, std::hash::BuildHasherDefault<PidHasher>>;
-
-#[derive(Default)]
-struct PidHasher(u64);
-
-impl std::hash::Hasher for PidHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_i32(&mut self, value: i32) {
-        self.0 = u64::from(value as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        // hashbrown takes its control bits from the top of the hash.
-        self.0
-    }
-}
-
-struct Child {
-    service: usize,
-    peer: Peer,
-    started: Instant,
-    /// Wait mode: the listener to re-arm when this child is reaped.
-    handed_off: Option<usize>,
-    /// A datagram service: the identity of the datagram the child was
-    /// started for (`sys::HeadDatagram`).
-    datagram: Option<(i64, i64, usize)>,
-    /// The service's admission counts this child.
-    counted: bool,
-    /// Timeout stage reached: 0 none, 1 SIGTERM sent, 2 SIGKILL sent.
-    signalled: u8,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKey {
     ResumeListener {
@@ -330,7 +290,7 @@ pub struct Server {
     /// source may still get: the UDP internal services' reflection guards.
     own_datagram: crate::internal::OwnAddresses,
     reply_budget: crate::internal::ReplyBudget,
-    children: ChildTable,
+    children: children::Children,
     timers: Timers<TimerKey>,
     turns: Turns,
     /// Listeners that gave a connection this turn (see `probe_listeners`),
@@ -433,7 +393,7 @@ impl Server {
             scratch: Vec::new(),
             own_datagram: Default::default(),
             reply_budget: Default::default(),
-            children: ChildTable::default(),
+            children: children::Children::default(),
             timers: Timers::default(),
             turns: Turns::default(),
             probe: Vec::new(),
@@ -834,7 +794,7 @@ impl Server {
     /// Whether anything running (child, internal connection, relay) still
     /// belongs to `service`.
     fn service_in_use(&self, service: usize) -> bool {
-        self.children.values().any(|c| c.service == service)
+        self.children.serve(service)
             || self.relays.iter().any(|(_, r)| r.service_id() == service)
             || self
                 .sources

@@ -3,26 +3,20 @@
 //! connection is refused during a reload; a service kept by name is updated
 //! in place, so its running children stay counted against its limits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use super::ids::{ServiceId, SourceId};
+use super::reload_plan::{self, Running, Wanted};
 use super::{Server, ServiceRt, Source, Work};
 use crate::config::units::ListenAddr;
 use crate::config::{Service, SocketKind};
 
-type Identity = (SocketKind, ListenAddr);
-
-/// What a reload does to one wanted service.
-enum Change {
-    /// Its definition is the running one.
-    Same(usize),
-    Updated(usize, Work),
-    Added(Work),
-}
-
-/// What one wanted service gets: sockets taken over and sockets opened.
-struct Placement {
+/// A wanted service ready to run: its work prepared, its sockets bound or
+/// taken over.
+struct Placed {
+    work: Work,
     reuse: Vec<usize>,
     fresh: Vec<(ListenAddr, crate::listener::Bound)>,
 }
@@ -44,50 +38,9 @@ impl Server {
         if let Some(rt) = self.services.get_mut(service) {
             rt.listeners.remove(source);
         }
-        for child in self.children.values_mut() {
-            if child.handed_off == Some(source) {
-                child.handed_off = None;
-            }
-        }
+        self.children.forget_listener(source);
         self.queued.retain(|s| *s != source);
         self.sources.remove(source);
-    }
-
-    fn identities(&self) -> HashMap<Identity, usize> {
-        self.sources
-            .iter()
-            .filter_map(|(key, source)| match source {
-                Source::Listener(l) if !self.services.get(l.service).is_some_and(|s| s.retired) => {
-                    Some(((l.kind, l.addr.clone()), key))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn place(
-        &self,
-        spec: &Service,
-        existing: &HashMap<Identity, usize>,
-    ) -> Result<Placement, String> {
-        let mut placement = Placement {
-            reuse: Vec::new(),
-            fresh: Vec::new(),
-        };
-        for addr in &spec.listen {
-            match existing.get(&(spec.socket, addr.clone())) {
-                Some(source) => placement.reuse.push(*source),
-                None => {
-                    let bound =
-                        crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
-                            .map_err(|e| {
-                            format!("cannot listen on {} {addr}: {e}", spec.socket_label())
-                        })?;
-                    placement.fresh.push((addr.clone(), bound));
-                }
-            }
-        }
-        Ok(placement)
     }
 
     pub(super) fn reload(&mut self) {
@@ -137,20 +90,6 @@ impl Server {
             .into_iter()
             .filter(|s| !s.disabled)
             .collect();
-        // A file that does not check keeps its service as it runs now.
-        let kept: Vec<usize> = self
-            .services
-            .iter()
-            .filter(|(_, rt)| {
-                !rt.retired
-                    && failed_names.contains(&*rt.name)
-                    && !wanted.iter().any(|s| *s.name == *rt.name)
-            })
-            .map(|(id, rt)| {
-                log::warn!("reload_kept service={} detail=\"its file has errors; the previous definition stays\"", rt.name);
-                id
-            })
-            .collect();
         self.troubles.clear();
         self.note_config_errors(&loaded.errors);
         self.global = loaded.global;
@@ -159,121 +98,103 @@ impl Server {
             self.global.log_level,
             self.daemonized,
         );
-        self.apply(wanted, kept);
+        self.apply(wanted, &failed_names);
         crate::sys::release_free_memory();
         self.notify_ready();
     }
 
     /// Makes the running services those of `wanted`, plus the services
-    /// `kept` as they are (their files did not check). `wanted` is dropped
-    /// at the end, for the reason `start` gives.
-    fn apply(&mut self, wanted: Vec<Service>, kept: Vec<usize>) {
+    /// whose files do not check (`failed_names`) as they are: plans the
+    /// change (`reload_plan`), then binds and closes. `wanted` is dropped at
+    /// the end, for the reason `start` gives.
+    fn apply(&mut self, wanted: Vec<Service>, failed_names: &HashSet<&str>) {
         let now = Instant::now();
-        let mut existing = self.identities();
-        let kept_sockets: HashSet<usize> = kept
-            .iter()
-            .flat_map(|id| self.services[*id].listeners.iter().copied())
-            .collect();
-        // Sockets no wanted service names are closed first, so that a
-        // changed address (127.0.0.1:9 -> *:9) can be bound afterwards.
-        let claimed: HashSet<usize> = wanted
-            .iter()
-            .flat_map(|spec| {
-                spec.listen
-                    .iter()
-                    .filter_map(|a| existing.get(&(spec.socket, a.clone())).copied())
-            })
-            .chain(kept_sockets.iter().copied())
-            .collect();
-        let unclaimed: Vec<usize> = existing
-            .values()
-            .copied()
-            .filter(|s| !claimed.contains(s))
-            .collect();
-        for source in unclaimed {
-            self.close_listener(source);
+        let fingerprints: Vec<u64> = wanted.iter().map(super::fingerprint).collect();
+        let plan = {
+            let running: Vec<Running> = self
+                .services
+                .iter()
+                .filter(|(_, rt)| !rt.retired)
+                .map(|(id, rt)| Running {
+                    id: ServiceId(id),
+                    name: &rt.name,
+                    fingerprint: rt.fingerprint,
+                    sockets: rt
+                        .listeners
+                        .iter()
+                        .filter_map(|source| match self.sources.get(*source) {
+                            Some(Source::Listener(l)) => {
+                                Some(((l.kind, l.addr.clone()), SourceId(*source)))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                    file_failed: failed_names.contains(&*rt.name),
+                })
+                .collect();
+            let wanted: Vec<Wanted> = wanted
+                .iter()
+                .zip(&fingerprints)
+                .map(|(spec, fingerprint)| Wanted {
+                    name: &spec.name,
+                    fingerprint: *fingerprint,
+                    sockets: spec
+                        .listen
+                        .iter()
+                        .map(|addr| (spec.socket, addr.clone()))
+                        .collect(),
+                })
+                .collect();
+            reload_plan::plan(&running, &wanted)
+        };
+        for id in &plan.keep_as_is {
+            log::warn!(
+                "reload_kept service={} detail=\"its file has errors; the previous definition stays\"",
+                self.services[id.0].name
+            );
         }
-        // A kept service's sockets stay its own.
-        existing.retain(|_, source| claimed.contains(source) && !kept_sockets.contains(source));
-        let by_name: HashMap<Box<str>, usize> = self
-            .services
-            .iter()
-            .filter(|(_, rt)| !rt.retired)
-            .map(|(id, rt)| (rt.name.clone(), id))
-            .collect();
-        let mut kept_services: HashSet<usize> = kept.into_iter().collect();
-        let (mut added, mut updated, mut failed) = (0, 0, 0);
-        for spec in &wanted {
-            let name = &spec.name;
-            let fingerprint = super::fingerprint(spec);
-            // An unchanged service keeps what it has: nothing is rebuilt.
-            let change = match by_name.get(name.as_str()) {
-                Some(&id) if self.services[id].fingerprint == fingerprint => Ok(Change::Same(id)),
-                Some(&id) => Work::prepare(spec).map(|work| Change::Updated(id, work)),
-                None => Work::prepare(spec).map(Change::Added),
-            };
-            let prepared = change.and_then(|change| Ok((self.place(spec, &existing)?, change)));
-            let (placement, change) = match prepared {
-                Ok(prepared) => prepared,
+        for source in &plan.close {
+            self.close_listener(source.0);
+        }
+        let (mut updated, mut failed) = (0, 0);
+        for update in plan.update {
+            let spec = &wanted[update.wanted];
+            match self.bind_planned(spec, update.sockets) {
+                Ok(placed) => {
+                    updated += 1;
+                    let id = update.id.0;
+                    self.services[id].update(spec, placed.work, fingerprints[update.wanted], now);
+                    self.give_sockets(id, spec.socket, placed.reuse, placed.fresh);
+                }
                 Err(message) => {
                     failed += 1;
-                    log::error!(
-                        "service_error service={name} error={message}",
-                        message = crate::logline::Quoted(&message)
-                    );
-                    let running = by_name.contains_key(name.as_str());
-                    self.note_trouble(name, running, message);
-                    if let Some(id) = by_name.get(name.as_str()) {
-                        log::warn!(
-                            "reload_kept service={name} detail=\"the previous definition stays\""
-                        );
-                        kept_services.insert(*id);
-                    }
-                    continue;
+                    self.service_failed(&spec.name, message, true);
                 }
-            };
-            for source in &placement.reuse {
-                if let Some(Source::Listener(l)) = self.sources.get(*source) {
-                    existing.remove(&(l.kind, l.addr.clone()));
-                }
-            }
-            let kind = spec.socket;
-            let id = match change {
-                Change::Same(id) => id,
-                Change::Updated(id, work) => {
-                    updated += 1;
-                    self.services[id].update(spec, work, fingerprint, now);
-                    id
-                }
-                Change::Added(work) => {
-                    added += 1;
-                    self.services
-                        .insert(ServiceRt::new(spec, work, fingerprint, now))
-                }
-            };
-            kept_services.insert(id);
-            for source in placement.reuse {
-                let previous = match self.sources.get_mut(source) {
-                    Some(Source::Listener(l)) => std::mem::replace(&mut l.service, id),
-                    _ => continue,
-                };
-                if let Some(rt) = self.services.get_mut(previous) {
-                    rt.listeners.remove(source);
-                }
-                self.services[id].listeners.push(source);
-            }
-            for (addr, bound) in placement.fresh {
-                self.attach_listener(id, addr, kind, bound);
             }
         }
-        let retired: Vec<usize> = self
-            .services
-            .iter()
-            .filter(|(id, rt)| !rt.retired && !kept_services.contains(id))
-            .map(|(id, _)| id)
-            .collect();
-        let removed = retired.len();
-        for id in retired {
+        let mut added = 0;
+        for open in plan.open {
+            let spec = &wanted[open.wanted];
+            match self.bind_planned(spec, open.sockets) {
+                Ok(placed) => {
+                    added += 1;
+                    let id = self.services.insert(ServiceRt::new(
+                        spec,
+                        placed.work,
+                        fingerprints[open.wanted],
+                        now,
+                    ));
+                    self.give_sockets(id, spec.socket, placed.reuse, placed.fresh);
+                }
+                Err(message) => {
+                    failed += 1;
+                    self.service_failed(&spec.name, message, false);
+                }
+            }
+        }
+        let removed = plan.retire.len();
+        for id in plan.retire {
+            let id = id.0;
             log::info!("service_removed service={}", self.services[id].name);
             for source in self.services[id].listeners.as_slice().to_vec() {
                 self.close_listener(source);
@@ -285,5 +206,65 @@ impl Server {
             "reload_done services={} added={added} updated={updated} removed={removed} failed={failed}",
             self.services.iter().filter(|(_, s)| !s.retired).count()
         );
+    }
+
+    /// Prepares a service's work and binds the addresses the plan gives it;
+    /// nothing is kept if any of that fails.
+    fn bind_planned(
+        &mut self,
+        spec: &Service,
+        sockets: reload_plan::Sockets,
+    ) -> Result<Placed, String> {
+        let work = Work::prepare(spec)?;
+        let mut fresh = Vec::with_capacity(sockets.bind.len());
+        for addr in sockets.bind {
+            let bound = crate::listener::bind(&addr, spec.socket, spec.backlog, &spec.unix_socket)
+                .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?;
+            fresh.push((addr, bound));
+        }
+        Ok(Placed {
+            work,
+            reuse: sockets.reuse.into_iter().map(|s| s.0).collect(),
+            fresh,
+        })
+    }
+
+    /// Moves the sockets a plan gave service `id` to it, and attaches the
+    /// ones just bound.
+    fn give_sockets(
+        &mut self,
+        id: usize,
+        kind: SocketKind,
+        reuse: Vec<usize>,
+        fresh: Vec<(ListenAddr, crate::listener::Bound)>,
+    ) {
+        for source in reuse {
+            let previous = match self.sources.get_mut(source) {
+                Some(Source::Listener(l)) => std::mem::replace(&mut l.service, id),
+                _ => continue,
+            };
+            if previous != id {
+                if let Some(rt) = self.services.get_mut(previous) {
+                    rt.listeners.remove(source);
+                }
+                self.services[id].listeners.push(source);
+            }
+        }
+        for (addr, bound) in fresh {
+            self.attach_listener(id, addr, kind, bound);
+        }
+    }
+
+    /// A wanted service could not be updated or opened: a running one of
+    /// its name stays on its previous definition.
+    fn service_failed(&mut self, name: &str, message: String, running: bool) {
+        log::error!(
+            "service_error service={name} error={message}",
+            message = crate::logline::Quoted(&message)
+        );
+        if running {
+            log::warn!("reload_kept service={name} detail=\"the previous definition stays\"");
+        }
+        self.note_trouble(name, running, message);
     }
 }
