@@ -5,10 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::{
-    ListenerState, Server, Source, TimerKey, Work, ACCEPT_BATCH, FD_EXHAUSTED_PAUSE,
-    FORK_FAILED_PAUSE,
-};
+use super::{Server, Source, TimerKey, Work, ACCEPT_BATCH, FORK_FAILED_PAUSE};
 use crate::childenv::{write_connection_env, Peer, Transport};
 use crate::config::SocketKind;
 use crate::limits::{check_access, Decision, LogBudget, PauseStarted, Refusal, SourceKey};
@@ -156,7 +153,7 @@ impl Server {
             fds.clear();
             fds.extend(probe.iter().map(|source| libc::pollfd {
                 fd: match self.sources.get(*source) {
-                    Some(Source::Listener(l)) => l.bound.fd.as_raw_fd(),
+                    Some(Source::Listener(l)) => l.fd(),
                     _ => -1, // poll() skips it
                 },
                 events: libc::POLLIN,
@@ -184,26 +181,23 @@ impl Server {
             let Some(Source::Listener(listener)) = self.sources.get(source) else {
                 return Drained::Yes;
             };
-            if listener.state != ListenerState::Armed {
+            if !listener.is_armed() {
                 return Drained::Yes;
             }
-            let fd = listener.bound.fd.as_raw_fd();
-            let service = &self.services[listener.service];
+            let fd = listener.fd();
+            let service_id = listener.service;
+            let service = &self.services[service_id];
             if service.admission.queues()
-                && (service.admission.at_instance_limit()
-                    || self.global_full(listener.service).is_some())
+                && (service.admission.at_instance_limit() || self.global_full(service_id).is_some())
             {
                 // Leave clients in the kernel backlog until a child exits.
-                self.disarm(source, ListenerState::Paused);
-                self.queued.push(source);
+                self.queue_listener(source);
                 return Drained::Yes;
             }
             match crate::sys::accept(fd) {
                 Ok((conn, remote)) => {
-                    if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
-                        listener.exhaustion_logged = false;
-                    }
-                    self.serve_connection(source, conn, remote);
+                    self.accepted_from(source);
+                    self.serve_connection(source, service_id, conn, remote);
                 }
                 Err(e) => {
                     match e.raw_os_error().unwrap_or(0) {
@@ -215,7 +209,7 @@ impl Server {
                         _ => {
                             log::error!(
                                 "accept_error service={} error={e}",
-                                self.services[self.listener_service(source)].name,
+                                self.services[service_id].name,
                                 e = Quoted(&e)
                             );
                             self.pause_listener(source, FORK_FAILED_PAUSE);
@@ -226,36 +220,6 @@ impl Server {
             }
         }
         Drained::No
-    }
-
-    fn listener_service(&self, source: usize) -> usize {
-        match self.sources.get(source) {
-            Some(Source::Listener(l)) => l.service,
-            _ => usize::MAX,
-        }
-    }
-
-    pub(super) fn pause_listener(&mut self, source: usize, pause: std::time::Duration) {
-        self.disarm(source, ListenerState::Paused);
-        self.timers
-            .schedule(Instant::now() + pause, TimerKey::ResumeListener { source });
-    }
-
-    fn pause_exhausted(&mut self, source: usize, error: &std::io::Error) {
-        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
-            return;
-        };
-        if !listener.exhaustion_logged {
-            listener.exhaustion_logged = true;
-            let name = &self.services[listener.service].name;
-            log::warn!(
-                "accept_paused service={name} listen={} error={error} pause={}ms",
-                listener.addr,
-                FD_EXHAUSTED_PAUSE.as_millis(),
-                error = Quoted(&error)
-            );
-        }
-        self.pause_listener(source, FD_EXHAUSTED_PAUSE);
     }
 
     fn connection_peer(&self, source: usize, conn: &OwnedFd, remote: Option<SocketAddr>) -> Peer {
@@ -372,8 +336,13 @@ impl Server {
         }
     }
 
-    fn serve_connection(&mut self, source: usize, conn: OwnedFd, remote: Option<SocketAddr>) {
-        let service_id = self.listener_service(source);
+    fn serve_connection(
+        &mut self,
+        source: usize,
+        service_id: usize,
+        conn: OwnedFd,
+        remote: Option<SocketAddr>,
+    ) {
         let peer = self.connection_peer(source, &conn, remote);
         let fd = conn.as_raw_fd();
         send_banner(fd, &self.services[service_id].banners.banner);
@@ -575,7 +544,7 @@ impl Server {
         } else {
             (Peer::Unknown, Transport::Tcp)
         };
-        self.disarm(source, ListenerState::Paused);
+        self.hold_for_handoff(source);
         if let Err(e) = crate::sys::set_nonblocking(fd, false) {
             log::error!(
                 "handoff_error service={} error={e}",
@@ -593,9 +562,7 @@ impl Server {
             Some(source),
         ) {
             Outcome::Started(pid) => {
-                if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
-                    listener.state = ListenerState::HandedOff(pid);
-                }
+                self.handed_off(source, pid);
                 if let Some(head) = head {
                     self.children.started_for(pid, head);
                 }
@@ -624,12 +591,9 @@ impl Server {
     /// program that fails before reading): that datagram is dropped,
     /// logged and counted. One that arrived since starts a new child.
     pub(super) fn take_back(&mut self, source: usize, child: &super::children::Child, pid: i32) {
-        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
+        let Some((fd, service_id)) = self.taken_back(source) else {
             return;
         };
-        let fd = listener.bound.fd.as_raw_fd();
-        let service_id = listener.service;
-        listener.state = ListenerState::Paused;
         if let Err(e) = crate::sys::set_nonblocking(fd, true) {
             log::error!("takeback_error error={e}", e = Quoted(&e));
         }

@@ -10,7 +10,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{ListenerState, Server, Source, TimerKey};
+use super::{Server, TimerKey};
 use crate::childenv::Peer;
 use crate::config::DEFAULT_KILL_AFTER;
 use crate::logline::PeerLabel;
@@ -306,21 +306,6 @@ impl Server {
         self.drop_retired(child.service);
     }
 
-    /// Listeners held back by `on_limit: queue` get another look.
-    pub(super) fn release_queued(&mut self) {
-        if self.queued.is_empty() || self.stopping.is_some() {
-            return;
-        }
-        for source in std::mem::take(&mut self.queued) {
-            if let Some(Source::Listener(listener)) = self.sources.get(source) {
-                if listener.state == ListenerState::Paused {
-                    self.arm(source);
-                    self.turns.again(source);
-                }
-            }
-        }
-    }
-
     /// `limits.timeout` expired (`kill` false) or `kill_after` did too.
     pub(super) fn child_timeout(&mut self, pid: i32, started: Instant, kill: bool) {
         let Some((service, step)) = self.children.timeout(pid, started, kill) else {
@@ -358,15 +343,7 @@ impl Server {
             }
             return;
         }
-        let listeners: Vec<usize> = self
-            .sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::Listener(_)))
-            .map(|(key, _)| key)
-            .collect();
-        for source in listeners {
-            self.close_listener(source);
-        }
+        self.close_all_listeners();
         let grace = self.global.shutdown_grace;
         log::info!(
             "stopping children={} grace={:.1}s",

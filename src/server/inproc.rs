@@ -753,7 +753,14 @@ impl Server {
         let now = Instant::now();
         let clock = Clock::new(self.services[service].limits(), now, true);
         self.in_process_started(service, &peer, format_args!("redirect={target}"));
-        let relay_id = self.relays.insert(Relay {
+        // Both sides' sources exist before the relay, so a relay always
+        // knows its two tokens.
+        let relay_id = self.relays.vacant_key();
+        let tokens = [
+            self.sources.insert(Source::Relay(relay_id)),
+            self.sources.insert(Source::Relay(relay_id)),
+        ];
+        self.relays.insert(Relay {
             client,
             upstream,
             connected: false,
@@ -766,7 +773,7 @@ impl Server {
             peer,
             clock,
             target,
-            tokens: [usize::MAX; 2],
+            tokens,
             bytes: [0; 2],
         });
         if let Some(at) = clock.next() {
@@ -782,9 +789,7 @@ impl Server {
             self.relays[relay_id].client.as_raw_fd(),
             self.relays[relay_id].upstream.as_raw_fd(),
         ];
-        for (side, fd) in fds.into_iter().enumerate() {
-            let token = self.sources.insert(Source::Relay(relay_id));
-            self.relays[relay_id].tokens[side] = token;
+        for (token, fd) in tokens.into_iter().zip(fds) {
             if let Err(e) = self.register(fd, token, Interest::READABLE | Interest::WRITABLE) {
                 return self.finish_relay(relay_id, End::Failed(e));
             }

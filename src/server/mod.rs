@@ -8,6 +8,7 @@ mod children;
 mod control;
 mod ids;
 mod inproc;
+mod listeners;
 mod reload;
 mod reload_plan;
 mod source_list;
@@ -26,12 +27,12 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use slab::Slab;
 
-use crate::config::units::ListenAddr;
 use crate::config::{Access, Action, Global, InternalKind, Rare, Service, SocketKind};
 use crate::limits::{Admission, LogBudget};
 use crate::listener::Bound;
 use crate::spawn::{ExecPlan, Spawner};
 use crate::timers::Timers;
+use listeners::{Listener, ListenerState};
 use turns::Turns;
 
 const SIGNALS: Token = Token(0);
@@ -46,43 +47,6 @@ const FORK_FAILED_PAUSE: Duration = Duration::from_secs(1);
 
 fn token_of(source: usize) -> Token {
     Token(source + FIRST_SOURCE)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListenerState {
-    /// Registered with the poller.
-    Armed,
-    /// Wait mode: the socket belongs to child `pid` until it is reaped.
-    HandedOff(i32),
-    /// Resting (fd exhaustion, failed fork, rate pause, queue); a timer or
-    /// a reaped child re-arms it.
-    Paused,
-}
-
-struct Listener {
-    bound: Bound,
-    addr: ListenAddr,
-    kind: SocketKind,
-    service: usize,
-    state: ListenerState,
-    /// An fd-exhaustion episode has been logged.
-    exhaustion_logged: bool,
-}
-
-impl Listener {
-    fn fixed_local(&self) -> Option<SocketAddr> {
-        fixed_local(&self.addr)
-    }
-}
-
-/// The local address of every connection, when the socket is bound to one
-/// address, so accept needs no getsockname. A wildcard (`0.0.0.0`, `[::]`)
-/// has none: each connection's own address is looked up.
-fn fixed_local(addr: &ListenAddr) -> Option<SocketAddr> {
-    match addr {
-        ListenAddr::Inet(addr) if !addr.ip().is_unspecified() => Some(*addr),
-        _ => None,
-    }
 }
 
 struct StderrPipe {
@@ -297,8 +261,8 @@ pub struct Server {
     /// and the poll() array that asks them, both kept for their capacity.
     probe: Vec<usize>,
     probe_fds: Vec<libc::pollfd>,
-    /// Listeners held back by `on_limit: queue`.
-    queued: Vec<usize>,
+    /// What the listeners share (the `on_limit: queue` list).
+    listeners: listeners::Listeners,
     global: Global,
     config: crate::cli::ConfigDir,
     /// Sockets passed to spawnd by socket activation, until claimed.
@@ -398,7 +362,7 @@ impl Server {
             turns: Turns::default(),
             probe: Vec::new(),
             probe_fds: Vec::new(),
-            queued: Vec::new(),
+            listeners: Default::default(),
             global,
             config,
             inherited,
@@ -475,72 +439,6 @@ impl Server {
             self.attach_listener(id, addr, kind, socket);
         }
         Ok(id)
-    }
-
-    fn attach_listener(
-        &mut self,
-        service: usize,
-        addr: ListenAddr,
-        kind: SocketKind,
-        bound: Bound,
-    ) {
-        if kind == SocketKind::Dgram {
-            self.own_datagram.add(&addr);
-        }
-        log::info!(
-            "listening service={} addr={addr} socket={}",
-            self.services[service].name,
-            match kind {
-                SocketKind::Stream => "stream",
-                SocketKind::Dgram => "dgram",
-            }
-        );
-        let source = self.sources.insert(Source::Listener(Listener {
-            bound,
-            addr,
-            kind,
-            service,
-            state: ListenerState::Paused,
-            exhaustion_logged: false,
-        }));
-        self.services[service].listeners.push(source);
-        self.arm(source);
-    }
-
-    /// Registers a listener that is paused; logs if that fails.
-    fn arm(&mut self, source: usize) {
-        let Some(Source::Listener(listener)) = self.sources.get(source) else {
-            return;
-        };
-        if listener.state == ListenerState::Armed {
-            return;
-        }
-        let fd = listener.bound.fd.as_raw_fd();
-        match self.register(fd, source, Interest::READABLE) {
-            Ok(()) => {
-                if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
-                    listener.state = ListenerState::Armed;
-                }
-            }
-            Err(e) => log::error!(
-                "listen_error source={source} error={e}",
-                e = crate::logline::Quoted(&e)
-            ),
-        }
-    }
-
-    /// Takes a listener out of the poller.
-    fn disarm(&mut self, source: usize, state: ListenerState) {
-        let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
-            return;
-        };
-        if listener.state == ListenerState::Armed {
-            let fd = listener.bound.fd.as_raw_fd();
-            listener.state = state;
-            self.deregister(fd);
-        } else {
-            listener.state = state;
-        }
     }
 
     /// Starts every service of a fresh configuration. Returns how many
@@ -674,7 +572,7 @@ impl Server {
 
     fn on_source(&mut self, source: usize) {
         match self.sources.get(source) {
-            Some(Source::Listener(listener)) if listener.state == ListenerState::Armed => {
+            Some(Source::Listener(listener)) if listener.is_armed() => {
                 self.on_listener(source);
             }
             Some(Source::Stderr(_)) => self.on_stderr(source),
@@ -730,15 +628,7 @@ impl Server {
         let now = Instant::now();
         while let Some(key) = self.timers.pop_due(now) {
             match key {
-                TimerKey::ResumeListener { source } => {
-                    if self.stopping.is_none() {
-                        if let Some(Source::Listener(l)) = self.sources.get(source) {
-                            if l.state == ListenerState::Paused {
-                                self.arm(source);
-                            }
-                        }
-                    }
-                }
+                TimerKey::ResumeListener { source } => self.resume_listener(source),
                 TimerKey::ResumeService { service } => self.resume_service(service, now),
                 TimerKey::ChildTimeout { pid, started } => self.child_timeout(pid, started, false),
                 TimerKey::ChildKill { pid, started } => self.child_timeout(pid, started, true),
@@ -771,14 +661,7 @@ impl Server {
         {
             return "paused_rate";
         }
-        let states: Vec<ListenerState> = service
-            .listeners
-            .iter()
-            .filter_map(|s| match self.sources.get(*s) {
-                Some(Source::Listener(l)) => Some(l.state),
-                _ => None,
-            })
-            .collect();
+        let states = self.listener_states(service);
         if states
             .iter()
             .any(|s| matches!(s, ListenerState::HandedOff(_)))
@@ -825,19 +708,6 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::units::ListenAddr;
-
-    #[test]
-    fn only_a_specific_address_is_every_connections_local_address() {
-        let fixed = |text: &str| super::fixed_local(&text.parse::<ListenAddr>().unwrap());
-        assert_eq!(fixed("127.0.0.1:9"), Some("127.0.0.1:9".parse().unwrap()));
-        assert_eq!(fixed("[::1]:9"), Some("[::1]:9".parse().unwrap()));
-        assert_eq!(fixed("0.0.0.0:9"), None);
-        assert_eq!(fixed("[::]:9"), None);
-        assert_eq!(fixed("*:9"), None);
-        assert_eq!(fixed("/run/x.sock"), None);
-    }
-
     /// Per-service memory is a benchmark target (bench/): guard the part a
     /// unit test can see, the inline size of a service's runtime entry.
     #[test]

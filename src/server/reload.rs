@@ -4,7 +4,6 @@
 //! in place, so its running children stay counted against its limits.
 
 use std::collections::HashSet;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use super::ids::{ServiceId, SourceId};
@@ -22,27 +21,6 @@ struct Placed {
 }
 
 impl Server {
-    /// Closes one listener (and removes a Unix socket file spawnd made).
-    pub(super) fn close_listener(&mut self, source: usize) {
-        let Some(Source::Listener(listener)) = self.sources.get(source) else {
-            return;
-        };
-        let fd = listener.bound.fd.as_raw_fd();
-        let service = listener.service;
-        if listener.state == super::ListenerState::Armed {
-            self.deregister(fd);
-        }
-        if listener.kind == SocketKind::Dgram {
-            self.own_datagram.remove(&listener.addr);
-        }
-        if let Some(rt) = self.services.get_mut(service) {
-            rt.listeners.remove(source);
-        }
-        self.children.forget_listener(source);
-        self.queued.retain(|s| *s != source);
-        self.sources.remove(source);
-    }
-
     pub(super) fn reload(&mut self) {
         if self.stopping.is_some() {
             return;
@@ -239,9 +217,8 @@ impl Server {
         fresh: Vec<(ListenAddr, crate::listener::Bound)>,
     ) {
         for source in reuse {
-            let previous = match self.sources.get_mut(source) {
-                Some(Source::Listener(l)) => std::mem::replace(&mut l.service, id),
-                _ => continue,
+            let Some(previous) = self.move_listener(source, id) else {
+                continue;
             };
             if previous != id {
                 if let Some(rt) = self.services.get_mut(previous) {
