@@ -2,7 +2,7 @@
 //! launcher speaking its protocol) as `LISTEN_FDS`/`LISTEN_PID` are adopted
 //! by the service whose address and type they match, instead of binding.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, SockaddrStorage};
 
@@ -33,21 +33,12 @@ pub fn take() -> Inherited {
         return inherited;
     }
     for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count.min(4096) {
-        // SAFETY: F_DUPFD_CLOEXEC on a descriptor number the launcher
-        // promised us; a failure (not open) is checked.
-        let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, crate::spawn::first_free()) };
-        if moved < 0 {
-            log::warn!(
+        match crate::slots::adopt(fd) {
+            Ok(socket) => inherited.sockets.push(socket),
+            Err(e) => log::warn!(
                 "activation_error fd={fd} error={}",
-                crate::logline::Quoted(std::io::Error::last_os_error())
-            );
-            continue;
-        }
-        // SAFETY: `moved` is a new descriptor we own; the original number is
-        // ours to close since the launcher handed it over.
-        unsafe {
-            libc::close(fd);
-            inherited.sockets.push(OwnedFd::from_raw_fd(moved));
+                crate::logline::Quoted(e)
+            ),
         }
     }
     log::info!("activation sockets={}", inherited.sockets.len());

@@ -37,7 +37,7 @@ impl Readiness {
 /// keeps.
 pub fn detach(keep_stderr: bool) -> io::Result<Readiness> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let write = crate::sys::above_slots(write)?;
+    let write = crate::slots::above(write)?;
     // SAFETY: spawnd is single-threaded, so the child may keep running Rust
     // code after fork.
     if let ForkResult::Parent { .. } = unsafe { fork() }? {

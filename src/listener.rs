@@ -63,7 +63,7 @@ fn new_socket(family: AddressFamily, kind: SocketKind) -> io::Result<OwnedFd> {
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    crate::sys::above_slots(fd)
+    crate::slots::above(fd)
 }
 
 fn listen(fd: &OwnedFd, kind: SocketKind, backlog: u32) -> io::Result<()> {

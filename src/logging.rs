@@ -33,7 +33,6 @@
 //! the two socket paths.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -264,13 +263,7 @@ fn open(protocol: Protocol) -> Result<Datagram, String> {
 /// server claims them for its children with dup3, which would silently
 /// replace a log socket opened before it.
 fn out_of_the_way(socket: UnixDatagram) -> std::io::Result<UnixDatagram> {
-    let first_free = crate::spawn::first_free();
-    if socket.as_raw_fd() >= first_free {
-        return Ok(socket);
-    }
-    let raw = nix::fcntl::fcntl(&socket, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    Ok(unsafe { UnixDatagram::from_raw_fd(raw) })
+    crate::slots::above(socket.into()).map(UnixDatagram::from)
 }
 
 /// stderr's style: see the module documentation.
@@ -512,7 +505,7 @@ fn nonblocking_stderr() -> StderrOut {
                 .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
                 .open("/proc/self/fd/2")
                 .and_then(|file| {
-                    let fd = crate::sys::above_slots(std::os::fd::OwnedFd::from(file))?;
+                    let fd = crate::slots::above(std::os::fd::OwnedFd::from(file))?;
                     Ok(std::fs::File::from(fd))
                 });
             match reopened {

@@ -21,6 +21,7 @@ mod notify;
 mod raw_syscall;
 mod report;
 mod server;
+mod slots;
 mod spawn;
 mod status;
 mod sys;
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
 
 fn run(args: &RunArgs) -> ExitCode {
     // Before anything opens a descriptor or clears the environment.
-    spawn::prepare_descriptors();
+    slots::prepare();
     logging::never_block();
     let inherited = activation::take();
     notify::init();

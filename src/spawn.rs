@@ -46,71 +46,25 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::childenv::{write_connection_env, Peer, Transport};
 use crate::raw_syscall;
 
 use crate::config::{Service, StderrMode};
 
-/// Left free while spawnd serves, so a new connection lands there.
-pub const SLOT_ACCEPT: RawFd = 3;
-/// Descriptor slots kept open (on /dev/null) for the whole life of spawnd.
-pub const SLOT_STDERR: RawFd = 4;
-pub const SLOT_NULL: RawFd = 5;
-pub const SLOT_PRIMARY: RawFd = 6;
-/// More slots left free for connections, as 3 is, from here up to
-/// `first_free()`.
-const FIRST_EXTRA_LAUNCH_SLOT: RawFd = 7;
-/// At most this many of them: room for the children's ends of the launch
-/// entries' socket pairs (16 at most), for the connections being started,
-/// and for other descriptors that take a free slot meanwhile (an
-/// in-process connection, a pipe). A table of up to 64 descriptors is
-/// copied at one cost.
-const MOST_EXTRA_LAUNCH_SLOTS: u64 = 31;
+use crate::slots::{first_free, in_launch_slot, SLOT_NULL, SLOT_PRIMARY, SLOT_STDERR};
 
-/// The first descriptor number that is not a slot; the child's table stops
-/// below it. Set once by `prepare_descriptors`.
-static FIRST_FREE: AtomicI32 = AtomicI32::new(FIRST_EXTRA_LAUNCH_SLOT);
-/// spawnd's soft RLIMIT_NOFILE before `prepare_descriptors` raised it.
-static ORIGINAL_NOFILE: OnceLock<Option<libc::rlimit>> = OnceLock::new();
+/// Descriptors spawnd has open besides its event sources: stdio, the
+/// reserved slots, the poller, the signalfd, log sockets.
+const ALWAYS_OPEN: usize = 16;
 
-/// The first descriptor number above the slots.
-pub fn first_free() -> RawFd {
-    FIRST_FREE.load(Ordering::Relaxed)
-}
-
-/// Raises spawnd's soft descriptor limit to the hard one (children get the
-/// original back) and decides how many launch slots there are: up to 32,
-/// but no more than a quarter of the limit leaves for them, so that a tight
-/// limit still has room for listeners and connections. Call first thing,
-/// before any descriptor is opened or moved above the slots.
-pub fn prepare_descriptors() {
-    ORIGINAL_NOFILE.get_or_init(|| {
-        let original = crate::sys::raise_nofile();
-        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1024, |(soft, _)| soft);
-        FIRST_FREE.store(first_free_for(limit), Ordering::Relaxed);
-        original
-    });
-}
-
-/// `first_free()` under a soft descriptor limit of `limit`.
-fn first_free_for(limit: u64) -> RawFd {
-    let extra = (limit / 4)
-        .saturating_sub(FIRST_EXTRA_LAUNCH_SLOT as u64)
-        .min(MOST_EXTRA_LAUNCH_SLOTS);
-    FIRST_EXTRA_LAUNCH_SLOT + extra as RawFd
-}
-
-/// The slots left free for connections: accept4 fills them lowest first.
-fn launch_slots() -> impl Iterator<Item = RawFd> {
-    std::iter::once(SLOT_ACCEPT).chain(FIRST_EXTRA_LAUNCH_SLOT..first_free())
-}
-
-/// A connection a child can use where it is, without a move to slot 6.
-fn in_launch_slot(fd: RawFd) -> bool {
-    fd == SLOT_ACCEPT || (FIRST_EXTRA_LAUNCH_SLOT..first_free()).contains(&fd)
+/// Who a child is started for: its connection's part of the environment
+/// (`crate::childenv`) is rendered from this.
+#[derive(Clone, Copy)]
+pub struct Client<'a> {
+    pub transport: Transport,
+    pub peer: &'a Peer,
 }
 
 const CHILD_STACK_SIZE: usize = 256 * 1024;
@@ -847,7 +801,7 @@ impl Drop for ChildStack {
 
 /// Puts `fd` into a reserved slot (closing what the slot held).
 fn fill_slot(fd: RawFd, slot: RawFd) -> io::Result<()> {
-    crate::sys::dup_onto(fd, slot)
+    crate::slots::fill(fd, slot)
 }
 
 /// The plan's environment followed by the connection's entries (each
@@ -902,7 +856,10 @@ pub struct Spawner {
     terminal: bool,
     envp: Vec<*const c_char>,
     /// Per-connection environment entries, each NUL-terminated.
-    pub conn_env: Vec<u8>,
+    /// The connection's part of the environment, rendered for each spawn.
+    conn_env: Vec<u8>,
+    /// How many descriptors the event loop holds (see `spawn_connection`).
+    descriptors: crate::slots::Gauge,
     /// Children spawnd does not wait for, until they have exec'd.
     launches: launch::Launches,
     exec_delay: libc::timespec,
@@ -924,24 +881,8 @@ impl Spawner {
     /// and maps the child stack. Call once,
     /// early, before any other descriptor is opened. The launch slots are
     /// held only until `open_accept_slot`.
-    pub fn new() -> io::Result<Spawner> {
-        prepare_descriptors();
-        let null = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")?;
-        let reserved = [SLOT_NULL, SLOT_STDERR, SLOT_PRIMARY]
-            .into_iter()
-            .chain(launch_slots());
-        for slot in reserved {
-            if null.as_raw_fd() != slot {
-                fill_slot(null.as_raw_fd(), slot)?;
-            }
-        }
-        if null.as_raw_fd() < first_free() {
-            // The file landed in a slot itself: keep it open, it is /dev/null.
-            std::mem::forget(null);
-        }
+    pub fn new(descriptors: crate::slots::Gauge) -> io::Result<Spawner> {
+        crate::slots::reserve()?;
         // SAFETY: an empty range with UNSHARE only unshares our own table,
         // which is not shared; this just asks whether the kernel knows it.
         let use_close_range = unsafe {
@@ -959,11 +900,12 @@ impl Spawner {
         }
         Ok(Spawner {
             stack: ChildStack::new(CHILD_STACK_SIZE)?,
-            original_nofile: ORIGINAL_NOFILE.get().copied().flatten(),
+            original_nofile: crate::slots::original_nofile(),
             use_close_range,
             terminal: crate::sys::has_controlling_terminal(),
             envp: Vec::with_capacity(64),
             conn_env: Vec::with_capacity(512),
+            descriptors,
             // Without close_range a child's table is a copy made by clone,
             // which the parent would have to wait for; without raw system
             // calls a child could not leave spawnd's errno alone.
@@ -971,15 +913,6 @@ impl Spawner {
             exec_delay: test_exec_delay(),
             ambient_capabilities: crate::sys::has_ambient_capabilities(),
         })
-    }
-
-    /// Frees the launch slots once every long-lived descriptor of start-up
-    /// exists, so that connections land there (see the module comment).
-    /// Whatever else takes one later only leaves one fewer.
-    pub fn open_accept_slot(&self) {
-        for slot in launch_slots() {
-            crate::sys::close_slot(slot);
-        }
     }
 
     /// After `--daemon` has detached: no terminal to keep children from.
@@ -990,19 +923,23 @@ impl Spawner {
     /// Starts `plan` on a connection. Normally spawnd does not wait for the
     /// child (see `launch`); otherwise it spawns as `spawn` does. Either way
     /// `conn` is closed in spawnd when this returns.
-    /// `descriptors` is about how many spawnd has open: up to
-    /// `launch::COPIED_TABLE_MOST`, clone copies the table; past that the
-    /// child shares it and is sent the connection (see `launch`).
+    /// With up to `launch::COPIED_TABLE_MOST` descriptors open, clone copies
+    /// the table; past that the child shares it and is sent the connection
+    /// (see `launch`). The count is the event loop's sources (each holds a
+    /// descriptor) and the few spawnd always has (stdio, slots, poller,
+    /// signals, log).
     pub fn spawn_connection(
         &mut self,
         plan: &Rc<ExecPlan>,
         conn: OwnedFd,
         stderr_pipe: Option<RawFd>,
-        descriptors: usize,
+        client: Client,
     ) -> Result<i32, SpawnError> {
+        write_connection_env(&mut self.conn_env, client.transport, client.peer);
         if stderr_pipe.is_none() && !plan.listen_fds && in_launch_slot(conn.as_raw_fd()) {
             if let Some(entry) = self.launches.free_entry() {
-                let share_table = descriptors > launch::COPIED_TABLE_MOST;
+                let open = ALWAYS_OPEN + self.descriptors.get();
+                let share_table = open > launch::COPIED_TABLE_MOST;
                 // A connection that cannot be sent is started the waited-for way.
                 if !share_table || self.launches.hand_over(entry, &conn) {
                     let mut args = ChildArgs::new(plan, conn.as_raw_fd(), self);
@@ -1013,14 +950,25 @@ impl Spawner {
                 }
             }
         }
-        self.spawn(plan, conn.as_raw_fd(), stderr_pipe)
+        self.start_waited(plan, conn.as_raw_fd(), stderr_pipe)
     }
 
     /// Starts `plan` with `primary` (a connection, or a socket handed over in
     /// wait mode) and the write end of a stderr pipe if the plan wants one,
     /// and waits until the child has exec'd or died.
-    /// The per-connection environment is taken from `self.conn_env`.
     pub fn spawn(
+        &mut self,
+        plan: &ExecPlan,
+        primary: RawFd,
+        stderr_pipe: Option<RawFd>,
+        client: Client,
+    ) -> Result<i32, SpawnError> {
+        write_connection_env(&mut self.conn_env, client.transport, client.peer);
+        self.start_waited(plan, primary, stderr_pipe)
+    }
+
+    /// `spawn`, with the connection's environment already in `conn_env`.
+    fn start_waited(
         &mut self,
         plan: &ExecPlan,
         primary: RawFd,
@@ -1168,16 +1116,6 @@ mod tests {
             ["PATH=/opt/bin", "SPAWND_SERVICE=svc"]
         );
         assert_eq!(plan.setup.as_ref().and_then(|s| s.umask), Some(0o27));
-    }
-
-    #[test]
-    fn launch_slots_shrink_with_a_tight_descriptor_limit() {
-        assert_eq!(first_free_for(1_048_576), 38, "32 launch slots at most");
-        assert_eq!(first_free_for(1024), 38);
-        assert_eq!(first_free_for(120), 30, "a quarter of the limit");
-        assert_eq!(first_free_for(40), 10);
-        assert_eq!(first_free_for(16), 7, "only slot 3");
-        assert_eq!(first_free_for(0), 7);
     }
 
     #[test]

@@ -28,20 +28,6 @@ pub fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
     check(unsafe { libc::dup3(from, to, libc::O_CLOEXEC) }).map(drop)
 }
 
-/// `fd`, moved above the descriptor slots if it landed in one.
-pub fn above_slots(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() >= crate::spawn::first_free() {
-        return Ok(fd);
-    }
-    let moved = nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(crate::spawn::first_free()),
-    )?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
-    // owns; `fd` is closed when it goes out of scope here.
-    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
-}
-
 /// A connected pair of Unix datagram sockets (close-on-exec), for handing
 /// descriptors to a child.
 pub fn datagram_pair() -> io::Result<(OwnedFd, OwnedFd)> {

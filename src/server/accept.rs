@@ -5,8 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use super::ids::{ServiceId, SourceId};
 use super::{Server, Source, TimerKey, Work, ACCEPT_BATCH, FORK_FAILED_PAUSE};
-use crate::childenv::{write_connection_env, Peer, Transport};
+use crate::childenv::{Peer, Transport};
 use crate::config::SocketKind;
 use crate::limits::{check_access, Decision, LogBudget, PauseStarted, Refusal, SourceKey};
 use crate::logline::{AcceptLine, PeerLabel, Quoted, Suppressed};
@@ -102,7 +103,7 @@ enum Outcome {
 }
 
 impl Server {
-    pub(super) fn on_listener(&mut self, source: usize) {
+    pub(super) fn on_listener(&mut self, source: SourceId) {
         let Some(Source::Listener(listener)) = self.sources.get(source) else {
             return;
         };
@@ -119,7 +120,7 @@ impl Server {
     /// The spawnd-wide limit a new client of `service` would exceed:
     /// `max_children` for programs, `max_in_process` for connections served
     /// inside spawnd.
-    fn global_full(&self, service: usize) -> Option<Refusal> {
+    fn global_full(&self, service: ServiceId) -> Option<Refusal> {
         match self.services[service].work {
             Work::Exec(_) => self
                 .global
@@ -134,7 +135,7 @@ impl Server {
 
     /// Takes one connection: whether the listener holds more is asked at
     /// the end of the turn, for every listener at once (`probe_listeners`).
-    fn accept_first(&mut self, source: usize) {
+    fn accept_first(&mut self, source: SourceId) {
         if self.accept_some(source, 1) == Drained::No {
             self.probe.push(source);
         }
@@ -176,7 +177,7 @@ impl Server {
 
     /// Accepts up to `limit` connections; `Drained::No` when each one
     /// came (so more may be waiting).
-    fn accept_some(&mut self, source: usize, limit: usize) -> Drained {
+    fn accept_some(&mut self, source: SourceId, limit: usize) -> Drained {
         for _ in 0..limit {
             let Some(Source::Listener(listener)) = self.sources.get(source) else {
                 return Drained::Yes;
@@ -222,7 +223,12 @@ impl Server {
         Drained::No
     }
 
-    fn connection_peer(&self, source: usize, conn: &OwnedFd, remote: Option<SocketAddr>) -> Peer {
+    fn connection_peer(
+        &self,
+        source: SourceId,
+        conn: &OwnedFd,
+        remote: Option<SocketAddr>,
+    ) -> Peer {
         let Some(Source::Listener(listener)) = self.sources.get(source) else {
             return Peer::Unknown;
         };
@@ -248,7 +254,7 @@ impl Server {
     }
 
     /// Access rules and limits; logs and counts a refusal.
-    fn admit(&mut self, service_id: usize, peer: &Peer) -> Result<(), Refusal> {
+    fn admit(&mut self, service_id: ServiceId, peer: &Peer) -> Result<(), Refusal> {
         let now = Instant::now();
         let global_full = self.global_full(service_id);
         let service = &mut self.services[service_id];
@@ -304,7 +310,7 @@ impl Server {
         Err(refusal)
     }
 
-    fn log_pause(&mut self, service_id: usize, pause: PauseStarted, now: Instant) {
+    fn log_pause(&mut self, service_id: ServiceId, pause: PauseStarted, now: Instant) {
         let name = &self.services[service_id].name;
         match pause {
             PauseStarted::Service { until } => {
@@ -328,7 +334,7 @@ impl Server {
         }
     }
 
-    pub(super) fn resume_service(&mut self, service_id: usize, now: Instant) {
+    pub(super) fn resume_service(&mut self, service_id: ServiceId, now: Instant) {
         if let Some(service) = self.services.get_mut(service_id) {
             if service.admission.resume_if_due(now) {
                 log::info!("rate_resume service={}", service.name);
@@ -338,8 +344,8 @@ impl Server {
 
     fn serve_connection(
         &mut self,
-        source: usize,
-        service_id: usize,
+        source: SourceId,
+        service_id: ServiceId,
         conn: OwnedFd,
         remote: Option<SocketAddr>,
     ) {
@@ -370,11 +376,11 @@ impl Server {
     /// Starts the service's program on `primary`; records and logs the child.
     fn start_child(
         &mut self,
-        service_id: usize,
+        service_id: ServiceId,
         primary: Primary,
         peer: &Peer,
         transport: Transport,
-        handed_off: Option<usize>,
+        handed_off: Option<SourceId>,
     ) -> Outcome {
         let now = Instant::now();
         let wants_pipe = match &self.services[service_id].work {
@@ -393,20 +399,17 @@ impl Server {
         } else {
             None
         };
-        write_connection_env(&mut self.spawner.conn_env, transport, peer);
+        let client = crate::spawn::Client { transport, peer };
         let service = &mut self.services[service_id];
         let Work::Exec(plan) = &service.work else {
             return Outcome::Refused;
         };
         let pipe_end = pipe.as_ref().map(|(_, w)| w.as_raw_fd());
-        // Every source holds a descriptor (a relay two), next to a few fixed.
-        let descriptors = 16 + self.sources.len() + 2 * self.relays.len();
         let result = match primary {
             Primary::Connection(conn) => {
-                self.spawner
-                    .spawn_connection(plan, conn, pipe_end, descriptors)
+                self.spawner.spawn_connection(plan, conn, pipe_end, client)
             }
-            Primary::Socket(fd) => self.spawner.spawn(plan, fd, pipe_end),
+            Primary::Socket(fd) => self.spawner.spawn(plan, fd, pipe_end, client),
         };
         match result {
             Ok(pid) => {
@@ -474,10 +477,10 @@ impl Server {
     fn record_child(
         &mut self,
         pid: i32,
-        service: usize,
+        service: ServiceId,
         peer: &Peer,
         started: Instant,
-        handed_off: Option<usize>,
+        handed_off: Option<SourceId>,
         counted: bool,
     ) {
         let child = super::children::Child {
@@ -493,7 +496,7 @@ impl Server {
     }
 
     /// Wait mode: give the socket itself to one child.
-    fn hand_off(&mut self, source: usize) {
+    fn hand_off(&mut self, source: SourceId) {
         let Some(Source::Listener(listener)) = self.sources.get(source) else {
             return;
         };
@@ -590,7 +593,7 @@ impl Server {
     /// unread would only be started for it again, at once and forever (a
     /// program that fails before reading): that datagram is dropped,
     /// logged and counted. One that arrived since starts a new child.
-    pub(super) fn take_back(&mut self, source: usize, child: &super::children::Child, pid: i32) {
+    pub(super) fn take_back(&mut self, source: SourceId, child: &super::children::Child, pid: i32) {
         let Some((fd, service_id)) = self.taken_back(source) else {
             return;
         };
@@ -608,7 +611,7 @@ impl Server {
         }
     }
 
-    fn datagram_unread(&mut self, service_id: usize, peer: &Peer, pid: i32) {
+    fn datagram_unread(&mut self, service_id: ServiceId, peer: &Peer, pid: i32) {
         let Some(service) = self.services.get_mut(service_id) else {
             return;
         };

@@ -10,6 +10,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::ids::{ServiceId, SourceId};
 use super::{Server, TimerKey};
 use crate::childenv::Peer;
 use crate::config::DEFAULT_KILL_AFTER;
@@ -41,11 +42,11 @@ impl std::hash::Hasher for PidHasher {
 }
 
 pub(super) struct Child {
-    pub(super) service: usize,
+    pub(super) service: ServiceId,
     pub(super) peer: Peer,
     pub(super) started: Instant,
     /// Wait mode: the listener to re-arm when this child is reaped.
-    pub(super) handed_off: Option<usize>,
+    pub(super) handed_off: Option<SourceId>,
     /// A datagram service: the identity of the datagram the child was
     /// started for (`sys::HeadDatagram`).
     pub(super) datagram: Option<(i64, i64, usize)>,
@@ -92,12 +93,12 @@ impl Children {
     }
 
     /// Whether a wait-mode child holds listener `source`.
-    pub(super) fn holds(&self, source: usize) -> bool {
+    pub(super) fn holds(&self, source: SourceId) -> bool {
         self.table.values().any(|c| c.handed_off == Some(source))
     }
 
     /// Listener `source` is closed: no child gives it back.
-    pub(super) fn forget_listener(&mut self, source: usize) {
+    pub(super) fn forget_listener(&mut self, source: SourceId) {
         for child in self.table.values_mut() {
             if child.handed_off == Some(source) {
                 child.handed_off = None;
@@ -106,7 +107,7 @@ impl Children {
     }
 
     /// Whether a child of `service` runs.
-    pub(super) fn serve(&self, service: usize) -> bool {
+    pub(super) fn serve(&self, service: ServiceId) -> bool {
         self.table.values().any(|c| c.service == service)
     }
 
@@ -149,7 +150,7 @@ impl Children {
         pid: i32,
         started: Instant,
         kill: bool,
-    ) -> Option<(usize, TimeoutStep)> {
+    ) -> Option<(ServiceId, TimeoutStep)> {
         let child = self.table.get_mut(&pid).filter(|c| c.started == started)?;
         if kill {
             if child.signalled >= 2 {
@@ -170,7 +171,7 @@ impl Children {
 
     /// The stop's grace is over: SIGTERM to every child not signalled yet.
     /// Returns each child (pid, start, service), for its SIGKILL timer.
-    pub(super) fn terminate_all(&mut self) -> Vec<(i32, Instant, usize)> {
+    pub(super) fn terminate_all(&mut self) -> Vec<(i32, Instant, ServiceId)> {
         self.table
             .iter_mut()
             .map(|(pid, child)| {
@@ -328,7 +329,7 @@ impl Server {
         }
     }
 
-    fn kill_after(&self, service: usize) -> std::time::Duration {
+    fn kill_after(&self, service: ServiceId) -> std::time::Duration {
         self.services
             .get(service)
             .map_or(DEFAULT_KILL_AFTER, |s| s.limits().kill_after)

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
 
+use super::ids::SourceId;
 use super::{Server, Source, TimerKey};
 use crate::fsafe;
 use crate::listener::Bound;
@@ -62,7 +63,7 @@ pub(super) fn bind(
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    let fd = crate::sys::above_slots(fd)?;
+    let fd = crate::slots::above(fd)?;
     // Created 0600 from the start, not chmod'ed after a window.
     let id = place.bind(&fd, Some(0o600))?;
     let bound = Bound {
@@ -85,6 +86,7 @@ impl Server {
         match bind(&path, shared, &mut self.made_dir) {
             Ok(Some(bound)) => {
                 let fd = bound.fd.as_raw_fd();
+                crate::slots::check(std::iter::once(bound.fd.as_raw_fd()));
                 let source = self.sources.insert(Source::Control(bound));
                 if let Err(e) = self.register(fd, source, Interest::READABLE) {
                     log::warn!("control_error path={} error={e}", path.display(), e = crate::logline::Quoted(&e));
@@ -166,7 +168,7 @@ impl Server {
             .collect()
     }
 
-    pub(super) fn on_control(&mut self, source: usize) {
+    pub(super) fn on_control(&mut self, source: SourceId) {
         let Some(Source::Control(bound)) = self.sources.get(source) else {
             return;
         };
@@ -210,7 +212,7 @@ impl Server {
         self.turns.again(source);
     }
 
-    pub(super) fn on_control_conn(&mut self, source: usize) {
+    pub(super) fn on_control_conn(&mut self, source: SourceId) {
         let Some(Source::ControlConn(conn)) = self.sources.get_mut(source) else {
             return;
         };
@@ -233,7 +235,7 @@ impl Server {
     }
 
     /// A status client did not read its answer in time: closed.
-    pub(super) fn control_deadline(&mut self, source: usize, started: Instant) {
+    pub(super) fn control_deadline(&mut self, source: SourceId, started: Instant) {
         if let Some(Source::ControlConn(conn)) = self.sources.get(source) {
             if conn.started == started {
                 let fd = conn.fd.as_raw_fd();

@@ -30,6 +30,7 @@ use nix::sys::socket::{self, MsgFlags, Shutdown, SockaddrStorage};
 
 use super::accept::peer_source;
 use super::children::exit_level;
+use super::ids::{RelayId, ServiceId, SourceId};
 use super::{Server, Source, TimerKey};
 use crate::childenv::Peer;
 use crate::config::{InternalKind, Limits};
@@ -252,7 +253,7 @@ fn pump(
 pub(super) struct InternalConn {
     fd: OwnedFd,
     kind: InternalKind,
-    service: usize,
+    service: ServiceId,
     peer: Peer,
     clock: Clock,
     /// daytime's or time's answer, and what echo could not write yet.
@@ -274,11 +275,11 @@ pub(super) struct Relay {
     upstream_eof: bool,
     /// Write side shut down: [upstream, client].
     shut: [bool; 2],
-    service: usize,
+    service: ServiceId,
     peer: Peer,
     clock: Clock,
     target: SocketAddr,
-    tokens: [usize; 2],
+    tokens: [SourceId; 2],
     bytes: [u64; 2],
 }
 
@@ -301,11 +302,11 @@ fn daytime_now() -> String {
 }
 
 impl InternalConn {
-    pub(super) fn service_id(&self) -> usize {
+    pub(super) fn service_id(&self) -> ServiceId {
         self.service
     }
 
-    fn new(fd: OwnedFd, kind: InternalKind, service: usize, peer: Peer, clock: Clock) -> Self {
+    fn new(fd: OwnedFd, kind: InternalKind, service: ServiceId, peer: Peer, clock: Clock) -> Self {
         let mut out = Outbox::default();
         match kind {
             InternalKind::Daytime => out.keep(daytime_now().as_bytes()),
@@ -382,7 +383,7 @@ impl InternalConn {
 }
 
 impl Relay {
-    pub(super) fn service_id(&self) -> usize {
+    pub(super) fn service_id(&self) -> ServiceId {
         self.service
     }
 
@@ -445,7 +446,7 @@ impl Relay {
 
 /// Whether a relay got as far as a connection to its target (a failure
 /// before that is a failed redirect, never a peer closing).
-fn relay_connected(relays: &slab::Slab<Relay>, id: usize) -> bool {
+fn relay_connected(relays: &super::ids::Table<RelayId, Relay>, id: RelayId) -> bool {
     relays.get(id).is_some_and(|relay| relay.connected)
 }
 
@@ -481,7 +482,7 @@ impl Server {
     }
 
     /// Counts a new in-process connection of `service` and logs it.
-    fn in_process_started(&mut self, service: usize, peer: &Peer, what: std::fmt::Arguments) {
+    fn in_process_started(&mut self, service: ServiceId, peer: &Peer, what: std::fmt::Arguments) {
         self.in_process += 1;
         let rt = &mut self.services[service];
         rt.counters.accepted += 1;
@@ -493,7 +494,7 @@ impl Server {
     /// ended `how`.
     fn in_process_ended(
         &mut self,
-        service: usize,
+        service: ServiceId,
         peer: &Peer,
         what: std::fmt::Arguments,
         how: &End,
@@ -522,7 +523,7 @@ impl Server {
     /// Serves an admitted TCP client of an internal service in-process.
     pub(super) fn start_internal(
         &mut self,
-        service: usize,
+        service: ServiceId,
         kind: InternalKind,
         conn: OwnedFd,
         peer: Peer,
@@ -561,7 +562,7 @@ impl Server {
         self.on_internal(source);
     }
 
-    pub(super) fn on_internal(&mut self, source: usize) {
+    pub(super) fn on_internal(&mut self, source: SourceId) {
         let mut scratch = self.take_scratch();
         let mut ended = None;
         let mut moved = false;
@@ -599,7 +600,7 @@ impl Server {
     }
 
     /// A deadline timer of an internal connection fired.
-    pub(super) fn internal_deadline(&mut self, source: usize, started: Instant) {
+    pub(super) fn internal_deadline(&mut self, source: SourceId, started: Instant) {
         let now = Instant::now();
         let Some(Source::Internal(conn)) = self.sources.get(source) else {
             return;
@@ -618,7 +619,7 @@ impl Server {
         }
     }
 
-    fn finish_internal(&mut self, source: usize, end: End) {
+    fn finish_internal(&mut self, source: SourceId, end: End) {
         let Some(Source::Internal(conn)) = self.sources.try_remove(source) else {
             return;
         };
@@ -628,7 +629,7 @@ impl Server {
     }
 
     /// Answers the waiting datagrams of an internal UDP service.
-    pub(super) fn serve_datagrams(&mut self, source: usize) {
+    pub(super) fn serve_datagrams(&mut self, source: SourceId) {
         let Some(Source::Listener(listener)) = self.sources.get(source) else {
             return;
         };
@@ -729,7 +730,7 @@ impl Server {
     /// Relays an admitted client to the service's redirect target.
     pub(super) fn start_redirect(
         &mut self,
-        service: usize,
+        service: ServiceId,
         target: SocketAddr,
         client: OwnedFd,
         peer: Peer,
@@ -796,7 +797,7 @@ impl Server {
         }
     }
 
-    pub(super) fn on_relay(&mut self, source: usize) {
+    pub(super) fn on_relay(&mut self, source: SourceId) {
         let Some(Source::Relay(relay_id)) = self.sources.get(source) else {
             return;
         };
@@ -841,7 +842,7 @@ impl Server {
     }
 
     /// A deadline timer of a relay fired.
-    pub(super) fn relay_deadline(&mut self, relay_id: usize, started: Instant) {
+    pub(super) fn relay_deadline(&mut self, relay_id: RelayId, started: Instant) {
         let now = Instant::now();
         let Some(relay) = self.relays.get(relay_id) else {
             return;
@@ -865,7 +866,7 @@ impl Server {
         }
     }
 
-    fn finish_relay(&mut self, relay_id: usize, end: End) {
+    fn finish_relay(&mut self, relay_id: RelayId, end: End) {
         let Some(relay) = self.relays.try_remove(relay_id) else {
             return;
         };

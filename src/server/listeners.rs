@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use mio::Interest;
 
+use super::ids::{ServiceId, SourceId};
 use super::{Server, Source, TimerKey, FD_EXHAUSTED_PAUSE};
 use crate::config::units::ListenAddr;
 use crate::config::SocketKind;
@@ -35,7 +36,7 @@ pub(super) struct Listener {
     pub(super) bound: Bound,
     pub(super) addr: ListenAddr,
     pub(super) kind: SocketKind,
-    pub(super) service: usize,
+    pub(super) service: ServiceId,
     state: ListenerState,
     /// An fd-exhaustion episode has been logged.
     exhaustion_logged: bool,
@@ -61,7 +62,7 @@ pub(super) fn fixed_local(addr: &ListenAddr) -> Option<SocketAddr> {
 /// a child exits.
 #[derive(Default)]
 pub(super) struct Listeners {
-    queued: Vec<usize>,
+    queued: Vec<SourceId>,
 }
 
 impl Listener {
@@ -78,7 +79,7 @@ impl Server {
     /// Adds a bound socket to `service` and arms it.
     pub(super) fn attach_listener(
         &mut self,
-        service: usize,
+        service: ServiceId,
         addr: ListenAddr,
         kind: SocketKind,
         bound: Bound,
@@ -94,6 +95,7 @@ impl Server {
                 SocketKind::Dgram => "dgram",
             }
         );
+        crate::slots::check(std::iter::once(bound.fd.as_raw_fd()));
         let source = self.sources.insert(Source::Listener(Listener {
             bound,
             addr,
@@ -107,7 +109,7 @@ impl Server {
     }
 
     /// Registers a listener that is paused; logs if that fails.
-    pub(super) fn arm(&mut self, source: usize) {
+    pub(super) fn arm(&mut self, source: SourceId) {
         let Some(Source::Listener(listener)) = self.sources.get(source) else {
             return;
         };
@@ -126,7 +128,7 @@ impl Server {
     }
 
     /// Takes a listener out of the poller.
-    fn disarm(&mut self, source: usize, state: ListenerState) {
+    fn disarm(&mut self, source: SourceId, state: ListenerState) {
         let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
             return;
         };
@@ -140,7 +142,7 @@ impl Server {
     }
 
     /// Closes one listener (and removes a Unix socket file spawnd made).
-    pub(super) fn close_listener(&mut self, source: usize) {
+    pub(super) fn close_listener(&mut self, source: SourceId) {
         let Some(Source::Listener(listener)) = self.sources.get(source) else {
             return;
         };
@@ -161,14 +163,14 @@ impl Server {
     }
 
     /// Rests a listener for `pause` (a failed fork or accept).
-    pub(super) fn pause_listener(&mut self, source: usize, pause: Duration) {
+    pub(super) fn pause_listener(&mut self, source: SourceId, pause: Duration) {
         self.disarm(source, ListenerState::Paused);
         self.timers
             .schedule(Instant::now() + pause, TimerKey::ResumeListener { source });
     }
 
     /// The descriptor table is full: rest, logging once per episode.
-    pub(super) fn pause_exhausted(&mut self, source: usize, error: &std::io::Error) {
+    pub(super) fn pause_exhausted(&mut self, source: SourceId, error: &std::io::Error) {
         let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
             return;
         };
@@ -202,13 +204,13 @@ impl Server {
 
     /// `on_limit: queue` with every instance taken: leave clients in the
     /// kernel's backlog until a child exits (`release_queued`).
-    pub(super) fn queue_listener(&mut self, source: usize) {
+    pub(super) fn queue_listener(&mut self, source: SourceId) {
         self.disarm(source, ListenerState::Paused);
         self.listeners.queued.push(source);
     }
 
     /// A pause is over (`TimerKey::ResumeListener`).
-    pub(super) fn resume_listener(&mut self, source: usize) {
+    pub(super) fn resume_listener(&mut self, source: SourceId) {
         if self.stopping.is_some() {
             return;
         }
@@ -220,19 +222,19 @@ impl Server {
     }
 
     /// A connection came: a later exhaustion is a new episode.
-    pub(super) fn accepted_from(&mut self, source: usize) {
+    pub(super) fn accepted_from(&mut self, source: SourceId) {
         if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
             listener.exhaustion_logged = false;
         }
     }
 
     /// Wait mode: the socket is out of the poller, about to be handed over.
-    pub(super) fn hold_for_handoff(&mut self, source: usize) {
+    pub(super) fn hold_for_handoff(&mut self, source: SourceId) {
         self.disarm(source, ListenerState::Paused);
     }
 
     /// Wait mode: child `pid` has the socket until it is reaped.
-    pub(super) fn handed_off(&mut self, source: usize, pid: i32) {
+    pub(super) fn handed_off(&mut self, source: SourceId, pid: i32) {
         if let Some(Source::Listener(listener)) = self.sources.get_mut(source) {
             listener.state = ListenerState::HandedOff(pid);
         }
@@ -240,7 +242,7 @@ impl Server {
 
     /// Wait mode: the child holding the socket was reaped. Returns the
     /// socket and its service; `arm` it once it is ready again.
-    pub(super) fn taken_back(&mut self, source: usize) -> Option<(RawFd, usize)> {
+    pub(super) fn taken_back(&mut self, source: SourceId) -> Option<(RawFd, ServiceId)> {
         let Some(Source::Listener(listener)) = self.sources.get_mut(source) else {
             return None;
         };
@@ -249,7 +251,11 @@ impl Server {
     }
 
     /// A reload gave the socket to `service`: returns the one it leaves.
-    pub(super) fn move_listener(&mut self, source: usize, service: usize) -> Option<usize> {
+    pub(super) fn move_listener(
+        &mut self,
+        source: SourceId,
+        service: ServiceId,
+    ) -> Option<ServiceId> {
         match self.sources.get_mut(source) {
             Some(Source::Listener(listener)) => {
                 Some(std::mem::replace(&mut listener.service, service))
@@ -260,7 +266,7 @@ impl Server {
 
     /// Stop: every listener is closed at once.
     pub(super) fn close_all_listeners(&mut self) {
-        let listeners: Vec<usize> = self
+        let listeners: Vec<SourceId> = self
             .sources
             .iter()
             .filter(|(_, s)| matches!(s, Source::Listener(_)))

@@ -21,11 +21,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ids::{RelayId, ServiceId, SourceId, Table};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use slab::Slab;
 
 use crate::config::{Access, Action, Global, InternalKind, Rare, Service, SocketKind};
 use crate::limits::{Admission, LogBudget};
@@ -45,8 +45,8 @@ const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(250);
 /// How long a wait-mode service rests after a failed fork.
 const FORK_FAILED_PAUSE: Duration = Duration::from_secs(1);
 
-fn token_of(source: usize) -> Token {
-    Token(source + FIRST_SOURCE)
+fn token_of(source: SourceId) -> Token {
+    Token(source.0 + FIRST_SOURCE)
 }
 
 struct StderrPipe {
@@ -64,7 +64,7 @@ enum Source {
     ControlConn(control::ControlConn),
     Internal(Box<inproc::InternalConn>),
     /// Either side of a redirected connection (an index into `relays`).
-    Relay(usize),
+    Relay(RelayId),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -208,10 +208,10 @@ fn fingerprint(spec: &Service) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKey {
     ResumeListener {
-        source: usize,
+        source: SourceId,
     },
     ResumeService {
-        service: usize,
+        service: ServiceId,
     },
     ChildTimeout {
         pid: i32,
@@ -223,17 +223,17 @@ enum TimerKey {
     },
     /// A deadline of an internal service's connection (`inproc`).
     Internal {
-        source: usize,
+        source: SourceId,
         started: Instant,
     },
     /// A deadline of a redirected connection (`inproc`).
     Relay {
-        relay: usize,
+        relay: RelayId,
         started: Instant,
     },
     /// A status client's time to read its answer is over.
     Control {
-        source: usize,
+        source: SourceId,
         started: Instant,
     },
     ShutdownDeadline,
@@ -243,9 +243,9 @@ pub struct Server {
     poll: Poll,
     signals: SignalFd,
     spawner: Spawner,
-    services: Slab<ServiceRt>,
-    sources: Slab<Source>,
-    relays: Slab<inproc::Relay>,
+    services: Table<ServiceId, ServiceRt>,
+    sources: Table<SourceId, Source>,
+    relays: Table<RelayId, inproc::Relay>,
     /// In-process connections open now (internal services, relays).
     in_process: usize,
     /// The buffer in-process connections read into, shared (`inproc`).
@@ -259,7 +259,7 @@ pub struct Server {
     turns: Turns,
     /// Listeners that gave a connection this turn (see `probe_listeners`),
     /// and the poll() array that asks them, both kept for their capacity.
-    probe: Vec<usize>,
+    probe: Vec<SourceId>,
     probe_fds: Vec<libc::pollfd>,
     /// What the listeners share (the `on_limit: queue` list).
     listeners: listeners::Listeners,
@@ -323,9 +323,10 @@ impl Server {
     ) -> Result<Server, StartError> {
         crate::sys::ensure_stdio_open();
         crate::sys::reset_ignored_signals();
-        let spawner =
-            Spawner::new().map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
-        crate::sys::cloexec_from(crate::spawn::first_free());
+        let descriptors = crate::slots::Gauge::default();
+        let spawner = Spawner::new(descriptors.clone())
+            .map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
+        crate::sys::cloexec_from(crate::slots::first_free());
         blocked_signals()
             .thread_block()
             .map_err(|e| StartError(format!("cannot block signals: {e}")))?;
@@ -350,9 +351,9 @@ impl Server {
             poll,
             signals,
             spawner,
-            services: Slab::new(),
-            sources: Slab::new(),
-            relays: Slab::new(),
+            services: Table::default(),
+            sources: Table::counted(descriptors),
+            relays: Table::default(),
             in_process: 0,
             scratch: Vec::new(),
             own_datagram: Default::default(),
@@ -377,7 +378,7 @@ impl Server {
     /// long-lived descriptor of start-up exists, before readiness is
     /// announced, so what a client or a test sees from then on is stable.
     pub fn open_accept_slot(&self) {
-        self.spawner.open_accept_slot();
+        crate::slots::open_launch_slots();
     }
 
     pub fn set_daemonized(&mut self) {
@@ -406,7 +407,7 @@ impl Server {
         Ok(())
     }
 
-    fn register(&self, fd: RawFd, source: usize, interest: Interest) -> io::Result<()> {
+    fn register(&self, fd: RawFd, source: SourceId, interest: Interest) -> io::Result<()> {
         self.poll
             .registry()
             .register(&mut SourceFd(&fd), token_of(source), interest)
@@ -418,7 +419,7 @@ impl Server {
 
     /// Opens every socket of `spec` and adds the service; on any bind error
     /// nothing of it is kept.
-    fn add_service(&mut self, spec: &Service, now: Instant) -> Result<usize, String> {
+    fn add_service(&mut self, spec: &Service, now: Instant) -> Result<ServiceId, String> {
         let work = Work::prepare(spec)?;
         let mut bound = Vec::new();
         for addr in &spec.listen {
@@ -551,13 +552,14 @@ impl Server {
             let turn = self.turns.take(
                 events
                     .iter()
-                    .filter_map(|event| event.token().0.checked_sub(FIRST_SOURCE)),
+                    .filter_map(|event| event.token().0.checked_sub(FIRST_SOURCE).map(SourceId)),
             );
             for source in &turn {
                 self.on_source(*source);
             }
             self.probe_listeners();
             self.turns.done(turn);
+            crate::slots::check([self.poll.as_raw_fd(), self.signals.as_raw_fd()].into_iter());
             self.fire_timers();
             if self
                 .stopping
@@ -570,7 +572,7 @@ impl Server {
         }
     }
 
-    fn on_source(&mut self, source: usize) {
+    fn on_source(&mut self, source: SourceId) {
         match self.sources.get(source) {
             Some(Source::Listener(listener)) if listener.is_armed() => {
                 self.on_listener(source);
@@ -676,7 +678,7 @@ impl Server {
 
     /// Whether anything running (child, internal connection, relay) still
     /// belongs to `service`.
-    fn service_in_use(&self, service: usize) -> bool {
+    fn service_in_use(&self, service: ServiceId) -> bool {
         self.children.serve(service)
             || self.relays.iter().any(|(_, r)| r.service_id() == service)
             || self
@@ -686,7 +688,7 @@ impl Server {
     }
 
     /// Forgets a service removed by a reload once nothing of it runs.
-    fn drop_retired(&mut self, service: usize) {
+    fn drop_retired(&mut self, service: ServiceId) {
         if self.services.get(service).is_some_and(|s| s.retired) && !self.service_in_use(service) {
             self.services.remove(service);
         }

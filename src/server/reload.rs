@@ -16,7 +16,7 @@ use crate::config::{Service, SocketKind};
 /// taken over.
 struct Placed {
     work: Work,
-    reuse: Vec<usize>,
+    reuse: Vec<SourceId>,
     fresh: Vec<(ListenAddr, crate::listener::Bound)>,
 }
 
@@ -94,16 +94,14 @@ impl Server {
                 .iter()
                 .filter(|(_, rt)| !rt.retired)
                 .map(|(id, rt)| Running {
-                    id: ServiceId(id),
+                    id,
                     name: &rt.name,
                     fingerprint: rt.fingerprint,
                     sockets: rt
                         .listeners
                         .iter()
                         .filter_map(|source| match self.sources.get(*source) {
-                            Some(Source::Listener(l)) => {
-                                Some(((l.kind, l.addr.clone()), SourceId(*source)))
-                            }
+                            Some(Source::Listener(l)) => Some(((l.kind, l.addr.clone()), *source)),
                             _ => None,
                         })
                         .collect(),
@@ -128,11 +126,11 @@ impl Server {
         for id in &plan.keep_as_is {
             log::warn!(
                 "reload_kept service={} detail=\"its file has errors; the previous definition stays\"",
-                self.services[id.0].name
+                self.services[*id].name
             );
         }
         for source in &plan.close {
-            self.close_listener(source.0);
+            self.close_listener(*source);
         }
         let (mut updated, mut failed) = (0, 0);
         for update in plan.update {
@@ -140,7 +138,7 @@ impl Server {
             match self.bind_planned(spec, update.sockets) {
                 Ok(placed) => {
                     updated += 1;
-                    let id = update.id.0;
+                    let id = update.id;
                     self.services[id].update(spec, placed.work, fingerprints[update.wanted], now);
                     self.give_sockets(id, spec.socket, placed.reuse, placed.fresh);
                 }
@@ -172,7 +170,6 @@ impl Server {
         }
         let removed = plan.retire.len();
         for id in plan.retire {
-            let id = id.0;
             log::info!("service_removed service={}", self.services[id].name);
             for source in self.services[id].listeners.as_slice().to_vec() {
                 self.close_listener(source);
@@ -202,7 +199,7 @@ impl Server {
         }
         Ok(Placed {
             work,
-            reuse: sockets.reuse.into_iter().map(|s| s.0).collect(),
+            reuse: sockets.reuse,
             fresh,
         })
     }
@@ -211,9 +208,9 @@ impl Server {
     /// ones just bound.
     fn give_sockets(
         &mut self,
-        id: usize,
+        id: ServiceId,
         kind: SocketKind,
-        reuse: Vec<usize>,
+        reuse: Vec<SourceId>,
         fresh: Vec<(ListenAddr, crate::listener::Bound)>,
     ) {
         for source in reuse {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mio::Interest;
 
+use super::ids::SourceId;
 use super::{Server, Source, StderrPipe};
 
 /// Longer lines are split.
@@ -90,7 +91,7 @@ impl Server {
         }
     }
 
-    pub(super) fn on_stderr(&mut self, source: usize) {
+    pub(super) fn on_stderr(&mut self, source: SourceId) {
         let Some(Source::Stderr(pipe)) = self.sources.get_mut(source) else {
             return;
         };

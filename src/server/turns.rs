@@ -9,16 +9,18 @@
 //! later turn would keep growing and everything else would wait longer and
 //! longer.
 
+use super::ids::SourceId;
+
 #[derive(Default)]
 pub struct Turns {
-    again: Vec<usize>,
+    again: Vec<SourceId>,
     /// The list handed out for one turn, kept for its capacity.
-    scratch: Vec<usize>,
+    scratch: Vec<SourceId>,
 }
 
 impl Turns {
     /// `source` has more to do: serve it next turn even if epoll is quiet.
-    pub fn again(&mut self, source: usize) {
+    pub fn again(&mut self, source: SourceId) {
         self.again.push(source);
     }
 
@@ -29,7 +31,7 @@ impl Turns {
 
     /// The sources of this turn, each once: those `reported` by epoll and
     /// those that asked to go again. Hand the list back with `done`.
-    pub fn take(&mut self, reported: impl Iterator<Item = usize>) -> Vec<usize> {
+    pub fn take(&mut self, reported: impl Iterator<Item = SourceId>) -> Vec<SourceId> {
         let mut turn = std::mem::take(&mut self.scratch);
         turn.append(&mut self.again);
         turn.extend(reported);
@@ -38,7 +40,7 @@ impl Turns {
         turn
     }
 
-    pub fn done(&mut self, mut turn: Vec<usize>) {
+    pub fn done(&mut self, mut turn: Vec<SourceId>) {
         turn.clear();
         self.scratch = turn;
     }
@@ -51,11 +53,11 @@ mod tests {
     #[test]
     fn a_busy_source_is_served_once_per_turn() {
         let mut turns = Turns::default();
-        let busy = 3;
+        let busy = SourceId(3);
         for _ in 0..100 {
             // epoll reports it every turn, and every turn it fills its batch.
-            let turn = turns.take([busy, 7].into_iter());
-            assert_eq!(turn, [busy, 7]);
+            let turn = turns.take([busy, SourceId(7)].into_iter());
+            assert_eq!(turn, [busy, SourceId(7)]);
             for source in &turn {
                 if *source == busy {
                     turns.again(busy);
@@ -69,11 +71,11 @@ mod tests {
     fn leftovers_are_served_without_an_event() {
         let mut turns = Turns::default();
         assert!(!turns.has_more());
-        turns.again(5);
-        turns.again(2);
+        turns.again(SourceId(5));
+        turns.again(SourceId(2));
         assert!(turns.has_more());
         let turn = turns.take(std::iter::empty());
-        assert_eq!(turn, [2, 5]);
+        assert_eq!(turn, [SourceId(2), SourceId(5)]);
         assert!(!turns.has_more());
         turns.done(turn);
         assert!(turns.take(std::iter::empty()).is_empty());

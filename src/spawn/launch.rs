@@ -144,8 +144,8 @@ impl Entry {
         let (ours, theirs) = crate::sys::datagram_pair()?;
         // The pair took the lowest free numbers: move spawnd's end out of
         // the slots; the child's must stay in one.
-        let ours = crate::sys::above_slots(ours)?;
-        if theirs.as_raw_fd() >= super::first_free() {
+        let ours = crate::slots::above(ours)?;
+        if theirs.as_raw_fd() >= crate::slots::first_free() {
             return Err(io::Error::other("no launch slot free for a handoff socket"));
         }
         let fds = (ours.as_raw_fd(), theirs.as_raw_fd());
