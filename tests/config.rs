@@ -41,7 +41,8 @@ fn malformed_yaml_names_file_line_and_column() {
     let (code, _, stderr) = check_errors(&config);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("broken.yaml:3:1: did not find expected ',' or ']'"),
+        // The key the parser was reading when the syntax broke is named.
+        stderr.contains("broken.yaml:3:1: exec: did not find expected ',' or ']'"),
         "{stderr}"
     );
 }
@@ -57,6 +58,30 @@ fn unknown_key_is_an_error_with_its_location() {
     assert_eq!(code, 1);
     assert!(
         stderr.contains("typo.yaml:5:3: limits.instnaces: unknown field `instnaces`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flow_style_values_are_placed_at_their_key() {
+    let config = Config::new();
+    config.service(
+        "flow",
+        "listen: 127.0.0.1:1\nexec: [/bin/true]\nlimits: {per_source: 2, instances: 0}\n",
+    );
+    config.service(
+        "flowtypo",
+        "listen: 127.0.0.1:2\nexec: [/bin/true]\nlimits: {instances: 3, instnaces: 4}\n",
+    );
+    let (code, _, stderr) = check_errors(&config);
+    assert_eq!(code, 1);
+    // Not at `limits` (3:1): at the very key inside the flow mapping.
+    assert!(
+        stderr.contains("flow.yaml:3:25: limits.instances: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("flowtypo.yaml:3:24: limits.instnaces: unknown field `instnaces`"),
         "{stderr}"
     );
 }

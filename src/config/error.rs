@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::keys::KeyIndex;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
@@ -59,164 +61,73 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Where `path` (e.g. `["limits", "timeout"]`) is written in block-style YAML
-/// `text`, as 1-based (line, column) of the key. Falls back to the deepest
-/// ancestor found, and to `None` when not even the first key is found (the
-/// value may come from `spawnd.yaml` defaults).
-pub fn locate_key(text: &str, path: &[&str]) -> Option<(usize, usize)> {
-    let mut found = None;
-    let mut parent_indent: Option<usize> = None;
-    let mut lines = text.lines().enumerate();
-    'outer: for key in path {
-        for (index, line) in lines.by_ref() {
-            let trimmed = line.trim_start();
-            let indent = line.len() - trimmed.len();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            if let Some(parent) = parent_indent {
-                if indent <= parent {
-                    break 'outer;
-                }
-            }
-            let candidate = trimmed.trim_start_matches("- ");
-            let rest = candidate
-                .strip_prefix(key)
-                .or_else(|| candidate.strip_prefix(&format!("\"{key}\"")));
-            if rest.is_some_and(|rest| rest.trim_start().starts_with(':')) {
-                let column = indent + (trimmed.len() - candidate.len()) + 1;
-                found = Some((index + 1, column));
-                parent_indent = Some(indent);
-                continue 'outer;
-            }
-        }
-        break;
-    }
-    found
+/// A serde_yaml error with the path of the key it is in.
+pub type YamlError = serde_path_to_error::Error<serde_yaml::Error>;
+
+/// Deserializes one YAML document, keeping the key path of an error.
+pub fn deserialize<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
 }
 
-/// The key written at `(line, column)` (`key:` there), or the key whose
-/// value starts there (`key: value`, also inside a flow mapping).
-pub fn key_at(text: &str, line: usize, column: usize) -> Option<&str> {
-    let is_key = |k: &str| {
-        !k.is_empty()
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+/// Turns a serde_yaml error into a `ConfigError`: the position is the
+/// error's own, the key its path; an unknown or repeated key, which serde
+/// reports against its mapping, is named and placed from the file's key
+/// index (`keys`).
+pub fn from_yaml(file: &Path, text: &str, error: &YamlError) -> ConfigError {
+    let inner = error.inner();
+    let mut position = inner.location().map(|l| (l.line(), l.column()));
+    let mut message = inner.to_string();
+    if let Some((line, column)) = position {
+        message = message.replacen(&format!(" at line {line} column {column}"), "", 1);
+    }
+    // serde_yaml starts its message with the path of the enclosing mapping
+    // ("limits: ..."): the key path says that already.
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        let is_path = !prefix.is_empty()
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c));
+        if is_path && !rest.is_empty() {
+            message = rest.to_string();
+        }
+    }
+    let path: Vec<String> = error
+        .path()
+        .iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut key = (!path.is_empty()).then(|| path.join("."));
+    let keys = KeyIndex::new(text);
+    let named = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
     };
-    let line = text.lines().nth(line.checked_sub(1)?)?;
-    let split = column.checked_sub(1)?;
-    let rest = line.get(split..)?;
-    // A mapping key is followed by ':' and white space (or the line's end);
-    // `localhost:3` is a value.
-    if let Some(end) = rest.find(':') {
-        let after = rest[end + 1..].chars().next();
-        let key = rest[..end].trim().trim_matches('"');
-        if is_key(key) && after.is_none_or(char::is_whitespace) {
-            return Some(key);
+    if let Some(name) = named("duplicate field `") {
+        // Placed at its mapping's start by serde_yaml: name the second one.
+        let full = match &key {
+            Some(parent) => format!("{parent}.{name}"),
+            None => name,
+        };
+        if let Some(second) = keys.nth(&full, 2) {
+            position = Some(second);
         }
-    }
-    let before = line.get(..split)?.trim_end().strip_suffix(':')?;
-    let start = before
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '"'))
-        .map_or(0, |i| i + 1);
-    let key = before[start..].trim_matches('"');
-    is_key(key).then_some(key)
-}
-
-/// Where the `nth` (1-based) `name:` of the block mapping whose keys start
-/// at (`line`, `column`) is written.
-fn nth_key_in_mapping(
-    text: &str,
-    line: usize,
-    column: usize,
-    name: &str,
-    nth: usize,
-) -> Option<(usize, usize)> {
-    let indent = column.checked_sub(1)?;
-    let mut found = 0;
-    for (index, text_line) in text.lines().enumerate().skip(line.checked_sub(1)?) {
-        let trimmed = text_line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let here = text_line.len() - trimmed.len();
-        if here < indent && index + 1 > line {
-            break; // out of the mapping
-        }
-        let at = text_line.get(indent..).unwrap_or_default();
-        let at = at.strip_prefix("- ").unwrap_or(at);
-        let rest = at
-            .strip_prefix(name)
-            .or_else(|| at.strip_prefix(&format!("\"{name}\"")));
-        if here == indent && rest.is_some_and(|r| r.trim_start().starts_with(':')) {
-            found += 1;
-            if found == nth {
-                return Some((index + 1, column));
-            }
-        }
-    }
-    None
-}
-
-/// Turns a serde_yaml error into a `ConfigError` with position and key path.
-pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> ConfigError {
-    let mut position = error.location().map(|l| (l.line(), l.column()));
-    let mut message = error.to_string();
-    if let Some(index) = message.rfind(" at line ") {
-        message.truncate(index);
-    }
-    // serde_yaml prefixes the path of the enclosing map ("limits: ...");
-    // the key itself is read back from the text at the error's position.
-    let (mut key, mut rest) = match message.split_once(": ") {
-        Some((path, rest))
-            if !path.is_empty()
-                && path
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c)) =>
-        {
-            (Some(path.to_string()), rest.to_string())
-        }
-        _ => (None, message.clone()),
-    };
-    if let Some(here) = position.and_then(|(line, column)| key_at(text, line, column)) {
-        let already = key
-            .as_deref()
-            .is_some_and(|k| k == here || k.ends_with(&format!(".{here}")));
-        if !already {
-            key = Some(match key {
-                Some(parent) => format!("{parent}.{here}"),
-                None => here.to_string(),
-            });
-        }
-    }
-    if rest.is_empty() {
-        rest = message;
-    }
-    // serde_yaml places a duplicate key at the start of its mapping, and
-    // the key there is the mapping's first: name the second occurrence.
-    if let Some(name) = rest
-        .strip_prefix("duplicate field `")
-        .and_then(|r| r.split('`').next())
-    {
-        if let Some((line, column)) = position {
-            let parent = key
-                .as_deref()
-                .and_then(|k| k.rsplit_once('.'))
-                .map(|(parent, _)| parent.to_string());
-            key = Some(match parent {
-                Some(parent) => format!("{parent}.{name}"),
-                None => name.to_string(),
-            });
-            if let Some(second) = nth_key_in_mapping(text, line, column, name, 2) {
-                position = Some(second);
-            }
-        }
+        key = Some(full);
+    } else if let Some(here) = position.and_then(|at| keys.key_at(at)) {
+        // An unknown key is reported where it is written: that key, not
+        // its mapping, is the one to name.
+        key = Some(here.to_string());
     }
     ConfigError {
         file: file.to_path_buf(),
         position,
         key,
-        message: rest,
+        message,
         unreadable: false,
     }
 }
@@ -224,29 +135,6 @@ pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> ConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TEXT: &str =
-        "name: x\n# limits below\nlimits:\n  instances: 3\n  timeout: 5x\naccess:\n  allow: []\n";
-
-    #[test]
-    fn locates_nested_keys() {
-        assert_eq!(locate_key(TEXT, &["name"]), Some((1, 1)));
-        assert_eq!(locate_key(TEXT, &["limits", "timeout"]), Some((5, 3)));
-        assert_eq!(locate_key(TEXT, &["access", "allow"]), Some((7, 3)));
-        // A key missing under its parent falls back to the parent.
-        assert_eq!(locate_key(TEXT, &["access", "deny"]), Some((6, 1)));
-        assert_eq!(locate_key(TEXT, &["exec"]), None);
-        // `timeout` under `access` must not match the one under `limits`.
-        assert_eq!(locate_key(TEXT, &["access", "timeout"]), Some((6, 1)));
-    }
-
-    #[test]
-    fn reads_key_at_position() {
-        assert_eq!(key_at(TEXT, 5, 3), Some("timeout"));
-        assert_eq!(key_at(TEXT, 5, 12), Some("timeout"));
-        assert_eq!(key_at("limits: {timeout: zz}", 1, 18), Some("timeout"));
-        assert_eq!(key_at("listen: [a, b]", 1, 13), None);
-    }
 
     #[test]
     fn a_duplicate_key_is_placed_at_its_second_occurrence() {
@@ -263,14 +151,14 @@ mod tests {
             limits: Option<Inner>,
         }
         let text = "listen: x\nexec: a\n# again:\nexec: b\n";
-        let error = serde_yaml::from_str::<Outer>(text).unwrap_err();
+        let error = deserialize::<Outer>(text).unwrap_err();
         let error = from_yaml(Path::new("d.yaml"), text, &error);
         assert_eq!(
             error.to_string(),
             "d.yaml:4:1: exec: duplicate field `exec`"
         );
         let text = "listen: x\nlimits:\n  instances: 3\n  instances: 4\n";
-        let error = serde_yaml::from_str::<Outer>(text).unwrap_err();
+        let error = deserialize::<Outer>(text).unwrap_err();
         let error = from_yaml(Path::new("d.yaml"), text, &error);
         assert_eq!(
             error.to_string(),
@@ -293,7 +181,7 @@ mod tests {
             limits: Option<Inner>,
         }
         let text = "limits:\n  timeout: 5x\n";
-        let error = serde_yaml::from_str::<Outer>(text).unwrap_err();
+        let error = deserialize::<Outer>(text).unwrap_err();
         let error = from_yaml(Path::new("s.yaml"), text, &error);
         assert_eq!(error.position, Some((2, 12)));
         assert_eq!(error.key.as_deref(), Some("limits.timeout"));
@@ -305,5 +193,47 @@ mod tests {
         assert!(error
             .to_string()
             .starts_with("s.yaml:2:12: limits.timeout: invalid duration"));
+    }
+
+    #[test]
+    fn flow_style_errors_are_placed_exactly() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            timeout: Option<crate::config::units::Span>,
+            instances: Option<u32>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Outer {
+            listen: Option<String>,
+            limits: Option<Inner>,
+        }
+        let text = "listen: x\nlimits: {instances: 3, timeout: 5x}\n";
+        let error = from_yaml(
+            Path::new("f.yaml"),
+            text,
+            &deserialize::<Outer>(text).unwrap_err(),
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("f.yaml:2:33: limits.timeout: invalid duration"),
+            "{error}"
+        );
+        let text = "listen: x\nlimits: {instances: 3, instnaces: 4}\n";
+        let error = from_yaml(
+            Path::new("f.yaml"),
+            text,
+            &deserialize::<Outer>(text).unwrap_err(),
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("f.yaml:2:24: limits.instnaces: unknown field `instnaces`"),
+            "{error}"
+        );
     }
 }

@@ -199,7 +199,7 @@ fn parse_all<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<T, Vec<ConfigError>> {
-    let first = match serde_yaml::from_str::<T>(text) {
+    let first = match super::error::deserialize::<T>(text) {
         Ok(value) => return Ok(value),
         Err(e) => from_yaml(path, text, &e),
     };
@@ -215,7 +215,7 @@ fn parse_all<T: serde::de::DeserializeOwned>(
         if errors.len() >= 64 || !blank_entry(&mut current, line) {
             break;
         }
-        if let Err(e) = serde_yaml::from_str::<T>(&current) {
+        if let Err(e) = super::error::deserialize::<T>(&current) {
             let error = from_yaml(path, text, &e);
             if !errors.iter().any(|seen| seen.position == error.position) {
                 next = error.position.map(|(line, _)| line);
@@ -399,7 +399,7 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
     for (index, mut error) in validate::across(&services) {
         rejected.insert(index);
         if let Some(key) = &error.key {
-            error.position = super::error::locate_key(&texts[index], &[key.as_str()]);
+            error.position = super::keys::KeyIndex::new(&texts[index]).locate(key);
         }
         errors.push(error);
     }

@@ -5,6 +5,7 @@
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod keys;
 pub mod load;
 pub mod model;
 pub mod raw;

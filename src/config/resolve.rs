@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-use super::error::{locate_key, ConfigError};
+use super::error::ConfigError;
+use super::keys::KeyIndex;
 use super::model::{Action, Principal, Service};
 
 /// The ids a child switches to before exec.
@@ -22,9 +23,9 @@ pub struct Credentials {
 /// A problem with one key, placed in the file by `resolve`.
 type Problem = (&'static str, String);
 
-fn error(service: &Service, text: &str, (key, message): Problem) -> ConfigError {
+fn error(service: &Service, keys: &KeyIndex, (key, message): Problem) -> ConfigError {
     ConfigError::new(&service.file, message)
-        .at(locate_key(text, &[key]))
+        .at(keys.locate(key))
         .key(key)
 }
 
@@ -219,9 +220,10 @@ pub fn resolve(service: &mut Service, text: &str, strict: bool) -> Result<(), Ve
     if problems.is_empty() {
         Ok(())
     } else {
+        let keys = KeyIndex::new(text);
         Err(problems
             .into_iter()
-            .map(|p| error(service, text, p))
+            .map(|p| error(service, &keys, p))
             .collect())
     }
 }

@@ -3,37 +3,39 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::{locate_key, ConfigError};
+use super::error::ConfigError;
+use super::keys::KeyIndex;
 use super::model::*;
 use super::raw::{RawAccess, RawDefaults, RawGlobal, RawLimits, RawService};
 use super::units::{ListenAddr, OrUnlimited};
 
-/// Collects errors for one file, locating each key in its text.
+/// Collects errors for one file, locating each key in its text (the key
+/// index is built at the first error: a file that checks costs nothing).
 struct Errors<'a> {
     file: &'a Path,
     text: &'a str,
+    keys: std::cell::OnceCell<KeyIndex>,
     list: Vec<ConfigError>,
 }
 
-impl Errors<'_> {
+impl<'a> Errors<'a> {
+    fn new(file: &'a Path, text: &'a str) -> Self {
+        Errors {
+            file,
+            text,
+            keys: std::cell::OnceCell::new(),
+            list: Vec::new(),
+        }
+    }
+
     fn push(&mut self, key: &str, message: impl Into<String>) {
-        let path: Vec<&str> = key.split('.').collect();
+        let keys = self.keys.get_or_init(|| KeyIndex::new(self.text));
         // A key that is not in the file (a missing one, or one from the
         // defaults) is placed at the mapping it belongs in.
-        let position = locate_key(self.text, &path).or_else(|| mapping_start(self.text));
+        let position = keys.locate(key).or_else(|| keys.root());
         let error = ConfigError::new(self.file, message).at(position).key(key);
         self.list.push(error);
     }
-}
-
-/// Where the file's top-level mapping starts: its first line that is not
-/// blank, a comment or a document marker.
-fn mapping_start(text: &str) -> Option<(usize, usize)> {
-    text.lines().enumerate().find_map(|(index, line)| {
-        let trimmed = line.trim_start();
-        let skip = trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---");
-        (!skip).then(|| (index + 1, line.len() - trimmed.len() + 1))
-    })
 }
 
 pub fn is_valid_name(name: &str) -> bool {
@@ -125,11 +127,7 @@ pub fn service(
     raw: RawService,
     defaults: &RawDefaults,
 ) -> Result<Service, Vec<ConfigError>> {
-    let mut errors = Errors {
-        file,
-        text,
-        list: Vec::new(),
-    };
+    let mut errors = Errors::new(file, text);
     let name = raw.name.clone().unwrap_or_else(|| stem.to_string());
     if !is_valid_name(&name) {
         let key = if raw.name.is_some() { "name" } else { "" };
@@ -526,7 +524,7 @@ pub fn warnings(service: &Service, text: &str) -> Vec<ConfigError> {
                 &service.file,
                 "has no effect: the program runs as root, for whom the kernel does not enforce RLIMIT_NPROC (set user:)",
             )
-            .at(locate_key(text, &["limits", "processes"]))
+            .at(KeyIndex::new(text).locate(key))
             .key(key),
         );
     }
@@ -538,11 +536,7 @@ pub fn global(
     text: &str,
     raw: RawGlobal,
 ) -> Result<(Global, RawDefaults), Vec<ConfigError>> {
-    let mut errors = Errors {
-        file,
-        text,
-        list: Vec::new(),
-    };
+    let mut errors = Errors::new(file, text);
     let max_children = raw.max_children.and_then(OrUnlimited::value);
     if max_children == Some(0) {
         errors.push("max_children", "must be at least 1");
@@ -885,7 +879,7 @@ mod tests {
         let e = first_error("socket: dgram\nlisten: 127.0.0.1:9\nredirect: 127.0.0.1:80\n");
         assert_eq!(e.key.as_deref(), Some("redirect"));
         let text = "listen: 127.0.0.1:9\ninternal: qotd\n";
-        let error = serde_yaml::from_str::<RawService>(text).unwrap_err();
+        let error = crate::config::error::deserialize::<RawService>(text).unwrap_err();
         let error = crate::config::error::from_yaml(Path::new("t.yaml"), text, &error);
         assert_eq!(error.key.as_deref(), Some("internal"));
         assert!(error.message.contains("unknown variant `qotd`"), "{error}");
@@ -920,7 +914,7 @@ mod tests {
         for bare in ["0o660", "660", "0x1b6", "1.5"] {
             for key in ["unix_mode", "umask"] {
                 let text = format!("listen: /tmp/x.sock\nexec: [/bin/x]\n{key}: {bare}\n");
-                let error = serde_yaml::from_str::<RawService>(&text).unwrap_err();
+                let error = crate::config::error::deserialize::<RawService>(&text).unwrap_err();
                 let error = crate::config::error::from_yaml(Path::new("t.yaml"), &text, &error);
                 assert_eq!(error.key.as_deref(), Some(key), "{error}");
                 assert_eq!(error.position.map(|p| p.0), Some(3), "{error}");
@@ -939,7 +933,7 @@ mod tests {
                 "umask",
             ),
         ] {
-            let error = serde_yaml::from_str::<RawService>(text).unwrap_err();
+            let error = crate::config::error::deserialize::<RawService>(text).unwrap_err();
             let error = crate::config::error::from_yaml(Path::new("t.yaml"), text, &error);
             assert_eq!(error.key.as_deref(), Some(key), "{error}");
             assert!(error.message.contains("invalid octal mode"), "{error}");
@@ -952,7 +946,7 @@ mod tests {
             assert!(e.message.contains("must be an absolute path"), "{e}");
         }
         let text = "listen: 127.0.0.1:9\nexec: [/bin/x]\nuser: [root]\n";
-        let error = serde_yaml::from_str::<RawService>(text).unwrap_err();
+        let error = crate::config::error::deserialize::<RawService>(text).unwrap_err();
         let error = crate::config::error::from_yaml(Path::new("t.yaml"), text, &error);
         assert_eq!(
             (error.key.as_deref(), error.position.map(|p| p.0)),
