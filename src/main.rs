@@ -58,11 +58,11 @@ fn run(args: &RunArgs) -> ExitCode {
     // daemon's chdir("/"), and every service's file name (part of its
     // definition) must read the same at start and on reload, or the first
     // reload would take every service for a changed one.
-    let mut config_dir = args.config.clone();
+    let mut config_dir = report::location(&args.config);
     if let Ok(absolute) = std::fs::canonicalize(&config_dir.dir) {
         config_dir.dir = absolute;
     }
-    let loaded = match report::load(&config_dir) {
+    let loaded = match config_dir.load() {
         Ok(loaded) => loaded,
         Err(errors) => {
             for error in &errors {

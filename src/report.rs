@@ -7,22 +7,15 @@ use std::process::ExitCode;
 use crate::exit::Exit;
 
 use crate::cli::ConfigDir;
-use crate::config::{self, Loaded, Service};
+use crate::config::{self, Service};
 use crate::status::escape_line;
 
-/// Only `spawnd.yaml` (for commands that talk to a running spawnd).
-pub fn load_global(dir: &ConfigDir) -> Result<config::Global, Vec<config::ConfigError>> {
-    config::load::load_global(&dir.dir, !dir.insecure_config)
-}
-
-pub fn load(dir: &ConfigDir) -> Result<Loaded, Vec<config::ConfigError>> {
-    config::load(
-        &dir.dir,
-        config::Options {
-            strict: !dir.insecure_config,
-            resolve: true,
-        },
-    )
+/// The configuration `-c` names, for the code that loads it.
+pub fn location(dir: &ConfigDir) -> config::Location {
+    config::Location {
+        dir: dir.dir.clone(),
+        strict: !dir.insecure_config,
+    }
 }
 
 fn listen_label(service: &Service) -> String {
@@ -50,7 +43,7 @@ fn print_errors(errors: &[config::ConfigError]) {
 
 /// `spawnd check`; `quiet` (`-q`, for cron and CI) prints errors only.
 pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
-    let loaded = match load(dir) {
+    let loaded = match location(dir).load() {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);
@@ -88,7 +81,7 @@ pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
 }
 
 pub fn list(dir: &ConfigDir) -> ExitCode {
-    let loaded = match load(dir) {
+    let loaded = match location(dir).load() {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);

@@ -266,22 +266,23 @@ impl ExecPlan {
         })
     }
 
-    /// The argument vector joined with spaces, for the log.
-    pub fn argv_label(&self) -> String {
+    /// The argument vector, read back from what the child gets.
+    pub fn argv(&self) -> impl Iterator<Item = std::borrow::Cow<'_, str>> + Clone {
         let base = self.strings.as_ptr() as usize;
         let argc = self.env_at.saturating_sub(1);
-        let argv: Vec<String> = self.pointers[..argc]
-            .iter()
-            .map(|pointer| {
-                // Every argv pointer points into `strings` (see `for_service`).
-                let at = (*pointer as usize)
-                    .wrapping_sub(base)
-                    .min(self.strings.len());
-                let text = self.strings[at..].split(|byte| *byte == 0).next();
-                String::from_utf8_lossy(text.unwrap_or_default()).into_owned()
-            })
-            .collect();
-        argv.join(" ")
+        self.pointers[..argc].iter().map(move |pointer| {
+            // Every argv pointer points into `strings` (see `for_service`).
+            let at = (*pointer as usize)
+                .wrapping_sub(base)
+                .min(self.strings.len());
+            let text = self.strings[at..].split(|byte| *byte == 0).next();
+            String::from_utf8_lossy(text.unwrap_or_default())
+        })
+    }
+
+    /// The command line, for the log (`config::ProgramLabel`).
+    pub fn argv_label(&self) -> String {
+        crate::config::ProgramLabel::Argv(self.argv()).to_string()
     }
 
     pub fn wants_stderr_pipe(&self) -> bool {

@@ -14,5 +14,35 @@ pub mod units;
 pub mod validate;
 
 pub use error::ConfigError;
+
+/// Where the configuration is and how its files are trusted: what the
+/// daemon, `check`, `list` and `status` load from (`crate::cli` makes one
+/// from the command line).
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The directory holding `spawnd.yaml` and `services.d/`.
+    pub dir: std::path::PathBuf,
+    /// Files must be owned and writable only as configuration is (see
+    /// `crate::fsafe`); `--insecure-config` turns it off.
+    pub strict: bool,
+}
+
+impl Location {
+    /// Every service, checked and resolved.
+    pub fn load(&self) -> Result<Loaded, Vec<ConfigError>> {
+        load(
+            &self.dir,
+            Options {
+                strict: self.strict,
+                resolve: true,
+            },
+        )
+    }
+
+    /// Only `spawnd.yaml` (for commands that talk to a running spawnd).
+    pub fn load_global(&self) -> Result<Global, Vec<ConfigError>> {
+        load::load_global(&self.dir, self.strict)
+    }
+}
 pub use load::{load, Loaded, Options};
 pub use model::*;

@@ -248,12 +248,53 @@ pub struct Access {
     pub times: Vec<TimeWindow>,
 }
 
+/// What a service does, as `check`, `list`, `status` and the log show it:
+/// its command line, `internal:NAME` or `redirect:ADDRESS`. The one place
+/// that renders it, for a validated service and for a prepared program.
+pub enum ProgramLabel<I> {
+    Argv(I),
+    Internal(InternalKind),
+    Redirect(SocketAddr),
+}
+
+impl ProgramLabel<std::iter::Empty<&'static str>> {
+    pub fn internal(kind: InternalKind) -> Self {
+        ProgramLabel::Internal(kind)
+    }
+
+    pub fn redirect(addr: SocketAddr) -> Self {
+        ProgramLabel::Redirect(addr)
+    }
+}
+
+impl<I, S> std::fmt::Display for ProgramLabel<I>
+where
+    I: Iterator<Item = S> + Clone,
+    S: std::fmt::Display,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ProgramLabel::Argv(argv) => {
+                for (index, arg) in argv.clone().enumerate() {
+                    if index > 0 {
+                        f.write_str(" ")?;
+                    }
+                    write!(f, "{arg}")?;
+                }
+                Ok(())
+            }
+            ProgramLabel::Internal(kind) => write!(f, "internal:{}", kind.name()),
+            ProgramLabel::Redirect(addr) => write!(f, "redirect:{addr}"),
+        }
+    }
+}
+
 impl Service {
     pub fn program_label(&self) -> String {
         match &self.action {
-            Action::Exec { argv, .. } => argv.join(" "),
-            Action::Internal(kind) => format!("internal:{}", kind.name()),
-            Action::Redirect(addr) => format!("redirect:{addr}"),
+            Action::Exec { argv, .. } => ProgramLabel::Argv(argv.iter()).to_string(),
+            Action::Internal(kind) => ProgramLabel::internal(*kind).to_string(),
+            Action::Redirect(addr) => ProgramLabel::redirect(*addr).to_string(),
         }
     }
 

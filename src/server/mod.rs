@@ -178,10 +178,11 @@ impl ServiceRt {
 
     /// The command line, or what the service does instead, for the log.
     fn program_label(&self) -> String {
+        use crate::config::ProgramLabel;
         match &self.work {
             Work::Exec(plan) => plan.argv_label(),
-            Work::Internal(kind) => format!("internal:{}", kind.name()),
-            Work::Redirect(addr) => format!("redirect:{addr}"),
+            Work::Internal(kind) => ProgramLabel::internal(*kind).to_string(),
+            Work::Redirect(addr) => ProgramLabel::redirect(*addr).to_string(),
         }
     }
 }
@@ -264,7 +265,7 @@ pub struct Server {
     /// What the listeners share (the `on_limit: queue` list).
     listeners: listeners::Listeners,
     global: Global,
-    config: crate::cli::ConfigDir,
+    config: crate::config::Location,
     /// Sockets passed to spawnd by socket activation, until claimed.
     inherited: crate::activation::Inherited,
     stopping: Option<children::Stopping>,
@@ -317,7 +318,7 @@ pub struct StartError(pub String);
 impl Server {
     /// Sets up the process (descriptor slots, signals) and the poller.
     pub fn new(
-        config: crate::cli::ConfigDir,
+        config: crate::config::Location,
         global: Global,
         inherited: crate::activation::Inherited,
     ) -> Result<Server, StartError> {

@@ -30,7 +30,7 @@ impl Server {
             crate::notify::monotonic_usec()
         ));
         log::info!("reload_start dir={}", self.config.dir.display());
-        let loaded = match crate::report::load(&self.config) {
+        let loaded = match self.config.load() {
             Ok(loaded) => loaded,
             Err(errors) => {
                 for error in &errors {
