@@ -1,5 +1,5 @@
 //! Generates the manual pages `spawnd(8)` and `spawnd-SUBCOMMAND(8)` and the
-//! bash, zsh and fish completions from the clap definitions in `src/cli.rs`,
+//! bash, zsh and fish completions from the clap definitions in `src/cli/args.rs`,
 //! into `$OUT_DIR/man/` and `$OUT_DIR/completions/`. Nothing generated is
 //! checked in; `packaging/build-deb.sh` copies these files into the package.
 //! `spawnd.yaml(5)` is written by hand: `packaging/spawnd.yaml.5`.
@@ -13,7 +13,7 @@ use clap_complete::Shell;
 // The command-line types, compiled a second time for the build script. The
 // file depends only on clap, log and std.
 #[allow(dead_code)]
-#[path = "src/cli.rs"]
+#[path = "src/cli/args.rs"]
 mod cli;
 
 /// Hand-written sections appended to `spawnd(8)`: files, signals, logging,
@@ -21,7 +21,7 @@ mod cli;
 const EXTRA_SECTIONS: &str = include_str!("packaging/spawnd.8.in");
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/cli.rs");
+    println!("cargo:rerun-if-changed=src/cli/args.rs");
     println!("cargo:rerun-if-changed=packaging/spawnd.8.in");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");

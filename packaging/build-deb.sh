@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package target/debian/spawnd_VERSION-1_ARCH.deb:
 #   1. cargo build --release (build.rs renders the man pages and shell
-#      completions from src/cli.rs into its OUT_DIR);
+#      completions from src/cli/args.rs into its OUT_DIR);
 #   2. copies them, and the systemd unit adapted to the systemd version, into
 #      target/packaging/;
 #   3. cargo deb --no-build (metadata: [package.metadata.deb] in Cargo.toml).

@@ -10,7 +10,7 @@ use super::error::{from_yaml, ConfigError};
 use super::model::{Global, Service};
 use super::raw::{RawDefaults, RawGlobal, RawService};
 use super::{resolve, validate};
-use crate::fsafe;
+use crate::sys::fsafe;
 
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
 

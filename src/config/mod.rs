@@ -23,7 +23,7 @@ pub struct Location {
     /// The directory holding `spawnd.yaml` and `services.d/`.
     pub dir: std::path::PathBuf,
     /// Files must be owned and writable only as configuration is (see
-    /// `crate::fsafe`); `--insecure-config` turns it off.
+    /// `crate::sys::fsafe`); `--insecure-config` turns it off.
     pub strict: bool,
 }
 

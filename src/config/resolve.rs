@@ -135,15 +135,15 @@ fn check_program(service: &Service) -> Result<(), Problem> {
     Ok(())
 }
 
-/// A banner file, read as it will be at run time (`crate::fsafe`: no
+/// A banner file, read as it will be at run time (`crate::sys::fsafe`: no
 /// link followed, regular, and with `strict` owned as configuration).
-pub fn read_banner(path: &Path, strict: bool) -> Result<Vec<u8>, crate::fsafe::Error> {
-    let rules = crate::fsafe::ReadRules {
+pub fn read_banner(path: &Path, strict: bool) -> Result<Vec<u8>, crate::sys::fsafe::Error> {
+    let rules = crate::sys::fsafe::ReadRules {
         strict,
         follow: false,
         max: MAX_BANNER,
     };
-    crate::fsafe::read(path, rules)
+    crate::sys::fsafe::read(path, rules)
 }
 
 /// Banner files are sent to clients whole: at most this much of one.

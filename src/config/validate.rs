@@ -1,12 +1,13 @@
 //! Pure validation: raw serde structs (plus `spawnd.yaml` defaults) become a
 //! `Service`, or every error found, each with its place in the file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 use super::keys::KeyIndex;
 use super::model::*;
-use super::raw::{RawAccess, RawDefaults, RawGlobal, RawLimits, RawService};
+use super::raw::{Argv, RawAccess, RawDefaults, RawGlobal, RawLimits, RawService};
 use super::units::{ListenAddr, OrUnlimited};
 
 /// Collects errors for one file, locating each key in its text (the key
@@ -128,161 +129,21 @@ pub fn service(
     defaults: &RawDefaults,
 ) -> Result<Service, Vec<ConfigError>> {
     let mut errors = Errors::new(file, text);
-    let name = raw.name.clone().unwrap_or_else(|| stem.to_string());
-    if !is_valid_name(&name) {
-        let key = if raw.name.is_some() { "name" } else { "" };
-        let message = format!("invalid service name {name:?} (letters, digits, '_', '.', '-')");
-        if key.is_empty() {
-            errors.list.push(ConfigError::new(
-                file,
-                message + "; rename the file or set name:",
-            ));
-        } else {
-            errors.push(key, message);
-        }
-    }
+    let name = service_name(&mut errors, raw.name.as_deref(), stem);
     let socket = raw.socket.unwrap_or(SocketKind::Stream);
-    let mut listen = raw.listen.map(|l| l.into_vec()).unwrap_or_default();
-    // `./NAME`: next to services.d/, in the configuration directory.
-    let config_dir = file
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    for addr in &mut listen {
-        if let ListenAddr::Unix(path) = addr {
-            if let Ok(relative) = path.strip_prefix(".") {
-                *path = config_dir.join(relative);
-                if path.as_os_str().len() > 107 {
-                    errors.push(
-                        "listen",
-                        format!(
-                            "{} is longer than a Unix socket path may be (107 bytes)",
-                            path.display()
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    if listen.is_empty() {
-        errors.push("listen", "a service needs at least one listen address");
-    }
-    for (index, addr) in listen.iter().enumerate() {
-        if listen[..index].iter().any(|earlier| earlier.overlaps(addr)) {
-            errors.push(
-                "listen",
-                format!("{addr} is listed twice or overlaps another entry"),
-            );
-        }
-    }
-
-    let actions = [
-        raw.exec.is_some(),
-        raw.internal.is_some(),
-        raw.redirect.is_some(),
-    ];
-    let action = match actions.iter().filter(|a| **a).count() {
-        0 => {
-            errors.push("exec", "a service needs one of exec, internal or redirect");
-            None
-        }
-        1 => {
-            if let Some(exec) = raw.exec {
-                let argv = exec.into_vec();
-                match argv.first() {
-                    None => {
-                        errors.push("exec", "exec needs at least the program path");
-                        None
-                    }
-                    Some(program) if !program.starts_with('/') => {
-                        errors.push(
-                            "exec",
-                            format!("the program {program:?} must be an absolute path"),
-                        );
-                        None
-                    }
-                    Some(_) if argv.iter().any(|a| a.contains('\0')) => {
-                        errors.push("exec", "arguments may not contain NUL bytes");
-                        None
-                    }
-                    Some(program) => Some(Action::Exec {
-                        program: PathBuf::from(program),
-                        argv,
-                    }),
-                }
-            } else if let Some(kind) = raw.internal {
-                Some(Action::Internal(kind))
-            } else {
-                let target = raw.redirect.unwrap_or_default();
-                match target.parse() {
-                    Ok(addr) => Some(Action::Redirect(addr)),
-                    Err(_) => {
-                        errors.push(
-                            "redirect",
-                            format!("invalid redirect target {target:?} (expected IP:PORT; host names are not resolved)"),
-                        );
-                        None
-                    }
-                }
-            }
-        }
-        _ => {
-            errors.push(
-                "exec",
-                "exec, internal and redirect exclude each other; give exactly one",
-            );
-            None
-        }
-    };
-
-    let wait = match (&action, raw.wait) {
-        (Some(Action::Internal(_)), Some(_)) => {
-            errors.push(
-                "wait",
-                "internal services take no wait: they are served inside spawnd",
-            );
-            false
-        }
-        (Some(Action::Redirect(_)), Some(true)) => {
-            errors.push("wait", "a redirect service cannot use wait: true");
-            false
-        }
-        (Some(Action::Internal(_) | Action::Redirect(_)), None) => false,
-        (_, Some(wait)) => wait,
-        (_, None) => socket == SocketKind::Dgram,
-    };
-    if socket == SocketKind::Dgram && !wait && matches!(action, Some(Action::Exec { .. })) {
-        errors.push(
-            "wait",
-            "a datagram service with a program needs wait: true (there is no connection to hand to one child per client)",
-        );
-    }
-    if socket == SocketKind::Dgram && matches!(action, Some(Action::Redirect(_))) {
-        errors.push(
-            "redirect",
-            "redirect forwards TCP connections; it needs socket: stream",
-        );
-    }
-
-    let pass = raw.pass.unwrap_or(PassMode::Stdio);
-    let default_stderr = if pass == PassMode::ListenFds {
-        StderrMode::Null
-    } else {
-        StderrMode::Socket
-    };
-    let stderr = raw.stderr.or(defaults.stderr).unwrap_or(default_stderr);
-    if pass == PassMode::ListenFds {
-        if !wait || !matches!(action, Some(Action::Exec { .. })) {
-            errors.push("pass", "pass: listen_fds needs a program with wait: true");
-        }
-        if stderr == StderrMode::Socket {
-            errors.push(
-                "stderr",
-                "stderr: socket is not allowed with pass: listen_fds (use null or log)",
-            );
-        }
-    }
-
+    let listen = listen_addresses(
+        &mut errors,
+        raw.listen.map(|l| l.into_vec()).unwrap_or_default(),
+    );
+    let action = action(&mut errors, raw.exec, raw.internal, raw.redirect);
+    let wait = wait_mode(&mut errors, &action, raw.wait, socket);
+    let (pass, stderr) = pass_and_stderr(
+        &mut errors,
+        raw.pass,
+        raw.stderr.or(defaults.stderr),
+        wait,
+        &action,
+    );
     let backlog = raw.backlog.unwrap_or(DEFAULT_BACKLOG);
     if !(1..=65_535).contains(&backlog) {
         errors.push("backlog", "backlog must be 1 to 65535");
@@ -292,110 +153,15 @@ pub fn service(
             errors.push("nice", "nice must be -20 to 19");
         }
     }
-
-    let mut env = defaults.env.clone().unwrap_or_default();
-    env.extend(raw.env.unwrap_or_default());
-    for (name, value) in &env {
-        check_env_name(&mut errors, "env", name);
-        if value.contains('\0') {
-            errors.push("env", format!("the value of {name} contains a NUL byte"));
-        }
-    }
-    let pass_env = raw
-        .pass_env
-        .or_else(|| defaults.pass_env.clone())
-        .unwrap_or_default();
-    for name in &pass_env {
-        check_env_name(&mut errors, "pass_env", name);
-    }
-
-    // Keys of the file itself (not inherited from defaults) that only
-    // connections served inside spawnd use.
-    let own_in_process_keys: Vec<&str> = raw
-        .limits
-        .iter()
-        .flat_map(|l| {
-            [
-                ("limits.idle_timeout", l.idle_timeout.is_some()),
-                ("limits.connect_timeout", l.connect_timeout.is_some()),
-            ]
-        })
-        .filter_map(|(key, set)| set.then_some(key))
-        .collect();
-    let raw_limits = merge_limits(raw.limits, defaults.limits.as_ref());
-    if raw_limits.connect_timeout.is_some_and(|s| s.0.is_zero()) {
-        errors.push("limits.connect_timeout", "must be more than 0");
-    }
-    // `unlimited` lifts a limit the defaults set: from here on, no limit.
-    let instances = raw_limits.instances.and_then(OrUnlimited::value);
-    let per_source = raw_limits.per_source.and_then(OrUnlimited::value);
-    let max_load = raw_limits.max_load.and_then(OrUnlimited::value);
-    for (key, value) in [
-        ("limits.instances", instances),
-        ("limits.per_source", per_source),
-    ] {
-        if value == Some(0) {
-            errors.push(
-                key,
-                "must be at least 1 (to stop a service, use disabled: true)",
-            );
-        }
-    }
-    if let Some(load) = max_load {
-        if !(load.is_finite() && load > 0.0) {
-            errors.push("limits.max_load", "max_load must be a positive number");
-        }
-    }
-    let limits = Limits {
-        instances,
-        on_limit: raw_limits.on_limit.unwrap_or(OnLimit::Refuse),
-        per_source,
-        rate: raw_limits.rate.and_then(OrUnlimited::value),
-        rate_pause: raw_limits.rate_pause.map_or(DEFAULT_RATE_PAUSE, |s| s.0),
-        per_source_rate: raw_limits.per_source_rate.and_then(OrUnlimited::value),
-        per_source_pause: raw_limits
-            .per_source_pause
-            .map_or(DEFAULT_PER_SOURCE_PAUSE, |s| s.0),
-        timeout: raw_limits.timeout.map(|s| s.0).filter(|d| !d.is_zero()),
-        kill_after: raw_limits.kill_after.map_or(DEFAULT_KILL_AFTER, |s| s.0),
-        idle_timeout: raw_limits
-            .idle_timeout
-            .map_or(Some(DEFAULT_IDLE_TIMEOUT), |s| {
-                Some(s.0).filter(|d| !d.is_zero())
-            }),
-        connect_timeout: raw_limits
-            .connect_timeout
-            .map_or(DEFAULT_CONNECT_TIMEOUT, |s| s.0),
-        max_load,
-        rlimits: Rare::new(Rlimits {
-            cpu: raw_limits.cpu.map(|v| v.0.as_rlim()),
-            memory: raw_limits.memory.map(|v| v.0.as_rlim()),
-            files: raw_limits.files.map(|v| v.0.as_rlim()),
-            processes: raw_limits.processes.map(|v| v.0.as_rlim()),
-            core: raw_limits.core.map(|v| v.0.as_rlim()),
-        }),
-    };
-
+    let (env, pass_env) = environment(&mut errors, raw.env, raw.pass_env, defaults);
+    let limits = limits(&mut errors, raw.limits, defaults.limits.as_ref(), &action);
     if raw.access.is_some() && wait && socket == SocketKind::Stream {
         errors.push(
             "access",
             "access rules cannot apply to a wait: true stream service: its program accepts the connections itself",
         );
     }
-    let raw_access = merge_access(raw.access, defaults.access.as_ref());
-    let mut times = Vec::new();
-    for window in raw_access.times.unwrap_or_default() {
-        match parse_time_window(&window) {
-            Ok(window) => times.push(window),
-            Err(message) => errors.push("access.times", message),
-        }
-    }
-    let access = Access {
-        allow: raw_access.allow.unwrap_or_default(),
-        deny: raw_access.deny.unwrap_or_default(),
-        times,
-    };
-
+    let access = access(&mut errors, raw.access, defaults.access.as_ref());
     if raw.unix_mode.is_some_and(|m| m.0 > 0o777) {
         errors.push(
             "unix_mode",
@@ -412,23 +178,6 @@ pub fn service(
         );
     }
     let is_exec = matches!(action, Some(Action::Exec { .. }));
-    for key in own_in_process_keys {
-        let applies = match action {
-            Some(Action::Redirect(_)) => true,
-            Some(Action::Internal(_)) => key != "limits.connect_timeout",
-            _ => false,
-        };
-        if !applies && action.is_some() {
-            errors.push(
-                key,
-                if key == "limits.connect_timeout" {
-                    "applies only to redirect services"
-                } else {
-                    "applies only to connections served inside spawnd (internal, redirect); a program's connection is the program's"
-                },
-            );
-        }
-    }
     if !is_exec {
         for (key, set) in [
             ("user", raw.user.is_some()),
@@ -507,6 +256,331 @@ pub fn service(
         access: Rare::new(access),
         credentials: None,
     })
+}
+
+/// The service's name: `name:`, or the file's name without `.yaml`.
+fn service_name(errors: &mut Errors, written: Option<&str>, stem: &str) -> String {
+    let name = written.unwrap_or(stem).to_string();
+    if !is_valid_name(&name) {
+        let key = if written.is_some() { "name" } else { "" };
+        let message = format!("invalid service name {name:?} (letters, digits, '_', '.', '-')");
+        if key.is_empty() {
+            errors.list.push(ConfigError::new(
+                errors.file,
+                message + "; rename the file or set name:",
+            ));
+        } else {
+            errors.push(key, message);
+        }
+    }
+    name
+}
+
+/// `listen:`, with `./` paths made relative to the configuration
+/// directory; none twice.
+fn listen_addresses(errors: &mut Errors, mut listen: Vec<ListenAddr>) -> Vec<ListenAddr> {
+    // `./NAME`: next to services.d/, in the configuration directory.
+    let config_dir = errors
+        .file
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    for addr in &mut listen {
+        if let ListenAddr::Unix(path) = addr {
+            if let Ok(relative) = path.strip_prefix(".") {
+                *path = config_dir.join(relative);
+                if path.as_os_str().len() > 107 {
+                    errors.push(
+                        "listen",
+                        format!(
+                            "{} is longer than a Unix socket path may be (107 bytes)",
+                            path.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if listen.is_empty() {
+        errors.push("listen", "a service needs at least one listen address");
+    }
+    for (index, addr) in listen.iter().enumerate() {
+        if listen[..index].iter().any(|earlier| earlier.overlaps(addr)) {
+            errors.push(
+                "listen",
+                format!("{addr} is listed twice or overlaps another entry"),
+            );
+        }
+    }
+
+    listen
+}
+
+/// What the service does: exactly one of `exec`, `internal`, `redirect`.
+fn action(
+    errors: &mut Errors,
+    exec: Option<Argv>,
+    internal: Option<InternalKind>,
+    redirect: Option<String>,
+) -> Option<Action> {
+    let actions = [exec.is_some(), internal.is_some(), redirect.is_some()];
+    match actions.iter().filter(|a| **a).count() {
+        0 => {
+            errors.push("exec", "a service needs one of exec, internal or redirect");
+            None
+        }
+        1 => {
+            if let Some(exec) = exec {
+                let argv = exec.into_vec();
+                match argv.first() {
+                    None => {
+                        errors.push("exec", "exec needs at least the program path");
+                        None
+                    }
+                    Some(program) if !program.starts_with('/') => {
+                        errors.push(
+                            "exec",
+                            format!("the program {program:?} must be an absolute path"),
+                        );
+                        None
+                    }
+                    Some(_) if argv.iter().any(|a| a.contains('\0')) => {
+                        errors.push("exec", "arguments may not contain NUL bytes");
+                        None
+                    }
+                    Some(program) => Some(Action::Exec {
+                        program: PathBuf::from(program),
+                        argv,
+                    }),
+                }
+            } else if let Some(kind) = internal {
+                Some(Action::Internal(kind))
+            } else {
+                let target = redirect.unwrap_or_default();
+                match target.parse() {
+                    Ok(addr) => Some(Action::Redirect(addr)),
+                    Err(_) => {
+                        errors.push(
+                            "redirect",
+                            format!("invalid redirect target {target:?} (expected IP:PORT; host names are not resolved)"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+        _ => {
+            errors.push(
+                "exec",
+                "exec, internal and redirect exclude each other; give exactly one",
+            );
+            None
+        }
+    }
+}
+
+/// `wait:` (by default: true for datagram services with a program), and
+/// what it excludes.
+fn wait_mode(
+    errors: &mut Errors,
+    action: &Option<Action>,
+    written: Option<bool>,
+    socket: SocketKind,
+) -> bool {
+    let wait = match (action, written) {
+        (Some(Action::Internal(_)), Some(_)) => {
+            errors.push(
+                "wait",
+                "internal services take no wait: they are served inside spawnd",
+            );
+            false
+        }
+        (Some(Action::Redirect(_)), Some(true)) => {
+            errors.push("wait", "a redirect service cannot use wait: true");
+            false
+        }
+        (Some(Action::Internal(_) | Action::Redirect(_)), None) => false,
+        (_, Some(wait)) => wait,
+        (_, None) => socket == SocketKind::Dgram,
+    };
+    if socket == SocketKind::Dgram && !wait && matches!(action, Some(Action::Exec { .. })) {
+        errors.push(
+            "wait",
+            "a datagram service with a program needs wait: true (there is no connection to hand to one child per client)",
+        );
+    }
+    if socket == SocketKind::Dgram && matches!(action, Some(Action::Redirect(_))) {
+        errors.push(
+            "redirect",
+            "redirect forwards TCP connections; it needs socket: stream",
+        );
+    }
+
+    wait
+}
+
+/// `pass:` and `stderr:` (`stderr` from the file or the defaults).
+fn pass_and_stderr(
+    errors: &mut Errors,
+    pass: Option<PassMode>,
+    stderr: Option<StderrMode>,
+    wait: bool,
+    action: &Option<Action>,
+) -> (PassMode, StderrMode) {
+    let pass = pass.unwrap_or(PassMode::Stdio);
+    let default_stderr = if pass == PassMode::ListenFds {
+        StderrMode::Null
+    } else {
+        StderrMode::Socket
+    };
+    let stderr = stderr.unwrap_or(default_stderr);
+    if pass == PassMode::ListenFds {
+        if !wait || !matches!(action, Some(Action::Exec { .. })) {
+            errors.push("pass", "pass: listen_fds needs a program with wait: true");
+        }
+        if stderr == StderrMode::Socket {
+            errors.push(
+                "stderr",
+                "stderr: socket is not allowed with pass: listen_fds (use null or log)",
+            );
+        }
+    }
+
+    (pass, stderr)
+}
+
+/// `env:` over the defaults' and `pass_env:` (or the defaults').
+fn environment(
+    errors: &mut Errors,
+    own: Option<BTreeMap<String, String>>,
+    pass_env: Option<Vec<String>>,
+    defaults: &RawDefaults,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut env = defaults.env.clone().unwrap_or_default();
+    env.extend(own.unwrap_or_default());
+    for (name, value) in &env {
+        check_env_name(errors, "env", name);
+        if value.contains('\0') {
+            errors.push("env", format!("the value of {name} contains a NUL byte"));
+        }
+    }
+    let pass_env = pass_env
+        .or_else(|| defaults.pass_env.clone())
+        .unwrap_or_default();
+    for name in &pass_env {
+        check_env_name(errors, "pass_env", name);
+    }
+
+    (env, pass_env)
+}
+
+/// `limits:` over the defaults' (`unlimited` lifts a default).
+fn limits(
+    errors: &mut Errors,
+    own: Option<RawLimits>,
+    defaults: Option<&RawLimits>,
+    action: &Option<Action>,
+) -> Limits {
+    // Keys of the file itself (not inherited from defaults) that only
+    // connections served inside spawnd use.
+    let own_in_process_keys: Vec<&str> = own
+        .iter()
+        .flat_map(|l| {
+            [
+                ("limits.idle_timeout", l.idle_timeout.is_some()),
+                ("limits.connect_timeout", l.connect_timeout.is_some()),
+            ]
+        })
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+    let raw_limits = merge_limits(own, defaults);
+    if raw_limits.connect_timeout.is_some_and(|s| s.0.is_zero()) {
+        errors.push("limits.connect_timeout", "must be more than 0");
+    }
+    // `unlimited` lifts a limit the defaults set: from here on, no limit.
+    let instances = raw_limits.instances.and_then(OrUnlimited::value);
+    let per_source = raw_limits.per_source.and_then(OrUnlimited::value);
+    let max_load = raw_limits.max_load.and_then(OrUnlimited::value);
+    for (key, value) in [
+        ("limits.instances", instances),
+        ("limits.per_source", per_source),
+    ] {
+        if value == Some(0) {
+            errors.push(
+                key,
+                "must be at least 1 (to stop a service, use disabled: true)",
+            );
+        }
+    }
+    if let Some(load) = max_load {
+        if !(load.is_finite() && load > 0.0) {
+            errors.push("limits.max_load", "max_load must be a positive number");
+        }
+    }
+    let limits = Limits {
+        instances,
+        on_limit: raw_limits.on_limit.unwrap_or(OnLimit::Refuse),
+        per_source,
+        rate: raw_limits.rate.and_then(OrUnlimited::value),
+        rate_pause: raw_limits.rate_pause.map_or(DEFAULT_RATE_PAUSE, |s| s.0),
+        per_source_rate: raw_limits.per_source_rate.and_then(OrUnlimited::value),
+        per_source_pause: raw_limits
+            .per_source_pause
+            .map_or(DEFAULT_PER_SOURCE_PAUSE, |s| s.0),
+        timeout: raw_limits.timeout.map(|s| s.0).filter(|d| !d.is_zero()),
+        kill_after: raw_limits.kill_after.map_or(DEFAULT_KILL_AFTER, |s| s.0),
+        idle_timeout: raw_limits
+            .idle_timeout
+            .map_or(Some(DEFAULT_IDLE_TIMEOUT), |s| {
+                Some(s.0).filter(|d| !d.is_zero())
+            }),
+        connect_timeout: raw_limits
+            .connect_timeout
+            .map_or(DEFAULT_CONNECT_TIMEOUT, |s| s.0),
+        max_load,
+        rlimits: Rare::new(Rlimits {
+            cpu: raw_limits.cpu.map(|v| v.0.as_rlim()),
+            memory: raw_limits.memory.map(|v| v.0.as_rlim()),
+            files: raw_limits.files.map(|v| v.0.as_rlim()),
+            processes: raw_limits.processes.map(|v| v.0.as_rlim()),
+            core: raw_limits.core.map(|v| v.0.as_rlim()),
+        }),
+    };
+    for key in own_in_process_keys {
+        let applies = match action {
+            Some(Action::Redirect(_)) => true,
+            Some(Action::Internal(_)) => key != "limits.connect_timeout",
+            _ => false,
+        };
+        if !applies && action.is_some() {
+            errors.push(
+                key,
+                if key == "limits.connect_timeout" {
+                    "applies only to redirect services"
+                } else {
+                    "applies only to connections served inside spawnd (internal, redirect); a program's connection is the program's"
+                },
+            );
+        }
+    }
+    limits
+}
+
+/// `access:` over the defaults'.
+fn access(errors: &mut Errors, own: Option<RawAccess>, defaults: Option<&RawAccess>) -> Access {
+    let raw_access = merge_access(own, defaults);
+    let mut times = Vec::new();
+    for window in raw_access.times.unwrap_or_default() {
+        match parse_time_window(&window) {
+            Ok(window) => times.push(window),
+            Err(message) => errors.push("access.times", message),
+        }
+    }
+    Access {
+        allow: raw_access.allow.unwrap_or_default(),
+        deny: raw_access.deny.unwrap_or_default(),
+        times,
+    }
 }
 
 /// What checks but will not do what it seems to, placed in `text`.

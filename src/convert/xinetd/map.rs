@@ -15,6 +15,10 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+/// What `map` returns when a section ends it early: a service kept as a
+/// comment (not converted), or `None` after an error.
+type Stop = Box<Option<Unit>>;
+
 use super::addr::{self, Cidr, HostSpec};
 use super::parse::{Attr, Block, BlockKind, Entry, Op};
 use super::ParsedFile;
@@ -879,9 +883,10 @@ impl ServiceMapper<'_> {
         }))
     }
 
+    /// The block as a spawnd service, section by section (each below);
+    /// `None` when it has errors.
     fn map(&self, diags: &mut Diags) -> Option<Unit> {
         let file = self.file;
-        let line = self.block.line;
         let id = self.one("id").unwrap_or(self.name).to_string();
         let label = if id == self.name {
             format!("service {}", self.name)
@@ -911,13 +916,76 @@ impl ServiceMapper<'_> {
         let has_type = |t: &str| types.iter().any(|x| x == t);
         let has_flag = |f: &str| flags.iter().any(|x| x == f);
 
+        let (socket, internal) = match self.socket_kind(&id, &label, &has_type, &has_flag, diags) {
+            Ok(kind) => kind,
+            Err(stop) => return *stop,
+        };
+        let protocol = self.protocol(socket, diags)?;
+        let port = self.port(protocol, has_type("UNLISTED"), diags)?;
+
+        let mut service = Service::new(
+            label.clone(),
+            self.origin(),
+            socket,
+            Action::Internal(String::new()),
+        );
+        service.name = id.clone();
+        service.preamble = self.block.preamble.clone();
+        service.inner_comments = self.block.inner_comments.clone();
+        service.listen = match self.listen(port, has_flag("IPV4"), has_flag("IPV6"), diags) {
+            Ok(listen) => listen,
+            Err(reason) => return self.not_converted(&id, &label, reason, diags),
+        };
+        service.action =
+            match self.what_to_run(&id, &label, socket, internal, has_flag("NAMEINARGS"), diags) {
+                Ok(action) => action,
+                Err(stop) => return *stop,
+            };
+        // wait: meaningless for internal services and redirects.
+        if let Action::Exec(_) = service.action {
+            self.wait(&mut service, socket, &label, diags)?;
+        }
+        let in_process = !matches!(service.action, Action::Exec(_));
+        if !in_process {
+            self.credentials(&mut service, &label, diags);
+        }
+        self.environment(&mut service, diags);
+        if !in_process {
+            self.process_controls(&mut service, diags);
+        }
+        service.banner = self.get("banner").map(|v| v.noted(v.first().to_string()));
+        service.banner_success = self
+            .get("banner_success")
+            .map(|v| v.noted(v.first().to_string()));
+        service.banner_fail = self
+            .get("banner_fail")
+            .map(|v| v.noted(v.first().to_string()));
+        service.limits = limits(self.table, diags);
+        service.access = access(self.table, Some(self.name), diags);
+        service.disabled = self.disabled(&id, has_flag("DISABLE"), diags);
+        self.keep_unsupported(&mut service, in_process, internal, diags);
+        Some(Unit::Service(Box::new(service)))
+    }
+
+    /// The socket type, and whether the service is one of xinetd's
+    /// internal ones; `Err` with what `map` returns for a service spawnd
+    /// cannot serve (RPC, TCPMUX, SENSOR, raw sockets...).
+    fn socket_kind(
+        &self,
+        id: &str,
+        label: &str,
+        has_type: &dyn Fn(&str) -> bool,
+        has_flag: &dyn Fn(&str) -> bool,
+        diags: &mut Diags,
+    ) -> Result<(Socket, bool), Stop> {
+        let (file, line) = (self.file, self.block.line);
         let socket = match self.one("socket_type") {
             Some("stream") => Socket::Stream,
             Some("dgram") => Socket::Dgram,
             Some(other @ ("raw" | "seqpacket" | "rdm")) => {
                 let reason =
                     format!("socket_type = {other}: spawnd serves stream and dgram sockets only");
-                return self.not_converted(&id, &label, reason, diags);
+                return Err(Box::new(self.not_converted(id, label, reason, diags)));
             }
             Some(other) => {
                 let at = self.get("socket_type").map_or(line, |v| v.line);
@@ -926,7 +994,7 @@ impl ServiceMapper<'_> {
                     at,
                     format!("socket_type = {other}: expected stream or dgram"),
                 );
-                return None;
+                return Err(Box::new(None));
             }
             None => {
                 diags.error(
@@ -934,21 +1002,21 @@ impl ServiceMapper<'_> {
                     line,
                     format!("{label}: no socket_type (xinetd requires one)"),
                 );
-                return None;
+                return Err(Box::new(None));
             }
         };
         if has_type("RPC") {
             let reason = "RPC services (type = RPC) are registered with the portmapper, which spawnd does not do".to_string();
-            return self.not_converted(&id, &label, reason, diags);
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
         }
         if has_type("TCPMUX") || has_type("TCPMUXPLUS") {
             let reason = "TCPMUX services (RFC 1078) are not supported".to_string();
-            return self.not_converted(&id, &label, reason, diags);
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
         }
         if has_flag("SENSOR") {
             let reason =
                 "flags = SENSOR (deny clients who touch this port) is not supported".to_string();
-            return self.not_converted(&id, &label, reason, diags);
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
         }
         let internal = has_type("INTERNAL");
         if internal && !BUILTINS.contains(&self.name) {
@@ -957,9 +1025,37 @@ impl ServiceMapper<'_> {
                 self.name,
                 BUILTINS.join(", ")
             );
-            return self.not_converted(&id, &label, reason, diags);
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
         }
 
+        if has_type("RPC") {
+            let reason = "RPC services (type = RPC) are registered with the portmapper, which spawnd does not do".to_string();
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
+        }
+        if has_type("TCPMUX") || has_type("TCPMUXPLUS") {
+            let reason = "TCPMUX services (RFC 1078) are not supported".to_string();
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
+        }
+        if has_flag("SENSOR") {
+            let reason =
+                "flags = SENSOR (deny clients who touch this port) is not supported".to_string();
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
+        }
+        let internal = has_type("INTERNAL");
+        if internal && !BUILTINS.contains(&self.name) {
+            let reason = format!(
+                "xinetd's internal '{}' service has no spawnd counterpart (spawnd has {})",
+                self.name,
+                BUILTINS.join(", ")
+            );
+            return Err(Box::new(self.not_converted(id, label, reason, diags)));
+        }
+        Ok((socket, internal))
+    }
+
+    /// `protocol`, which must go with the socket type.
+    fn protocol(&self, socket: Socket, diags: &mut Diags) -> Option<&'static str> {
+        let (file, line) = (self.file, self.block.line);
         let protocol = match self.one("protocol") {
             None => match socket {
                 Socket::Stream => "tcp",
@@ -996,25 +1092,22 @@ impl ServiceMapper<'_> {
             }
         };
 
-        let port = self.port(protocol, has_type("UNLISTED"), diags)?;
+        Some(protocol)
+    }
 
-        let mut service = Service::new(
-            label.clone(),
-            self.origin(),
-            socket,
-            Action::Internal(String::new()),
-        );
-        service.name = id.clone();
-        service.preamble = self.block.preamble.clone();
-        service.inner_comments = self.block.inner_comments.clone();
-        service.listen = match self.listen(port, has_flag("IPV4"), has_flag("IPV6"), diags) {
-            Ok(listen) => listen,
-            Err(reason) => return self.not_converted(&id, &label, reason, diags),
-        };
-
-        // What to run.
+    /// What to run: an internal service, a redirect or a program.
+    fn what_to_run(
+        &self,
+        id: &str,
+        label: &str,
+        socket: Socket,
+        internal: bool,
+        name_in_args: bool,
+        diags: &mut Diags,
+    ) -> Result<Action, Stop> {
+        let (file, line) = (self.file, self.block.line);
         let redirect = self.get("redirect");
-        service.action = if internal {
+        Ok(if internal {
             Action::Internal(self.name.to_string())
         } else if let Some(value) = redirect {
             if socket != Socket::Stream {
@@ -1023,7 +1116,7 @@ impl ServiceMapper<'_> {
                     value.line,
                     "redirect works for stream (tcp) services only",
                 );
-                return None;
+                return Err(Box::new(None));
             }
             let (host, target_port) = (&value.values[0], &value.values[1]);
             if target_port.parse::<u16>().map_or(true, |p| p == 0) {
@@ -1032,7 +1125,7 @@ impl ServiceMapper<'_> {
                     value.line,
                     format!("redirect: '{target_port}' is not a port number"),
                 );
-                return None;
+                return Err(Box::new(None));
             }
             let target = match host.parse::<IpAddr>() {
                 Ok(IpAddr::V6(v6)) => format!("[{v6}]:{target_port}"),
@@ -1041,7 +1134,7 @@ impl ServiceMapper<'_> {
                     let reason = format!(
                         "redirect = {host} {target_port}: spawnd redirects to IP addresses, not host names"
                     );
-                    return self.not_converted(&id, &label, reason, diags);
+                    return Err(Box::new(self.not_converted(id, label, reason, diags)));
                 }
             };
             Action::Redirect(target)
@@ -1050,7 +1143,7 @@ impl ServiceMapper<'_> {
                 .get("server_args")
                 .map(|v| v.values.clone())
                 .unwrap_or_default();
-            let argv = if has_flag("NAMEINARGS") {
+            let argv = if name_in_args {
                 let (argv, warning) = exec_argv(server, &args);
                 if let Some(warning) = warning {
                     let at = self.get("server_args").map_or(line, |v| v.line);
@@ -1075,40 +1168,51 @@ impl ServiceMapper<'_> {
                 line,
                 format!("{label}: no server (and neither type = INTERNAL nor redirect)"),
             );
-            return None;
-        };
+            return Err(Box::new(None));
+        })
+    }
 
-        // wait: meaningless for internal services and redirects.
-        if let Action::Exec(_) = service.action {
-            match self.get("wait") {
-                Some(value) => {
-                    let wait = yes_no(value, "wait", diags)?;
-                    if socket == Socket::Dgram && !wait {
-                        diags.warn(
-                            file,
-                            value.line,
-                            "wait = no on a dgram service: spawnd starts datagram programs \
-                             with wait: true (one at a time, reading the socket itself)",
-                        );
-                        service.wait = Some(Noted::with(true, "xinetd: wait = no"));
-                    } else {
-                        service.wait = Some(Noted::plain(wait));
-                    }
-                }
-                None => {
-                    let wait = socket == Socket::Dgram;
+    /// `wait`, for a service with a program.
+    fn wait(
+        &self,
+        service: &mut Service,
+        socket: Socket,
+        label: &str,
+        diags: &mut Diags,
+    ) -> Option<()> {
+        let (file, line) = (self.file, self.block.line);
+        match self.get("wait") {
+            Some(value) => {
+                let wait = yes_no(value, "wait", diags)?;
+                if socket == Socket::Dgram && !wait {
                     diags.warn(
                         file,
-                        line,
-                        format!("{label}: no wait (xinetd requires one); written as wait: {wait}"),
+                        value.line,
+                        "wait = no on a dgram service: spawnd starts datagram programs \
+                         with wait: true (one at a time, reading the socket itself)",
                     );
-                    service.wait = Some(Noted::with(wait, "not set in the xinetd file"));
+                    service.wait = Some(Noted::with(true, "xinetd: wait = no"));
+                } else {
+                    service.wait = Some(Noted::plain(wait));
                 }
             }
+            None => {
+                let wait = socket == Socket::Dgram;
+                diags.warn(
+                    file,
+                    line,
+                    format!("{label}: no wait (xinetd requires one); written as wait: {wait}"),
+                );
+                service.wait = Some(Noted::with(wait, "not set in the xinetd file"));
+            }
         }
+        Some(())
+    }
 
-        let in_process = !matches!(service.action, Action::Exec(_));
-        if !in_process {
+    /// `user`, `group` and `groups`, for a service with a program.
+    fn credentials(&self, service: &mut Service, label: &str, diags: &mut Diags) {
+        let (file, line) = (self.file, self.block.line);
+        {
             service.user = self.get("user").map(|v| v.noted(v.first().to_string()));
             service.group = self.get("group").map(|v| v.noted(v.first().to_string()));
             if service.user.is_none() {
@@ -1119,7 +1223,7 @@ impl ServiceMapper<'_> {
                 );
             }
         }
-        if !in_process {
+        {
             // xinetd gives the user's supplementary groups only with
             // groups = yes; spawnd gives them unless told otherwise.
             let groups = self.get("groups");
@@ -1144,6 +1248,11 @@ impl ServiceMapper<'_> {
                 }
             }
         }
+    }
+
+    /// `env` and `passenv`.
+    fn environment(&self, service: &mut Service, diags: &mut Diags) {
+        let file = self.file;
         if let Some(value) = self.get("env") {
             for pair in &value.values {
                 match pair.split_once('=') {
@@ -1167,7 +1276,12 @@ impl ServiceMapper<'_> {
             service.pass_env = value.values.clone();
             service.pass_env_note = value.note();
         }
-        if let Some(value) = self.get("nice").filter(|_| !in_process) {
+    }
+
+    /// `nice` and `umask`, for a service with a program.
+    fn process_controls(&self, service: &mut Service, diags: &mut Diags) {
+        let file = self.file;
+        if let Some(value) = self.get("nice") {
             match value.first().parse::<i32>() {
                 Ok(n) if (-20..=19).contains(&n) => service.nice = Some(value.noted(n.to_string())),
                 _ => diags.error(
@@ -1177,7 +1291,7 @@ impl ServiceMapper<'_> {
                 ),
             }
         }
-        if let Some(value) = self.get("umask").filter(|_| !in_process) {
+        if let Some(value) = self.get("umask") {
             let text = value.first();
             if !text.is_empty() && text.len() <= 4 && text.chars().all(|c| ('0'..='7').contains(&c))
             {
@@ -1190,18 +1304,6 @@ impl ServiceMapper<'_> {
                 );
             }
         }
-        service.banner = self.get("banner").map(|v| v.noted(v.first().to_string()));
-        service.banner_success = self
-            .get("banner_success")
-            .map(|v| v.noted(v.first().to_string()));
-        service.banner_fail = self
-            .get("banner_fail")
-            .map(|v| v.noted(v.first().to_string()));
-        service.limits = limits(self.table, diags);
-        service.access = access(self.table, Some(self.name), diags);
-        service.disabled = self.disabled(&id, has_flag("DISABLE"), diags);
-        self.keep_unsupported(&mut service, in_process, internal, diags);
-        Some(Unit::Service(Box::new(service)))
     }
 
     /// The port: from `port`, else /etc/services by service name.

@@ -17,7 +17,7 @@ use crate::config::{Service, SocketKind};
 struct Placed {
     work: Work,
     reuse: Vec<SourceId>,
-    fresh: Vec<(ListenAddr, crate::listener::Bound)>,
+    fresh: Vec<(ListenAddr, crate::daemon::listener::Bound)>,
 }
 
 impl Server {
@@ -25,9 +25,9 @@ impl Server {
         if self.stopping.is_some() {
             return;
         }
-        crate::notify::send(&format!(
+        crate::daemon::notify::send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
-            crate::notify::monotonic_usec()
+            crate::daemon::notify::monotonic_usec()
         ));
         log::info!("reload_start dir={}", self.config.dir.display());
         let loaded = match self.config.load() {
@@ -193,8 +193,9 @@ impl Server {
         let work = Work::prepare(spec)?;
         let mut fresh = Vec::with_capacity(sockets.bind.len());
         for addr in sockets.bind {
-            let bound = crate::listener::bind(&addr, spec.socket, spec.backlog, &spec.unix_socket)
-                .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?;
+            let bound =
+                crate::daemon::listener::bind(&addr, spec.socket, spec.backlog, &spec.unix_socket)
+                    .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?;
             fresh.push((addr, bound));
         }
         Ok(Placed {
@@ -211,7 +212,7 @@ impl Server {
         id: ServiceId,
         kind: SocketKind,
         reuse: Vec<SourceId>,
-        fresh: Vec<(ListenAddr, crate::listener::Bound)>,
+        fresh: Vec<(ListenAddr, crate::daemon::listener::Bound)>,
     ) {
         for source in reuse {
             let Some(previous) = self.move_listener(source, id) else {
@@ -234,7 +235,7 @@ impl Server {
     fn service_failed(&mut self, name: &str, message: String, running: bool) {
         log::error!(
             "service_error service={name} error={message}",
-            message = crate::logline::Quoted(&message)
+            message = crate::logging::line::Quoted(&message)
         );
         if running {
             log::warn!("reload_kept service={name} detail=\"the previous definition stays\"");

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::config::units::{ListenAddr, Rate};
-use crate::limits::TokenBucket;
+use crate::daemon::limits::TokenBucket;
 
 /// Characters in the chargen ring: the 95 printable ASCII characters.
 const RING: &[u8; 95] = b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";

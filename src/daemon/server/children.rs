@@ -12,9 +12,9 @@ use nix::unistd::Pid;
 
 use super::ids::{ServiceId, SourceId};
 use super::{Server, TimerKey};
-use crate::childenv::Peer;
 use crate::config::DEFAULT_KILL_AFTER;
-use crate::logline::PeerLabel;
+use crate::daemon::childenv::Peer;
+use crate::logging::line::PeerLabel;
 
 /// Children by pid. Pids come from the kernel, not from clients, so a
 /// multiplicative hash is enough and much cheaper than SipHash on the
@@ -202,7 +202,7 @@ pub(super) struct Stopping {
 
 /// Signals the process group a child leads. A launched child makes itself
 /// its group's leader a moment after spawnd has gone on (see
-/// `crate::spawn::launch`): until then, the child alone gets the signal (it
+/// `crate::daemon::spawn::launch`): until then, the child alone gets the signal (it
 /// blocks signals until just before its exec, so it dies then).
 fn signal_group(pid: i32, signal: Signal) {
     let pid = Pid::from_raw(pid);
@@ -351,7 +351,7 @@ impl Server {
             self.children.len(),
             grace.as_secs_f64()
         );
-        crate::notify::send("STOPPING=1");
+        crate::daemon::notify::send("STOPPING=1");
         self.stopping = Some(Stopping { terminating: false });
         if !self.children.is_empty() {
             self.timers

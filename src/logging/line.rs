@@ -3,13 +3,13 @@
 //! or anything a client or a file controls is written through `Quoted`,
 //! so one line stays one line and a reader can split it. The per-connection
 //! lines (`AcceptLine`, `PeerLabel`) are rendered by hand, without
-//! `core::fmt`'s machinery, on the accept path (see `crate::decimal`).
+//! `core::fmt`'s machinery, on the accept path (see `crate::sys::decimal`).
 
 use std::fmt::{self, Display, Write};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::childenv::Peer;
-use crate::decimal::{ipv4_with_port, IPV4_WITH_PORT_MAX};
+use crate::daemon::childenv::Peer;
+use crate::sys::decimal::{ipv4_with_port, IPV4_WITH_PORT_MAX};
 
 /// A value in double quotes, with `"` and `\` escaped by a backslash and
 /// control characters (a newline included) written as `\n`, `\r`, `\t` or
@@ -112,7 +112,7 @@ impl AcceptLine<'_> {
         let mut peer = [0u8; IPV4_WITH_PORT_MAX];
         let peer = ipv4_with_port(ip, remote.port(), &mut peer);
         let mut digits = itoa::Buffer::new();
-        let pid = crate::decimal::digits(pid, &mut digits);
+        let pid = crate::sys::decimal::digits(pid, &mut digits);
         let mut at = 0;
         for piece in [
             b"accept service=".as_slice(),

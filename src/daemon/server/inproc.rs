@@ -32,11 +32,11 @@ use super::accept::peer_source;
 use super::children::exit_level;
 use super::ids::{RelayId, ServiceId, SourceId};
 use super::{Server, Source, TimerKey};
-use crate::childenv::Peer;
 use crate::config::{InternalKind, Limits};
-use crate::internal::{self, Chargen};
-use crate::limits::{check_access, Decision};
-use crate::logline::PeerLabel;
+use crate::daemon::childenv::Peer;
+use crate::daemon::internal::{self, Chargen};
+use crate::daemon::limits::{check_access, Decision};
+use crate::logging::line::PeerLabel;
 
 /// How a connection served in-process ended: `status=0`, `error="..."` or
 /// `timeout=...`. Formatted only if the exit line is logged (clean ends are
@@ -69,7 +69,7 @@ impl std::fmt::Display for End {
         match self {
             End::Done => f.write_str("status=0"),
             End::Closed => f.write_str("status=0 closed=peer"),
-            End::Failed(e) => write!(f, "error={e}", e = crate::logline::Quoted(&e)),
+            End::Failed(e) => write!(f, "error={e}", e = crate::logging::line::Quoted(&e)),
             End::TimedOut(which) => write!(f, "timeout={}", which.as_str()),
         }
     }
@@ -532,7 +532,7 @@ impl Server {
             log::warn!(
                 "internal_error service={} error={e}",
                 self.services[service].name,
-                e = crate::logline::Quoted(&e)
+                e = crate::logging::line::Quoted(&e)
             );
             return;
         }
@@ -555,7 +555,10 @@ impl Server {
             );
         }
         if let Err(e) = self.register(fd, source, Interest::READABLE | Interest::WRITABLE) {
-            log::warn!("internal_error error={e}", e = crate::logline::Quoted(&e));
+            log::warn!(
+                "internal_error error={e}",
+                e = crate::logging::line::Quoted(&e)
+            );
             self.finish_internal(source, End::Failed(e));
             return;
         }
@@ -746,7 +749,7 @@ impl Server {
                     "redirect_failed service={} peer={} target={target} error={e}",
                     rt.name,
                     PeerLabel(&peer),
-                    e = crate::logline::Quoted(&e)
+                    e = crate::logging::line::Quoted(&e)
                 );
                 return;
             }

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::decimal::{push_decimal, push_ipv4};
+use crate::sys::decimal::{push_decimal, push_ipv4};
 
 /// What is known about the two ends of a connection or datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ fn push_end(out: &mut Vec<u8>, prefix: &[u8], end: &[u8], addr: SocketAddr) {
 }
 
 /// The address as `Display` writes it; IPv4, the common case, without
-/// `core::fmt` (see `crate::decimal`).
+/// `core::fmt` (see `crate::sys::decimal`).
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(ip) => push_ipv4(out, ip),

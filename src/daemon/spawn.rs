@@ -27,7 +27,7 @@
 //!
 //! Everything the child touches is prepared before the clone (argv, envp,
 //! credentials, limits); between clone and exec it makes raw system calls
-//! only (`crate::raw_syscall`: no libc, so not even `errno` is written) and
+//! only (`crate::daemon::raw_syscall`: no libc, so not even `errno` is written) and
 //! reports a failure through memory it shares with the parent.
 //!
 //! The child leads a process group of its own, so a timeout can signal
@@ -48,19 +48,19 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::childenv::{write_connection_env, Peer, Transport};
-use crate::raw_syscall;
+use crate::daemon::childenv::{write_connection_env, Peer, Transport};
+use crate::daemon::raw_syscall;
 
 use crate::config::{Service, StderrMode};
 
-use crate::slots::{first_free, in_launch_slot, SLOT_NULL, SLOT_PRIMARY, SLOT_STDERR};
+use crate::daemon::slots::{first_free, in_launch_slot, SLOT_NULL, SLOT_PRIMARY, SLOT_STDERR};
 
 /// Descriptors spawnd has open besides its event sources: stdio, the
 /// reserved slots, the poller, the signalfd, log sockets.
 const ALWAYS_OPEN: usize = 16;
 
 /// Who a child is started for: its connection's part of the environment
-/// (`crate::childenv`) is rendered from this.
+/// (`crate::daemon::childenv`) is rendered from this.
 #[derive(Clone, Copy)]
 pub struct Client<'a> {
     pub transport: Transport,
@@ -737,7 +737,7 @@ const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 /// Writes `LISTEN_PID=<pid>\0` without allocating (async-signal-safe).
 fn write_listen_pid(buffer: &mut [u8; 32], pid: u32) {
     let mut scratch = itoa::Buffer::new();
-    let digits = crate::decimal::digits(pid, &mut scratch);
+    let digits = crate::sys::decimal::digits(pid, &mut scratch);
     let end = LISTEN_PID_PREFIX.len() + digits.len();
     buffer[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
     buffer[LISTEN_PID_PREFIX.len()..end].copy_from_slice(digits);
@@ -802,7 +802,7 @@ impl Drop for ChildStack {
 
 /// Puts `fd` into a reserved slot (closing what the slot held).
 fn fill_slot(fd: RawFd, slot: RawFd) -> io::Result<()> {
-    crate::slots::fill(fd, slot)
+    crate::daemon::slots::fill(fd, slot)
 }
 
 /// The plan's environment followed by the connection's entries (each
@@ -860,7 +860,7 @@ pub struct Spawner {
     /// The connection's part of the environment, rendered for each spawn.
     conn_env: Vec<u8>,
     /// How many descriptors the event loop holds (see `spawn_connection`).
-    descriptors: crate::slots::Gauge,
+    descriptors: crate::daemon::slots::Gauge,
     /// Children spawnd does not wait for, until they have exec'd.
     launches: launch::Launches,
     exec_delay: libc::timespec,
@@ -882,8 +882,8 @@ impl Spawner {
     /// and maps the child stack. Call once,
     /// early, before any other descriptor is opened. The launch slots are
     /// held only until `open_accept_slot`.
-    pub fn new(descriptors: crate::slots::Gauge) -> io::Result<Spawner> {
-        crate::slots::reserve()?;
+    pub fn new(descriptors: crate::daemon::slots::Gauge) -> io::Result<Spawner> {
+        crate::daemon::slots::reserve()?;
         // SAFETY: an empty range with UNSHARE only unshares our own table,
         // which is not shared; this just asks whether the kernel knows it.
         let use_close_range = unsafe {
@@ -901,7 +901,7 @@ impl Spawner {
         }
         Ok(Spawner {
             stack: ChildStack::new(CHILD_STACK_SIZE)?,
-            original_nofile: crate::slots::original_nofile(),
+            original_nofile: crate::daemon::slots::original_nofile(),
             use_close_range,
             terminal: crate::sys::has_controlling_terminal(),
             envp: Vec::with_capacity(64),

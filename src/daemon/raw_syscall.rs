@@ -3,7 +3,7 @@
 //! libc's `syscall()` stores a failure in `errno`, which lives in the
 //! calling thread's TLS block. A child started with `CLONE_VM` shares that
 //! block with spawnd's thread, and a child that the parent does not wait
-//! for (see `crate::spawn::launch`) runs while spawnd does: through libc its
+//! for (see `crate::daemon::spawn::launch`) runs while spawnd does: through libc its
 //! failures would overwrite spawnd's `errno` under its feet. These calls
 //! return `-errno` instead and touch no memory but their arguments.
 //!

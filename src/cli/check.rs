@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use crate::exit::Exit;
 
+use crate::cli::status::escape_line;
 use crate::cli::ConfigDir;
 use crate::config::{self, Service};
-use crate::status::escape_line;
 
 /// The configuration `-c` names, for the code that loads it.
 pub fn location(dir: &ConfigDir) -> config::Location {

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use super::ids::{ServiceId, SourceId};
 use super::{Server, Source, TimerKey, Work, ACCEPT_BATCH, FORK_FAILED_PAUSE};
-use crate::childenv::{Peer, Transport};
 use crate::config::SocketKind;
-use crate::limits::{check_access, Decision, LogBudget, PauseStarted, Refusal, SourceKey};
-use crate::logline::{AcceptLine, PeerLabel, Quoted, Suppressed};
-use crate::spawn::SpawnError;
+use crate::daemon::childenv::{Peer, Transport};
+use crate::daemon::limits::{check_access, Decision, LogBudget, PauseStarted, Refusal, SourceKey};
+use crate::daemon::spawn::SpawnError;
+use crate::logging::line::{AcceptLine, PeerLabel, Quoted, Suppressed};
 
 /// A child died before its exec: counted and logged, whether spawnd waited
 /// for it or found out when it was reaped.
@@ -399,7 +399,7 @@ impl Server {
         } else {
             None
         };
-        let client = crate::spawn::Client { transport, peer };
+        let client = crate::daemon::spawn::Client { transport, peer };
         let service = &mut self.services[service_id];
         let Work::Exec(plan) = &service.work else {
             return Outcome::Refused;
@@ -455,7 +455,7 @@ impl Server {
         &mut self,
         pid: i32,
         child: &super::children::Child,
-        failure: crate::spawn::LaunchFailure,
+        failure: crate::daemon::spawn::LaunchFailure,
     ) {
         let Some(service) = self.services.get_mut(child.service) else {
             return;

@@ -37,7 +37,7 @@ impl Readiness {
 /// keeps.
 pub fn detach(keep_stderr: bool) -> io::Result<Readiness> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let write = crate::slots::above(write)?;
+    let write = crate::daemon::slots::above(write)?;
     // SAFETY: spawnd is single-threaded, so the child may keep running Rust
     // code after fork.
     if let ForkResult::Parent { .. } = unsafe { fork() }? {
@@ -93,12 +93,12 @@ fn pid_in(data: &[u8]) -> Option<i32> {
 /// The pid in `path`, if it names a running spawnd. The file is read as a
 /// regular file only, without following a link (`fsafe`).
 fn running_spawnd(path: &Path) -> Option<i32> {
-    let rules = crate::fsafe::ReadRules {
+    let rules = crate::sys::fsafe::ReadRules {
         strict: false,
         follow: false,
         max: PID_FILE_MAX,
     };
-    let pid = pid_in(&crate::fsafe::read(path, rules).ok()?)?;
+    let pid = pid_in(&crate::sys::fsafe::read(path, rules).ok()?)?;
     if pid <= 0 || pid == std::process::id() as i32 {
         return None;
     }
@@ -131,7 +131,7 @@ pub struct PidFile {
 impl PidFile {
     pub fn write(path: &Path) -> io::Result<PidFile> {
         let text = format!("{}\n", std::process::id());
-        crate::fsafe::write_atomic(path, text.as_bytes(), 0o644)?;
+        crate::sys::fsafe::write_atomic(path, text.as_bytes(), 0o644)?;
         Ok(PidFile {
             path: path.to_path_buf(),
         })
@@ -141,6 +141,8 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let me = std::process::id() as i32;
-        crate::fsafe::remove_file_if(&self.path, PID_FILE_MAX, |data| pid_in(data) == Some(me));
+        crate::sys::fsafe::remove_file_if(&self.path, PID_FILE_MAX, |data| {
+            pid_in(data) == Some(me)
+        });
     }
 }

@@ -53,7 +53,7 @@ key!(
 pub struct Table<K, V> {
     slab: Slab<V>,
     /// Counts the entries, for a table whose every entry holds a descriptor.
-    gauge: Option<crate::slots::Gauge>,
+    gauge: Option<crate::daemon::slots::Gauge>,
     key: PhantomData<K>,
 }
 
@@ -69,7 +69,7 @@ impl<K, V> Default for Table<K, V> {
 
 impl<K, V> Table<K, V> {
     /// A table that keeps `gauge` at its number of entries.
-    pub fn counted(gauge: crate::slots::Gauge) -> Self {
+    pub fn counted(gauge: crate::daemon::slots::Gauge) -> Self {
         Table {
             gauge: Some(gauge),
             ..Table::default()

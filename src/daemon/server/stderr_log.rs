@@ -85,7 +85,7 @@ impl Server {
         if let Err(e) = self.register(fd, source, Interest::READABLE) {
             log::error!(
                 "stderr_error pid={pid} error={e}",
-                e = crate::logline::Quoted(&e)
+                e = crate::logging::line::Quoted(&e)
             );
             self.sources.remove(source);
         }

@@ -144,8 +144,8 @@ impl Entry {
         let (ours, theirs) = crate::sys::datagram_pair()?;
         // The pair took the lowest free numbers: move spawnd's end out of
         // the slots; the child's must stay in one.
-        let ours = crate::slots::above(ours)?;
-        if theirs.as_raw_fd() >= crate::slots::first_free() {
+        let ours = crate::daemon::slots::above(ours)?;
+        if theirs.as_raw_fd() >= crate::daemon::slots::first_free() {
             return Err(io::Error::other("no launch slot free for a handoff socket"));
         }
         let fds = (ours.as_raw_fd(), theirs.as_raw_fd());
@@ -228,7 +228,7 @@ impl Launches {
                 }
                 Err(e) => log::debug!(
                     "launch_entry_failed error={e}",
-                    e = crate::logline::Quoted(&e)
+                    e = crate::logging::line::Quoted(&e)
                 ),
             }
         }
@@ -250,7 +250,10 @@ impl Launches {
                 true
             }
             Err(e) => {
-                log::debug!("handoff_failed error={e}", e = crate::logline::Quoted(&e));
+                log::debug!(
+                    "handoff_failed error={e}",
+                    e = crate::logging::line::Quoted(&e)
+                );
                 false
             }
         }

@@ -32,6 +32,8 @@
 //! For tests only, `SPAWND_SYSLOG_SOCKET` and `SPAWND_JOURNAL_SOCKET` replace
 //! the two socket paths.
 
+pub mod line;
+
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixDatagram;
@@ -182,7 +184,7 @@ pub fn set_target(target: LogTarget) {
     if let Some((wanted, reason)) = fallback {
         log::warn!(
             "log_target_unavailable wanted={wanted} using={using} error={reason}",
-            reason = crate::logline::Quoted(&reason)
+            reason = crate::logging::line::Quoted(&reason)
         );
     }
 }
@@ -263,7 +265,7 @@ fn open(protocol: Protocol) -> Result<Datagram, String> {
 /// server claims them for its children with dup3, which would silently
 /// replace a log socket opened before it.
 fn out_of_the_way(socket: UnixDatagram) -> std::io::Result<UnixDatagram> {
-    crate::slots::above(socket.into()).map(UnixDatagram::from)
+    crate::daemon::slots::above(socket.into()).map(UnixDatagram::from)
 }
 
 /// stderr's style: see the module documentation.
@@ -505,7 +507,7 @@ fn nonblocking_stderr() -> StderrOut {
                 .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
                 .open("/proc/self/fd/2")
                 .and_then(|file| {
-                    let fd = crate::slots::above(std::os::fd::OwnedFd::from(file))?;
+                    let fd = crate::daemon::slots::above(std::os::fd::OwnedFd::from(file))?;
                     Ok(std::fs::File::from(fd))
                 });
             match reopened {

@@ -1,5 +1,5 @@
 //! The descriptor slots: the low descriptor numbers a child's table is
-//! made of (see `crate::spawn`), and the one rule that keeps them usable:
+//! made of (see `crate::daemon::spawn`), and the one rule that keeps them usable:
 //! every descriptor spawnd keeps (listeners, the control socket, log
 //! sockets, pipes to itself, whatever it inherited) lives at or above
 //! `first_free()`, moved there by `above` or `adopt` the moment it is

@@ -2,7 +2,7 @@
 //! Unix paths and abstract names. Every descriptor is close-on-exec and
 //! non-blocking in spawnd.
 //!
-//! A Unix socket file goes through `crate::fsafe`: as root its directory
+//! A Unix socket file goes through `crate::sys::fsafe`: as root its directory
 //! must be one no other user can swap things in (sticky ones such as /tmp
 //! included: there nobody else can remove or rename the file root
 //! creates), an existing file is replaced only if it is a socket nobody
@@ -21,7 +21,7 @@ use nix::sys::socket::{
 
 use crate::config::units::ListenAddr;
 use crate::config::{SocketKind, UnixSocketPerms};
-use crate::fsafe;
+use crate::sys::fsafe;
 
 /// A bound (and, for streams, listening) socket.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ fn new_socket(family: AddressFamily, kind: SocketKind) -> io::Result<OwnedFd> {
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    crate::slots::above(fd)
+    crate::daemon::slots::above(fd)
 }
 
 fn listen(fd: &OwnedFd, kind: SocketKind, backlog: u32) -> io::Result<()> {

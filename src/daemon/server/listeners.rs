@@ -18,8 +18,8 @@ use super::ids::{ServiceId, SourceId};
 use super::{Server, Source, TimerKey, FD_EXHAUSTED_PAUSE};
 use crate::config::units::ListenAddr;
 use crate::config::SocketKind;
-use crate::listener::Bound;
-use crate::logline::Quoted;
+use crate::daemon::listener::Bound;
+use crate::logging::line::Quoted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ListenerState {
@@ -95,7 +95,7 @@ impl Server {
                 SocketKind::Dgram => "dgram",
             }
         );
-        crate::slots::check(std::iter::once(bound.fd.as_raw_fd()));
+        crate::daemon::slots::check(std::iter::once(bound.fd.as_raw_fd()));
         let source = self.sources.insert(Source::Listener(Listener {
             bound,
             addr,

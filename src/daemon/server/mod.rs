@@ -28,10 +28,10 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::{Access, Action, Global, InternalKind, Rare, Service, SocketKind};
-use crate::limits::{Admission, LogBudget};
-use crate::listener::Bound;
-use crate::spawn::{ExecPlan, Spawner};
-use crate::timers::Timers;
+use crate::daemon::limits::{Admission, LogBudget};
+use crate::daemon::listener::Bound;
+use crate::daemon::spawn::{ExecPlan, Spawner};
+use crate::daemon::timers::Timers;
 use listeners::{Listener, ListenerState};
 use turns::Turns;
 
@@ -81,7 +81,7 @@ pub struct Counters {
 }
 
 /// What a service does with an admitted client. A plan is shared with
-/// the launches of children that have not exec'd yet (`crate::spawn`),
+/// the launches of children that have not exec'd yet (`crate::daemon::spawn`),
 /// which keep it alive and unchanged whatever a reload does here.
 enum Work {
     Exec(std::rc::Rc<ExecPlan>),
@@ -253,8 +253,8 @@ pub struct Server {
     scratch: Vec<u8>,
     /// Where spawnd's own datagram sockets are, and how many replies each
     /// source may still get: the UDP internal services' reflection guards.
-    own_datagram: crate::internal::OwnAddresses,
-    reply_budget: crate::internal::ReplyBudget,
+    own_datagram: crate::daemon::internal::OwnAddresses,
+    reply_budget: crate::daemon::internal::ReplyBudget,
     children: children::Children,
     timers: Timers<TimerKey>,
     turns: Turns,
@@ -267,7 +267,7 @@ pub struct Server {
     global: Global,
     config: crate::config::Location,
     /// Sockets passed to spawnd by socket activation, until claimed.
-    inherited: crate::activation::Inherited,
+    inherited: crate::daemon::activation::Inherited,
     stopping: Option<children::Stopping>,
     /// Services that do not run as their files say, and why (`status`):
     /// not started at all (`kept: false`) or kept on a previous definition.
@@ -276,7 +276,7 @@ pub struct Server {
     daemonized: bool,
     /// The control socket's directory, if spawnd made it: removed at exit
     /// when empty. Last, so it is dropped after the socket in `sources`.
-    made_dir: Option<crate::fsafe::EmptyDir>,
+    made_dir: Option<crate::sys::fsafe::EmptyDir>,
 }
 
 /// Signals blocked in spawnd: the ones it takes through its signalfd, and
@@ -320,14 +320,14 @@ impl Server {
     pub fn new(
         config: crate::config::Location,
         global: Global,
-        inherited: crate::activation::Inherited,
+        inherited: crate::daemon::activation::Inherited,
     ) -> Result<Server, StartError> {
         crate::sys::ensure_stdio_open();
         crate::sys::reset_ignored_signals();
-        let descriptors = crate::slots::Gauge::default();
+        let descriptors = crate::daemon::slots::Gauge::default();
         let spawner = Spawner::new(descriptors.clone())
             .map_err(|e| StartError(format!("cannot reserve descriptors: {e}")))?;
-        crate::sys::cloexec_from(crate::slots::first_free());
+        crate::sys::cloexec_from(crate::daemon::slots::first_free());
         blocked_signals()
             .thread_block()
             .map_err(|e| StartError(format!("cannot block signals: {e}")))?;
@@ -379,7 +379,7 @@ impl Server {
     /// long-lived descriptor of start-up exists, before readiness is
     /// announced, so what a client or a test sees from then on is stable.
     pub fn open_accept_slot(&self) {
-        crate::slots::open_launch_slots();
+        crate::daemon::slots::open_launch_slots();
     }
 
     pub fn set_daemonized(&mut self) {
@@ -426,10 +426,13 @@ impl Server {
         for addr in &spec.listen {
             let socket = match self.inherited.claim(addr, spec.socket) {
                 Some(fd) => Bound::plain(fd),
-                None => crate::listener::bind(addr, spec.socket, spec.backlog, &spec.unix_socket)
-                    .map_err(|e| {
-                    format!("cannot listen on {} {addr}: {e}", spec.socket_label())
-                })?,
+                None => crate::daemon::listener::bind(
+                    addr,
+                    spec.socket,
+                    spec.backlog,
+                    &spec.unix_socket,
+                )
+                .map_err(|e| format!("cannot listen on {} {addr}: {e}", spec.socket_label()))?,
             };
             bound.push((addr.clone(), socket));
         }
@@ -475,7 +478,7 @@ impl Server {
                     log::error!(
                         "service_error service={} error={message}",
                         spec.name,
-                        message = crate::logline::Quoted(&message)
+                        message = crate::logging::line::Quoted(&message)
                     );
                     self.note_trouble(&spec.name, false, message);
                 }
@@ -543,7 +546,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                log::error!("poll_error error={e}", e = crate::logline::Quoted(&e));
+                log::error!("poll_error error={e}", e = crate::logging::line::Quoted(&e));
                 return crate::exit::Exit::Runtime;
             }
             // Reap first: an exit frees the instance a waiting client needs.
@@ -560,7 +563,9 @@ impl Server {
             }
             self.probe_listeners();
             self.turns.done(turn);
-            crate::slots::check([self.poll.as_raw_fd(), self.signals.as_raw_fd()].into_iter());
+            crate::daemon::slots::check(
+                [self.poll.as_raw_fd(), self.signals.as_raw_fd()].into_iter(),
+            );
             self.fire_timers();
             if self
                 .stopping
@@ -616,7 +621,10 @@ impl Server {
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    log::error!("signal_error error={e}", e = crate::logline::Quoted(&e));
+                    log::error!(
+                        "signal_error error={e}",
+                        e = crate::logging::line::Quoted(&e)
+                    );
                     reap = true;
                     break;
                 }
@@ -648,7 +656,7 @@ impl Server {
             log::info!(
                 "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={} unread_datagrams={}{}",
                 s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts, s.unread_datagrams,
-                s.reason.as_deref().map(|r| format!(" reason={}", crate::logline::Quoted(r))).unwrap_or_default()
+                s.reason.as_deref().map(|r| format!(" reason={}", crate::logging::line::Quoted(r))).unwrap_or_default()
             );
         }
     }
@@ -698,7 +706,7 @@ impl Server {
     /// `READY=1` with a `STATUS=` line for systemd.
     pub fn notify_ready(&self) {
         let services = self.services.iter().filter(|(_, s)| !s.retired).count();
-        crate::notify::send(&format!(
+        crate::daemon::notify::send(&format!(
             "READY=1\nSTATUS={services} services, {} children",
             self.children.len()
         ));
@@ -719,6 +727,6 @@ mod tests {
         assert!(size <= 240, "ServiceRt grew to {size} bytes");
         let size = std::mem::size_of::<super::Source>();
         assert!(size <= 96, "a listener's entry grew to {size} bytes");
-        assert!(std::mem::size_of::<crate::limits::Admission>() <= 32);
+        assert!(std::mem::size_of::<crate::daemon::limits::Admission>() <= 32);
     }
 }

@@ -11,9 +11,9 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
 
 use super::ids::SourceId;
 use super::{Server, Source, TimerKey};
-use crate::fsafe;
-use crate::listener::Bound;
-use crate::status::{Report, ServiceReport};
+use crate::control::{Report, ServiceReport};
+use crate::daemon::listener::Bound;
+use crate::sys::fsafe;
 
 /// A status answer still being written.
 pub(super) struct ControlConn {
@@ -63,7 +63,7 @@ pub(super) fn bind(
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    let fd = crate::slots::above(fd)?;
+    let fd = crate::daemon::slots::above(fd)?;
     // Created 0600 from the start, not chmod'ed after a window.
     let id = place.bind(&fd, Some(0o600))?;
     let bound = Bound {
@@ -82,14 +82,14 @@ impl Server {
             .global
             .control_socket
             .clone()
-            .unwrap_or_else(|| crate::status::default_socket(&self.config.dir));
+            .unwrap_or_else(|| crate::control::default_socket(&self.config.dir));
         match bind(&path, shared, &mut self.made_dir) {
             Ok(Some(bound)) => {
                 let fd = bound.fd.as_raw_fd();
-                crate::slots::check(std::iter::once(bound.fd.as_raw_fd()));
+                crate::daemon::slots::check(std::iter::once(bound.fd.as_raw_fd()));
                 let source = self.sources.insert(Source::Control(bound));
                 if let Err(e) = self.register(fd, source, Interest::READABLE) {
-                    log::warn!("control_error path={} error={e}", path.display(), e = crate::logline::Quoted(&e));
+                    log::warn!("control_error path={} error={e}", path.display(), e = crate::logging::line::Quoted(&e));
                     self.sources.remove(source);
                 } else {
                     log::debug!("control path={}", path.display());
@@ -99,7 +99,7 @@ impl Server {
                 "control_busy path={} detail=\"another spawnd is running there; no status socket for this one\"",
                 path.display()
             ),
-            Err(e) => log::warn!("control_error path={} error={e}", path.display(), e = crate::logline::Quoted(&e)),
+            Err(e) => log::warn!("control_error path={} error={e}", path.display(), e = crate::logging::line::Quoted(&e)),
         }
     }
 

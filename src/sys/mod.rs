@@ -1,4 +1,5 @@
-//! Thin, safe wrappers over system calls, on nix where nix has the call in
+//! Thin, safe wrappers over system calls (and, in `fsafe`, every file
+//! spawnd opens as root; in `decimal`, digits without allocation), on nix where nix has the call in
 //! the shape needed. Raw libc remains only where it does not:
 //! - accept4 and getsockname with the peer address in one call, poll over
 //!   a reused `pollfd` array, sendmsg of one descriptor: the accept path,
@@ -7,6 +8,9 @@
 //!   inherited descriptors, which are numbers no `OwnedFd` owns;
 //! - rt_sigaction to query a disposition without changing it;
 //! - localtime_r, malloc_trim and madvise, which nix does not wrap.
+
+pub mod decimal;
+pub mod fsafe;
 
 use std::io;
 use std::mem::{size_of, size_of_val, MaybeUninit};
@@ -326,7 +330,7 @@ pub fn load_average() -> Option<f64> {
 pub fn local_minute_of_day() -> u16 {
     match local_tm() {
         Ok(tm) => (tm.tm_hour * 60 + tm.tm_min) as u16,
-        Err(now) => crate::limits::minute_of_day(now, 0),
+        Err(now) => crate::daemon::limits::minute_of_day(now, 0),
     }
 }
 

@@ -33,11 +33,11 @@ pub fn take() -> Inherited {
         return inherited;
     }
     for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count.min(4096) {
-        match crate::slots::adopt(fd) {
+        match crate::daemon::slots::adopt(fd) {
             Ok(socket) => inherited.sockets.push(socket),
             Err(e) => log::warn!(
                 "activation_error fd={fd} error={}",
-                crate::logline::Quoted(e)
+                crate::logging::line::Quoted(e)
             ),
         }
     }
@@ -96,7 +96,7 @@ impl Inherited {
         if let Err(e) = crate::sys::set_nonblocking(fd.as_raw_fd(), true) {
             log::warn!(
                 "activation_error listen={addr} error={e}",
-                e = crate::logline::Quoted(&e)
+                e = crate::logging::line::Quoted(&e)
             );
         }
         log::info!("adopted listen={addr}");

@@ -44,7 +44,7 @@ pub fn send(message: &str) {
     if let Err(e) = result {
         log::debug!(
             "notify_error socket={path} error={e}",
-            e = crate::logline::Quoted(&e)
+            e = crate::logging::line::Quoted(&e)
         );
     }
 }

@@ -5,93 +5,13 @@
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::exit::Exit;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::cli::StatusArgs;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Report {
-    pub pid: u32,
-    pub version: String,
-    /// The configuration directory this spawnd serves (absolute).
-    #[serde(default)]
-    pub config_dir: String,
-    pub children: usize,
-    pub services: Vec<ServiceReport>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ServiceReport {
-    pub name: String,
-    /// listening, paused, paused_rate, handed_off, retired; `failed` (not
-    /// running: its file does not check, or it could not be bound) and
-    /// `kept` (running on its previous definition after a reload that could
-    /// not apply its new one), both with a `reason`.
-    pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub listen: Vec<String>,
-    pub children: u32,
-    pub accepted: u64,
-    pub refused_access: u64,
-    pub refused_limits: u64,
-    pub spawn_failures: u64,
-    pub abnormal_exits: u64,
-    /// In-process connections (internal services, redirect) ended by
-    /// `timeout`, `idle_timeout` or `connect_timeout`.
-    #[serde(default)]
-    pub timeouts: u64,
-    /// Datagrams a wait-mode program exited without reading (dropped).
-    #[serde(default)]
-    pub unread_datagrams: u64,
-}
-
-/// The configuration directory a spawnd serves by default.
-pub const SYSTEM_CONFIG_DIR: &str = "/etc/spawnd";
-
-/// Where the control socket lives when `spawnd.yaml` does not say: one per
-/// configuration directory, so that two spawnds (the system's and a test
-/// instance, say) never share one. `/etc/spawnd` keeps `control.sock`;
-/// any other directory gets `control-HASH.sock`, from its absolute path.
-pub fn default_socket(config_dir: &std::path::Path) -> PathBuf {
-    let base = if nix::unistd::geteuid().is_root() {
-        PathBuf::from("/run/spawnd")
-    } else {
-        match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-            Some(dir) => PathBuf::from(dir).join("spawnd"),
-            None => PathBuf::from(format!("/tmp/spawnd-{}", nix::unistd::geteuid())),
-        }
-    };
-    base.join(socket_name(&absolute(config_dir)))
-}
-
-/// `control.sock` for the system directory, else `control-HASH.sock`.
-fn socket_name(config_dir: &std::path::Path) -> String {
-    if config_dir == std::path::Path::new(SYSTEM_CONFIG_DIR) {
-        return "control.sock".to_string();
-    }
-    // FNV-1a: stable across builds and processes (std's hashers are not).
-    use std::os::unix::ffi::OsStrExt;
-    let hash = config_dir
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    format!("control-{hash:016x}.sock")
-}
-
-/// `dir` made absolute and free of links, as spawnd itself does at start.
-pub fn absolute(dir: &std::path::Path) -> PathBuf {
-    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
-}
+use crate::control::{absolute, default_socket, Report};
 
 /// The most `spawnd status` reads: a report of 10,000 services is about
 /// 2 MB.
@@ -118,7 +38,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
     let config_dir = absolute(&args.config.dir);
     let path = match &args.socket {
         Some(path) => path.clone(),
-        None => match crate::report::location(&args.config).load_global() {
+        None => match crate::cli::check::location(&args.config).load_global() {
             Ok(global) => global
                 .control_socket
                 .unwrap_or_else(|| default_socket(&config_dir)),
@@ -250,24 +170,6 @@ pub fn escape_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_configuration_directory_has_its_own_default_socket() {
-        assert_eq!(
-            socket_name(std::path::Path::new("/etc/spawnd")),
-            "control.sock"
-        );
-        let a = socket_name(std::path::Path::new("/srv/test/spawnd"));
-        let b = socket_name(std::path::Path::new("/srv/test/spawnd2"));
-        assert!(a.starts_with("control-") && a.ends_with(".sock"), "{a}");
-        assert_ne!(a, b);
-        // Stable: the same name in every process and build.
-        assert_eq!(a, socket_name(std::path::Path::new("/srv/test/spawnd")));
-        assert_eq!(
-            socket_name(std::path::Path::new("/")),
-            "control-af63a24c860189fe.sock"
-        );
-    }
 
     #[test]
     fn reasons_stay_on_one_line() {
