@@ -146,6 +146,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_accept_line_reads_as_its_format_would() {
+        let long_name = "n".repeat(200);
+        for remote in ["127.0.0.1:8013", "[::ffff:10.0.0.1]:9", "[2001:db8::1]:53"] {
+            let peer = Peer::Inet {
+                local: None,
+                remote: remote.parse().unwrap(),
+            };
+            for service in ["echo-1", &long_name] {
+                for pid in [1, 4_194_304, -1] {
+                    let line = AcceptLine {
+                        service,
+                        peer: &peer,
+                        pid,
+                    };
+                    assert_eq!(
+                        line.to_string(),
+                        format!(
+                            "accept service={service} peer={} pid={pid}",
+                            PeerLabel(&peer)
+                        )
+                    );
+                }
+            }
+        }
+        let unix = Peer::Unix {
+            pid: Some(7),
+            uid: Some(1000),
+            gid: None,
+        };
+        let line = AcceptLine {
+            service: "s",
+            peer: &unix,
+            pid: 42,
+        };
+        assert_eq!(
+            line.to_string(),
+            "accept service=s peer=unix:uid=1000,pid=7 pid=42"
+        );
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_are_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:4000".parse().unwrap();
+        let peer = Peer::Inet {
+            local: None,
+            remote: mapped,
+        };
+        assert_eq!(PeerLabel(&peer).to_string(), "192.0.2.7:4000");
+        let v6: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
+        let peer = Peer::Inet {
+            local: None,
+            remote: v6,
+        };
+        assert_eq!(PeerLabel(&peer).to_string(), "[2001:db8::1]:53");
+    }
+
+    #[test]
     fn quoted_values_stay_one_word_on_one_line() {
         assert_eq!(Quoted("plain text").to_string(), "\"plain text\"");
         assert_eq!(

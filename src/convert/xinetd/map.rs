@@ -15,10 +15,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-/// What `map` returns when a section ends it early: a service kept as a
-/// comment (not converted), or `None` after an error.
-type Stop = Box<Option<Unit>>;
-
 use super::addr::{self, Cidr, HostSpec};
 use super::parse::{Attr, Block, BlockKind, Entry, Op};
 use super::ParsedFile;
@@ -29,6 +25,10 @@ use crate::convert::model::{
     Unit,
 };
 use crate::convert::services_db::ServicesDb;
+
+/// What `map` returns when a section ends it early: a service kept as a
+/// comment (not converted), or `None` after an error.
+type Stop = Box<Option<Unit>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Arity {

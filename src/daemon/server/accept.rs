@@ -121,16 +121,13 @@ impl Server {
     /// `max_children` for programs, `max_in_process` for connections served
     /// inside spawnd.
     fn global_full(&self, service: ServiceId) -> Option<Refusal> {
-        match self.services[service].work {
-            Work::Exec(_) => self
-                .global
-                .max_children
-                .is_some_and(|max| self.children.len() >= max as usize)
-                .then_some(Refusal::MaxChildren),
-            Work::Internal(_) | Work::Redirect(_) => (self.in_process
-                >= self.global.max_in_process as usize)
-                .then_some(Refusal::MaxInProcess),
-        }
+        let load = GlobalLoad {
+            children: self.children.len(),
+            max_children: self.global.max_children,
+            in_process: self.in_process,
+            max_in_process: self.global.max_in_process,
+        };
+        load.full_for(matches!(self.services[service].work, Work::Exec(_)))
     }
 
     /// Takes one connection: whether the listener holds more is asked at
@@ -188,9 +185,7 @@ impl Server {
             let fd = listener.fd();
             let service_id = listener.service;
             let service = &self.services[service_id];
-            if service.admission.queues()
-                && (service.admission.at_instance_limit() || self.global_full(service_id).is_some())
-            {
+            if holds_back(&service.admission, self.global_full(service_id)) {
                 // Leave clients in the kernel backlog until a child exits.
                 self.queue_listener(source);
                 return Drained::Yes;
@@ -258,21 +253,20 @@ impl Server {
         let now = Instant::now();
         let global_full = self.global_full(service_id);
         let service = &mut self.services[service_id];
-        let ip = peer_ip(peer);
         let minute = if service.access.times.is_empty() {
             None
         } else {
             Some(crate::sys::local_minute_of_day())
         };
-        let decision = match check_access(&service.access, ip, minute) {
-            Err(refusal) => Decision::Refuse(refusal, None),
-            Ok(()) => service.admission.decide(
-                peer_source(peer),
-                now,
-                global_full,
-                crate::sys::load_average,
-            ),
-        };
+        let decision = decide(
+            &service.access,
+            &mut service.admission,
+            peer,
+            now,
+            minute,
+            global_full,
+            crate::sys::load_average,
+        );
         let refusal = match decision {
             Decision::Admit => return Ok(()),
             Decision::Refuse(refusal, pause) => {
@@ -631,64 +625,218 @@ impl Server {
     }
 }
 
+/// The spawnd-wide limits as they stand: the accept decision's inputs
+/// from beyond the service.
+struct GlobalLoad {
+    children: usize,
+    max_children: Option<u32>,
+    in_process: usize,
+    max_in_process: u32,
+}
+
+impl GlobalLoad {
+    /// The spawnd-wide limit one more client would exceed: `max_children`
+    /// for a service that runs a program, `max_in_process` for one served
+    /// inside spawnd.
+    fn full_for(&self, runs_program: bool) -> Option<Refusal> {
+        if runs_program {
+            self.max_children
+                .is_some_and(|max| self.children >= max as usize)
+                .then_some(Refusal::MaxChildren)
+        } else {
+            (self.in_process >= self.max_in_process as usize).then_some(Refusal::MaxInProcess)
+        }
+    }
+}
+
+/// Whether a listener leaves its clients in the kernel's backlog instead of
+/// accepting them: `on_limit: queue` with every instance, or spawnd-wide
+/// room, taken.
+fn holds_back(admission: &crate::daemon::limits::Admission, global: Option<Refusal>) -> bool {
+    admission.queues() && (admission.at_instance_limit() || global.is_some())
+}
+
+/// The decision on one client: access rules first (a client they refuse
+/// takes nothing from the limits: no rate token, no instance), then the
+/// service's limits and spawnd's.
+fn decide(
+    access: &crate::config::Access,
+    admission: &mut crate::daemon::limits::Admission,
+    peer: &Peer,
+    now: Instant,
+    minute: Option<u16>,
+    global: Option<Refusal>,
+    load: impl FnOnce() -> Option<f64>,
+) -> Decision {
+    match check_access(access, peer_ip(peer), minute) {
+        Err(refusal) => Decision::Refuse(refusal, None),
+        Ok(()) => admission.decide(peer_source(peer), now, global, load),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Access, Limits, OnLimit};
+    use crate::daemon::limits::Admission;
+
+    fn peer(ip: &str) -> Peer {
+        Peer::Inet {
+            local: None,
+            remote: SocketAddr::new(ip.parse().unwrap(), 4000),
+        }
+    }
+
+    /// A service's limits as the defaults make them.
+    fn limits() -> Limits {
+        Limits::clone(
+            &crate::config::validate::service(
+                std::path::Path::new("s.yaml"),
+                "",
+                "s",
+                serde_yaml::from_str("listen: 127.0.0.1:1\nexec: [/bin/true]").unwrap(),
+                &Default::default(),
+            )
+            .unwrap()
+            .limits,
+        )
+    }
 
     #[test]
-    fn the_accept_line_reads_as_its_format_would() {
-        let long_name = "n".repeat(200);
-        for remote in ["127.0.0.1:8013", "[::ffff:10.0.0.1]:9", "[2001:db8::1]:53"] {
-            let peer = Peer::Inet {
-                local: None,
-                remote: remote.parse().unwrap(),
-            };
-            for service in ["echo-1", &long_name] {
-                for pid in [1, 4_194_304, -1] {
-                    let line = AcceptLine {
-                        service,
-                        peer: &peer,
-                        pid,
-                    };
-                    assert_eq!(
-                        line.to_string(),
-                        format!(
-                            "accept service={service} peer={} pid={pid}",
-                            PeerLabel(&peer)
-                        )
-                    );
-                }
-            }
+    fn access_rules_come_first_and_take_nothing_from_the_limits() {
+        let now = Instant::now();
+        let access = Access {
+            deny: vec!["192.0.2.0/24".parse().unwrap()],
+            ..Access::default()
+        };
+        let mut admission = Admission::new(
+            &Limits {
+                rate: Some("1/s".parse().unwrap()),
+                instances: Some(1),
+                ..limits()
+            },
+            now,
+        );
+        let no_load = || None;
+        for _ in 0..5 {
+            assert_eq!(
+                decide(
+                    &access,
+                    &mut admission,
+                    &peer("192.0.2.9"),
+                    now,
+                    None,
+                    None,
+                    no_load
+                ),
+                Decision::Refuse(Refusal::Denied, None)
+            );
         }
-        let unix = Peer::Unix {
-            pid: Some(7),
-            uid: Some(1000),
-            gid: None,
-        };
-        let line = AcceptLine {
-            service: "s",
-            peer: &unix,
-            pid: 42,
-        };
+        // The refused clients used no rate token: this one gets the only one.
         assert_eq!(
-            line.to_string(),
-            "accept service=s peer=unix:uid=1000,pid=7 pid=42"
+            decide(
+                &access,
+                &mut admission,
+                &peer("198.51.100.1"),
+                now,
+                None,
+                None,
+                no_load
+            ),
+            Decision::Admit
         );
     }
 
     #[test]
-    fn mapped_ipv4_peers_are_shown_as_ipv4() {
-        let mapped: SocketAddr = "[::ffff:192.0.2.7]:4000".parse().unwrap();
-        let peer = Peer::Inet {
-            local: None,
-            remote: mapped,
+    fn a_client_without_an_address_is_not_held_to_address_rules() {
+        let now = Instant::now();
+        let access = Access {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Access::default()
         };
-        assert_eq!(PeerLabel(&peer).to_string(), "192.0.2.7:4000");
-        let v6: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
-        let peer = Peer::Inet {
-            local: None,
-            remote: v6,
+        let mut admission = Admission::new(&limits(), now);
+        let unix = Peer::Unix {
+            pid: Some(1),
+            uid: Some(0),
+            gid: Some(0),
         };
-        assert_eq!(PeerLabel(&peer).to_string(), "[2001:db8::1]:53");
+        assert_eq!(
+            decide(&access, &mut admission, &unix, now, None, None, || None),
+            Decision::Admit
+        );
+        assert_eq!(
+            decide(
+                &access,
+                &mut admission,
+                &peer("192.0.2.1"),
+                now,
+                None,
+                None,
+                || None
+            ),
+            Decision::Refuse(Refusal::NotAllowed, None)
+        );
+    }
+
+    #[test]
+    fn spawnd_wide_limits_count_what_the_service_uses() {
+        let load = GlobalLoad {
+            children: 10,
+            max_children: Some(10),
+            in_process: 3,
+            max_in_process: 4,
+        };
+        assert_eq!(load.full_for(true), Some(Refusal::MaxChildren));
+        assert_eq!(load.full_for(false), None);
+        let load = GlobalLoad {
+            children: 0,
+            max_children: None,
+            in_process: 4,
+            max_in_process: 4,
+        };
+        assert_eq!(load.full_for(true), None, "no max_children: no limit");
+        assert_eq!(load.full_for(false), Some(Refusal::MaxInProcess));
+        // A global refusal reaches the client through the decision.
+        let now = Instant::now();
+        let mut admission = Admission::new(&limits(), now);
+        assert_eq!(
+            decide(
+                &Access::default(),
+                &mut admission,
+                &peer("192.0.2.1"),
+                now,
+                None,
+                Some(Refusal::MaxChildren),
+                || None
+            ),
+            Decision::Refuse(Refusal::MaxChildren, None)
+        );
+    }
+
+    #[test]
+    fn only_a_queueing_service_holds_clients_back_and_only_when_full() {
+        let now = Instant::now();
+        let queue = Limits {
+            instances: Some(1),
+            on_limit: OnLimit::Queue,
+            ..limits()
+        };
+        let mut admission = Admission::new(&queue, now);
+        assert!(!holds_back(&admission, None));
+        assert!(holds_back(&admission, Some(Refusal::MaxChildren)));
+        admission.started(None);
+        assert!(holds_back(&admission, None), "every instance taken");
+        admission.finished(None);
+        assert!(!holds_back(&admission, None));
+        let refuse = Limits {
+            instances: Some(1),
+            ..limits()
+        };
+        let mut admission = Admission::new(&refuse, now);
+        admission.started(None);
+        assert!(
+            !holds_back(&admission, Some(Refusal::MaxChildren)),
+            "on_limit: refuse accepts and refuses"
+        );
     }
 }
