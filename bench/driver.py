@@ -31,6 +31,27 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # /proc helpers
 
 
+def smaps_rollup(pid):
+    """(Pss, USS) in KiB from /proc/PID/smaps_rollup: USS is what only this
+    process maps (private clean + private dirty); PSS shares each shared page
+    among the processes mapping it. RSS alone counts a binary's text pages
+    the page cache holds anyway."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].endswith(":"):
+                    try:
+                        fields[parts[0][:-1]] = int(parts[1])
+                    except ValueError:
+                        pass
+    except OSError:
+        return None, None
+    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return fields.get("Pss"), uss
+
+
 def proc_status(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -485,6 +506,12 @@ class Running:
     def rss_kb(self):
         return sum(proc_status(p, "VmRSS") or 0 for p in self.pids())
 
+    def pss_uss_kb(self):
+        pairs = [smaps_rollup(p) for p in self.pids()]
+        if not pairs or any(p is None for pair in pairs for p in pair):
+            return None, None
+        return sum(p for p, _ in pairs), sum(u for _, u in pairs)
+
     def cpu_ns(self):
         return sum(cpu_ns(p) for p in self.pids())
 
@@ -814,6 +841,7 @@ def main():
                     if prog == progs[0] and "rss_kb" not in inf:
                         time.sleep(0.3)
                         inf["rss_kb"] = r.rss_kb()
+                        inf["pss_kb"], inf["uss_kb"] = r.pss_uss_kb()
                         inf["nprocs"] = len(r.pids())
                         if a.idle_secs > 0:
                             c0 = r.ctx()
@@ -921,9 +949,15 @@ def targets(a, servers, results, info, conc, nservices, progs):
     for n in nservices:
         inf = info.get((n, who), {})
         if inf.get("rss_kb") is not None:
+            # Judged on PSS since issue 20: RSS also counts spawnd's program
+            # text, which the page cache (and the memory cgroup) holds
+            # whether it is mapped or not; PSS shares what is shared.
             lim = 3 * 1024 + max(0, n - 1)  # 3 MB, +1 KB per additional service
-            row(f"idle RSS ≤ 3 MB + 1 KB per extra service, {plural(n)}", f"{inf['rss_kb'] / 1024:.1f} MB",
-                inf["rss_kb"] <= lim)
+            pss, uss = inf.get("pss_kb"), inf.get("uss_kb")
+            judged = pss if pss is not None else inf["rss_kb"]
+            shown = f"PSS {judged / 1024:.1f} MB (RSS {inf['rss_kb'] / 1024:.1f}" + (
+                f", USS {uss / 1024:.1f})" if uss is not None else ")")
+            row(f"idle memory ≤ 3 MB + 1 KB per extra service, {plural(n)}", shown, judged <= lim)
         if "wakeups" in inf:
             row(f"zero idle wake-ups in {a.idle_secs:g} s, {plural(n)}", str(inf["wakeups"]), inf["wakeups"] == 0)
     rs = [(n, info.get((n, who), {}).get("rss_kb")) for n in nservices]
@@ -1047,7 +1081,7 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
         # resources
         cmid = 8 if 8 in conc else conc[len(conc) // 2]
         L.append(f"### Resources, {nl}\n")
-        hdr = ["server", "idle RSS MB", "processes", "start-up ms", "reload ms"]
+        hdr = ["server", "idle RSS MB", "PSS MB", "USS MB", "processes", "start-up ms", "reload ms"]
         if a.idle_secs > 0:
             hdr.append(f"idle wake-ups in {a.idle_secs:g} s")
         for prog in progs:
@@ -1064,7 +1098,8 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
             if "skip" in inf:
                 continue
             row = [srv.name]
-            row.append(f"{inf['rss_kb'] / 1024:.1f}" if inf.get("rss_kb") is not None else "–")
+            for key in ("rss_kb", "pss_kb", "uss_kb"):
+                row.append(f"{inf[key] / 1024:.1f}" if inf.get(key) is not None else "–")
             row.append(str(inf.get("nprocs", "–")))
             st = inf.get("startup") or []
             row.append(fmt_cell([s * 1000 for s in st if s is not None]) if st else "–")
@@ -1104,7 +1139,7 @@ def report(a, servers, skipped, results, info, failures, conc, nservices, progs,
     L.append("Columns: **conns/s** completed connections per second (connect, read the whole reply, check it) at "
              "c concurrent client connections; **vs bare** the median over the bare accept4+vfork+execve loop's "
              "median; **p99 µs** 99th percentile of a connection's latency (connect to EOF); **errors** refused, "
-             "reset, timed-out or wrong replies summed over all cells; **idle RSS** VmRSS of the server process(es) "
+             "reset, timed-out or wrong replies summed over all cells; **idle RSS** VmRSS of the server process(es) (**PSS**, **USS** beside it: proportional and unique set sizes from smaps_rollup; USS is the memory only the server holds) "
              "after start-up; **start-up** from exec until every port listens and the first one answers; **reload** "
              "from SIGHUP to sd_notify `READY=1` (servers that speak sd_notify); **idle wake-ups** "
              "context switches of the server while idle; **server CPU** user+system time of the server process "

@@ -7,7 +7,7 @@
 //! - dup3 onto, fcntl on and close of the reserved descriptor slots and
 //!   inherited descriptors, which are numbers no `OwnedFd` owns;
 //! - rt_sigaction to query a disposition without changing it;
-//! - localtime_r, malloc_trim and madvise, which nix does not wrap.
+//! - localtime_r and malloc_trim, which nix does not wrap.
 
 pub mod decimal;
 pub mod fsafe;
@@ -451,109 +451,25 @@ pub fn raise_nofile() -> Option<libc::rlimit> {
 }
 
 /// Returns memory freed after loading the configuration (YAML parse trees,
-/// file texts) to the system, so idle RSS reflects what spawnd keeps; and
-/// unmaps the program text that start-up touched (the YAML parser, the
-/// command line, the checks), most of which the event loop never runs again.
+/// file texts) to the system, so idle memory is what spawnd keeps.
+///
+/// spawnd used to drop its own program text's page-table entries here
+/// too (`MADV_DONTNEED` on clean file mappings): RSS fell from 3.7 to
+/// 1.7 MB, but the pages stayed in the page cache, charged to the same
+/// memory cgroup (measured: 2.9 MB charged either way), so no workload got
+/// memory back. Only the figure changed; it is gone (docs/benchmark/
+/// issue20-before-after.md reports PSS and USS beside RSS).
 pub fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only inspects and trims glibc's own free lists.
     unsafe {
         libc::malloc_trim(0);
     }
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    for (start, length) in clean_file_mappings(&smaps) {
-        // SAFETY: the range is a read-only private mapping of a file with no
-        // anonymous (copied-on-write) page, so MADV_DONTNEED only drops page
-        // table entries for pages the page cache still holds; the next access
-        // maps them again, unchanged. spawnd is single-threaded, so nothing
-        // writes or remaps the range meanwhile.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, length, libc::MADV_DONTNEED);
-        }
-    }
-}
-
-/// Read-only file mappings without a private copy of any page, as
-/// (start, length), from the text of /proc/self/smaps. Writable mappings,
-/// and read-only ones holding relocated data (RELRO: anonymous pages), are
-/// left alone: dropping their pages would lose what was written to them.
-fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    let mut current: Option<(usize, usize)> = None;
-    let mut resident = false;
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or_default();
-        if let Some((start, end)) = first.split_once('-') {
-            let perms = fields.next().unwrap_or_default();
-            let path = fields.nth(3).unwrap_or_default();
-            current = match (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            ) {
-                (Ok(start), Ok(end))
-                    if end > start && perms.starts_with("r-") && path.starts_with('/') =>
-                {
-                    Some((start, end - start))
-                }
-                _ => None,
-            };
-            resident = false;
-        } else if first == "Rss:" {
-            resident = fields.next().is_some_and(|kb| kb != "0");
-        } else if first == "Anonymous:" {
-            if let Some(mapping) = current.take() {
-                if resident && fields.next() == Some("0") {
-                    found.push(mapping);
-                }
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_clean_read_only_file_mappings_are_released() {
-        let smaps = "\
-55d0c0000000-55d0c0029000 r--p 00000000 fe:01 123 /usr/sbin/spawnd
-Rss:                 164 kB
-Anonymous:             0 kB
-55d0c0029000-55d0c0160000 r-xp 00029000 fe:01 123 /usr/sbin/spawnd
-Rss:                1248 kB
-Anonymous:             0 kB
-55d0c0160000-55d0c0168000 r--p 00160000 fe:01 123 /usr/sbin/spawnd
-Rss:                  32 kB
-Anonymous:            32 kB
-55d0c0168000-55d0c0169000 rw-p 00168000 fe:01 123 /usr/sbin/spawnd
-Rss:                   4 kB
-Anonymous:             4 kB
-55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]
-Rss:                  48 kB
-Anonymous:            48 kB
-7f0000000000-7f0000010000 r-xp 00000000 fe:01 456 /usr/lib/libc.so.6
-Rss:                   0 kB
-Anonymous:             0 kB
-7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
-Rss:                   4 kB
-Anonymous:             0 kB
-";
-        assert_eq!(
-            clean_file_mappings(smaps),
-            [(0x55d0_c000_0000, 0x29000), (0x55d0_c002_9000, 0x137000)]
-        );
-    }
-
-    #[test]
-    fn this_process_has_clean_text_to_release() {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        assert!(!clean_file_mappings(&smaps).is_empty());
-    }
 
     #[test]
     fn a_descriptor_in_flight_is_closed_when_discarded() {
