@@ -289,10 +289,7 @@ fn service_files(
     let services = match fsafe::Dir::open(dir, strict) {
         Ok(services) => services,
         Err(fsafe::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            log::warn!(
-                "config_missing path={} detail=\"no services.d directory; no services\"",
-                dir.display()
-            );
+            crate::event!(log::Level::Warn, "config_missing"; "path={} detail=\"no services.d directory; no services\"", dir.display());
             return None;
         }
         Err(fsafe::Error::Io(e)) => {

@@ -35,13 +35,12 @@ pub fn take() -> Inherited {
     for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count.min(4096) {
         match crate::daemon::slots::adopt(fd) {
             Ok(socket) => inherited.sockets.push(socket),
-            Err(e) => log::warn!(
-                "activation_error fd={fd} error={}",
-                crate::logging::line::Quoted(e)
-            ),
+            Err(e) => {
+                crate::event!(log::Level::Warn, "activation_error"; "fd={fd} error={}", crate::logging::line::Quoted(e))
+            }
         }
     }
-    log::info!("activation sockets={}", inherited.sockets.len());
+    crate::event!(log::Level::Info, "activation"; "sockets={}", inherited.sockets.len());
     inherited
 }
 
@@ -94,12 +93,9 @@ impl Inherited {
         let index = self.sockets.iter().position(|fd| matches(fd, addr, kind))?;
         let fd = self.sockets.swap_remove(index);
         if let Err(e) = crate::sys::set_nonblocking(fd.as_raw_fd(), true) {
-            log::warn!(
-                "activation_error listen={addr} error={e}",
-                e = crate::logging::line::Quoted(&e)
-            );
+            crate::event!(log::Level::Warn, "activation_error"; "listen={addr} error={e}", e = crate::logging::line::Quoted(&e));
         }
-        log::info!("adopted listen={addr}");
+        crate::event!(log::Level::Info, "adopted"; "listen={addr}");
         Some(fd)
     }
 
@@ -109,9 +105,7 @@ impl Inherited {
             let name = getsockname::<SockaddrStorage>(fd.as_raw_fd())
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "?".into());
-            log::warn!(
-                "activation_unused socket={name} detail=\"no service listens there; closed\""
-            );
+            crate::event!(log::Level::Warn, "activation_unused"; "socket={name} detail=\"no service listens there; closed\"");
         }
     }
 }

@@ -44,7 +44,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(errors) => {
             for error in &errors {
-                log::error!("config_error {error}");
+                crate::event!(log::Level::Error, "config_error"; "{error}");
             }
             return Exit::Config.into();
         }
@@ -52,10 +52,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let (log_target, log_level) = (loaded.global.log_target, loaded.global.log_level);
     logging::apply_config(log_target, log_level, false);
     for error in &loaded.errors {
-        log::error!("config_error {error}");
+        crate::event!(log::Level::Error, "config_error"; "{error}");
     }
     for warning in &loaded.warnings {
-        log::warn!("config_warning {warning}");
+        crate::event!(log::Level::Warn, "config_warning"; "{warning}");
     }
     // Written after a daemon's chdir("/"): relative to where spawnd started.
     let pid_file = args.pid_file.as_ref().map(|path| {
@@ -66,10 +66,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     // Until it detaches, a daemon's failures also go to the starting
     // command's stderr, whatever the log target.
     let fail = |message: &str| {
-        log::error!(
-            "start_failed error={message}",
-            message = crate::logging::line::Quoted(&message)
-        );
+        crate::event!(log::Level::Error, "start_failed"; "error={message}", message = crate::logging::line::Quoted(&message));
         if args.daemon && log_target.is_some_and(|t| t != config::LogTarget::Stderr) {
             eprintln!("spawnd: {message}");
         }
@@ -136,11 +133,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         readiness.ready();
     }
     server.open_accept_slot();
-    log::info!(
-        "ready services={started} failed={failed} config_errors={} dir={}",
-        loaded.errors.len(),
-        server.config_dir().display()
-    );
+    crate::event!(log::Level::Info, "ready"; "services={started} failed={failed} config_errors={} dir={}", loaded.errors.len(), server.config_dir().display());
     server.notify_ready();
     server.run().into()
 }

@@ -42,10 +42,7 @@ pub fn send(message: &str) {
         }
     });
     if let Err(e) = result {
-        log::debug!(
-            "notify_error socket={path} error={e}",
-            e = crate::logging::line::Quoted(&e)
-        );
+        crate::event!(log::Level::Debug, "notify_error"; "socket={path} error={e}", e = crate::logging::line::Quoted(&e));
     }
 }
 

@@ -895,9 +895,7 @@ impl Spawner {
             ) == 0
         };
         if !use_close_range {
-            log::debug!(
-                "spawn_mode detail=\"close_range unavailable; children copy the descriptor table\""
-            );
+            crate::event!(log::Level::Debug, "spawn_mode"; "detail=\"close_range unavailable; children copy the descriptor table\"");
         }
         Ok(Spawner {
             stack: ChildStack::new(CHILD_STACK_SIZE)?,

@@ -28,14 +28,7 @@ fn exec_failed(
         return;
     };
     let program = program.map_or_else(|| service.program_label(), str::to_string);
-    log::error!(
-        "exec_failed service={} peer={} pid={pid} stage={stage} program={program} error={error}{}",
-        service.name,
-        PeerLabel(peer),
-        Suppressed(left_out),
-        program = Quoted(&program),
-        error = Quoted(&error)
-    );
+    crate::event!(log::Level::Error, "exec_failed", service = service.name; "peer={} pid={pid} stage={stage} program={program} error={error}{}", PeerLabel(peer), Suppressed(left_out), program = Quoted(&program), error = Quoted(&error));
 }
 
 /// A spawn that created no process: counted, and logged within the
@@ -43,13 +36,7 @@ fn exec_failed(
 fn spawn_failed(service: &mut super::ServiceRt, peer: &Peer, error: std::fmt::Arguments) {
     service.counters.spawn_failures += 1;
     if let Some(left_out) = service.failure_line_allowed() {
-        log::error!(
-            "spawn_failed service={} peer={} error={error}{}",
-            service.name,
-            PeerLabel(peer),
-            Suppressed(left_out),
-            error = Quoted(&error)
-        );
+        crate::event!(log::Level::Error, "spawn_failed", service = service.name; "peer={} error={error}{}", PeerLabel(peer), Suppressed(left_out), error = Quoted(&error));
     }
 }
 
@@ -203,11 +190,7 @@ impl Server {
                             self.pause_exhausted(source, &e);
                         }
                         _ => {
-                            log::error!(
-                                "accept_error service={} error={e}",
-                                self.services[service_id].name,
-                                e = Quoted(&e)
-                            );
+                            crate::event!(log::Level::Error, "accept_error", service = self.services[service_id].name; "error={e}", e = Quoted(&e));
                             self.pause_listener(source, FORK_FAILED_PAUSE);
                         }
                     }
@@ -287,18 +270,12 @@ impl Server {
             .refusal_log
             .get_or_insert_with(|| Box::new(LogBudget::new(now)));
         match budget.allow(now) {
-            Some(0) => log::info!(
-                "refuse service={} peer={} reason={}",
-                service.name,
-                PeerLabel(peer),
-                refusal.as_str()
-            ),
-            Some(left_out) => log::info!(
-                "refuse service={} peer={} reason={} suppressed={left_out}",
-                service.name,
-                PeerLabel(peer),
-                refusal.as_str()
-            ),
+            Some(0) => {
+                crate::event!(log::Level::Info, "refuse", service = service.name; "peer={} reason={}", PeerLabel(peer), refusal.as_str())
+            }
+            Some(left_out) => {
+                crate::event!(log::Level::Info, "refuse", service = service.name; "peer={} reason={} suppressed={left_out}", PeerLabel(peer), refusal.as_str())
+            }
             None => {}
         }
         Err(refusal)
@@ -308,10 +285,7 @@ impl Server {
         let name = &self.services[service_id].name;
         match pause {
             PauseStarted::Service { until } => {
-                log::warn!(
-                    "rate_pause service={name} seconds={:.1}",
-                    until.saturating_duration_since(now).as_secs_f64()
-                );
+                crate::event!(log::Level::Warn, "rate_pause", service = name; "seconds={:.1}", until.saturating_duration_since(now).as_secs_f64());
                 self.timers.schedule(
                     until,
                     TimerKey::ResumeService {
@@ -320,10 +294,7 @@ impl Server {
                 );
             }
             PauseStarted::Source { ip, until } => {
-                log::warn!(
-                    "source_pause service={name} source={ip} seconds={:.1}",
-                    until.saturating_duration_since(now).as_secs_f64()
-                );
+                crate::event!(log::Level::Warn, "source_pause", service = name; "source={ip} seconds={:.1}", until.saturating_duration_since(now).as_secs_f64());
             }
         }
     }
@@ -331,7 +302,7 @@ impl Server {
     pub(super) fn resume_service(&mut self, service_id: ServiceId, now: Instant) {
         if let Some(service) = self.services.get_mut(service_id) {
             if service.admission.resume_if_due(now) {
-                log::info!("rate_resume service={}", service.name);
+                crate::event!(log::Level::Info, "rate_resume", service = service.name);
             }
         }
     }
@@ -409,10 +380,14 @@ impl Server {
             Ok(pid) => {
                 service.counters.accepted += 1;
                 service.admission.started(peer_source(peer));
+                // Rendered by hand (the one line per connection); its
+                // fields travel as `crate::event!` would send them.
+                let name: &str = &service.name;
                 log::info!(
+                    event = "accept", service = name;
                     "{}",
                     AcceptLine {
-                        service: &service.name,
+                        service: name,
                         peer,
                         pid
                     }
@@ -514,11 +489,7 @@ impl Server {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // e.g. an ICMP error queued on the socket: reading it clears it.
-                        log::debug!(
-                            "datagram_error service={} error={e}",
-                            self.services[service_id].name,
-                            e = Quoted(&e)
-                        );
+                        crate::event!(log::Level::Debug, "datagram_error", service = self.services[service_id].name; "error={e}", e = Quoted(&e));
                         let _ = crate::sys::discard_datagram(fd);
                         refused += 1;
                         continue;
@@ -543,11 +514,7 @@ impl Server {
         };
         self.hold_for_handoff(source);
         if let Err(e) = crate::sys::set_nonblocking(fd, false) {
-            log::error!(
-                "handoff_error service={} error={e}",
-                self.services[service_id].name,
-                e = Quoted(&e)
-            );
+            crate::event!(log::Level::Error, "handoff_error", service = self.services[service_id].name; "error={e}", e = Quoted(&e));
             self.pause_listener(source, FORK_FAILED_PAUSE);
             return;
         }
@@ -592,7 +559,7 @@ impl Server {
             return;
         };
         if let Err(e) = crate::sys::set_nonblocking(fd, true) {
-            log::error!("takeback_error error={e}", e = Quoted(&e));
+            crate::event!(log::Level::Error, "takeback_error"; "error={e}", e = Quoted(&e));
         }
         if let Some(started_for) = child.datagram {
             let unread = crate::sys::peek_head(fd).is_ok_and(|head| head.identity == started_for);
@@ -615,12 +582,7 @@ impl Server {
             .refusal_log
             .get_or_insert_with(|| Box::new(LogBudget::new(now)));
         if let Some(left_out) = budget.allow(now) {
-            log::warn!(
-                "datagram_unread service={} peer={} pid={pid} detail=\"the program exited without reading the datagram it was started for; dropped\"{}",
-                service.name,
-                PeerLabel(peer),
-                Suppressed(left_out)
-            );
+            crate::event!(log::Level::Warn, "datagram_unread", service = service.name; "peer={} pid={pid} detail=\"the program exited without reading the datagram it was started for; dropped\"{}", PeerLabel(peer), Suppressed(left_out));
         }
     }
 }

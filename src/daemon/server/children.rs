@@ -290,14 +290,7 @@ impl Server {
                 if abnormal {
                     service.counters.abnormal_exits += 1;
                 }
-                log::log!(
-                    exit_level(abnormal),
-                    "exit service={} pid={pid} peer={} {} duration={:.3}s",
-                    service.name,
-                    PeerLabel(&child.peer),
-                    describe(status),
-                    child.started.elapsed().as_secs_f64()
-                );
+                crate::event!(exit_level(abnormal), "exit", service = service.name; "pid={pid} peer={} {} duration={:.3}s", PeerLabel(&child.peer), describe(status), child.started.elapsed().as_secs_f64());
             }
         }
         if let Some(source) = child.handed_off {
@@ -314,13 +307,12 @@ impl Server {
         };
         let name = self.services.get(service).map_or("-", |s| &*s.name);
         match step {
-            TimeoutStep::Killed => log::warn!("timeout_kill service={name} pid={pid}"),
+            TimeoutStep::Killed => {
+                crate::event!(log::Level::Warn, "timeout_kill", service = name; "pid={pid}")
+            }
             TimeoutStep::Terminated => {
                 let kill_after = self.kill_after(service);
-                log::warn!(
-                    "timeout service={name} pid={pid} action=SIGTERM kill_after={:.1}s",
-                    kill_after.as_secs_f64()
-                );
+                crate::event!(log::Level::Warn, "timeout", service = name; "pid={pid} action=SIGTERM kill_after={:.1}s", kill_after.as_secs_f64());
                 self.timers.schedule(
                     Instant::now() + kill_after,
                     TimerKey::ChildKill { pid, started },
@@ -339,18 +331,14 @@ impl Server {
     pub(super) fn begin_stop(&mut self) {
         if let Some(stopping) = &self.stopping {
             if !stopping.terminating {
-                log::info!("stop_now children={}", self.children.len());
+                crate::event!(log::Level::Info, "stop_now"; "children={}", self.children.len());
                 self.terminate_children();
             }
             return;
         }
         self.close_all_listeners();
         let grace = self.global.shutdown_grace;
-        log::info!(
-            "stopping children={} grace={:.1}s",
-            self.children.len(),
-            grace.as_secs_f64()
-        );
+        crate::event!(log::Level::Info, "stopping"; "children={} grace={:.1}s", self.children.len(), grace.as_secs_f64());
         crate::daemon::notify::send("STOPPING=1");
         self.stopping = Some(Stopping { terminating: false });
         if !self.children.is_empty() {
@@ -361,7 +349,7 @@ impl Server {
 
     pub(super) fn shutdown_deadline(&mut self) {
         if self.stopping.as_ref().is_some_and(|s| !s.terminating) {
-            log::info!("grace_over children={}", self.children.len());
+            crate::event!(log::Level::Info, "grace_over"; "children={}", self.children.len());
             self.terminate_children();
         }
     }

@@ -89,17 +89,18 @@ impl Server {
                 crate::daemon::slots::check(std::iter::once(bound.fd.as_raw_fd()));
                 let source = self.sources.insert(Source::Control(bound));
                 if let Err(e) = self.register(fd, source, Interest::READABLE) {
-                    log::warn!("control_error path={} error={e}", path.display(), e = crate::logging::line::Quoted(&e));
+                    crate::event!(log::Level::Warn, "control_error"; "path={} error={e}", path.display(), e = crate::logging::line::Quoted(&e));
                     self.sources.remove(source);
                 } else {
-                    log::debug!("control path={}", path.display());
+                    crate::event!(log::Level::Debug, "control"; "path={}", path.display());
                 }
             }
-            Ok(None) => log::warn!(
-                "control_busy path={} detail=\"another spawnd is running there; no status socket for this one\"",
-                path.display()
-            ),
-            Err(e) => log::warn!("control_error path={} error={e}", path.display(), e = crate::logging::line::Quoted(&e)),
+            Ok(None) => {
+                crate::event!(log::Level::Warn, "control_busy"; "path={} detail=\"another spawnd is running there; no status socket for this one\"", path.display())
+            }
+            Err(e) => {
+                crate::event!(log::Level::Warn, "control_error"; "path={} error={e}", path.display(), e = crate::logging::line::Quoted(&e))
+            }
         }
     }
 

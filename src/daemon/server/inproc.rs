@@ -487,7 +487,7 @@ impl Server {
         let rt = &mut self.services[service];
         rt.counters.accepted += 1;
         rt.admission.started(peer_source(peer));
-        log::info!("accept service={} peer={} {what}", rt.name, PeerLabel(peer));
+        crate::event!(log::Level::Info, "accept", service = rt.name; "peer={} {what}", PeerLabel(peer));
     }
 
     /// The bookkeeping and the exit line of an in-process connection that
@@ -507,13 +507,7 @@ impl Server {
             if matches!(how, End::TimedOut(_)) {
                 rt.counters.timeouts += 1;
             }
-            log::log!(
-                exit_level(how.abnormal()),
-                "exit service={} peer={} {what} {how} duration={:.3}s",
-                rt.name,
-                PeerLabel(peer),
-                started.elapsed().as_secs_f64()
-            );
+            crate::event!(exit_level(how.abnormal()), "exit", service = rt.name; "peer={} {what} {how} duration={:.3}s", PeerLabel(peer), started.elapsed().as_secs_f64());
         }
         self.drop_retired(service);
         self.release_queued();
@@ -529,11 +523,7 @@ impl Server {
         peer: Peer,
     ) {
         if let Err(e) = crate::sys::set_nonblocking(conn.as_raw_fd(), true) {
-            log::warn!(
-                "internal_error service={} error={e}",
-                self.services[service].name,
-                e = crate::logging::line::Quoted(&e)
-            );
+            crate::event!(log::Level::Warn, "internal_error", service = self.services[service].name; "error={e}", e = crate::logging::line::Quoted(&e));
             return;
         }
         let fd = conn.as_raw_fd();
@@ -555,10 +545,7 @@ impl Server {
             );
         }
         if let Err(e) = self.register(fd, source, Interest::READABLE | Interest::WRITABLE) {
-            log::warn!(
-                "internal_error error={e}",
-                e = crate::logging::line::Quoted(&e)
-            );
+            crate::event!(log::Level::Warn, "internal_error"; "error={e}", e = crate::logging::line::Quoted(&e));
             self.finish_internal(source, End::Failed(e));
             return;
         }
@@ -677,7 +664,7 @@ impl Server {
                 };
                 if let Some(reason) = reason {
                     let rt = &mut self.services[service];
-                    log::debug!("udp_refuse service={} peer={addr} reason={reason}", rt.name);
+                    crate::event!(log::Level::Debug, "udp_refuse", service = rt.name; "peer={addr} reason={reason}");
                     if reason == "reply_budget" {
                         rt.counters.refused_limits += 1;
                     } else {
@@ -717,12 +704,7 @@ impl Server {
             if !reply.is_empty() {
                 let _ = socket::sendto(fd, &reply, &from, MsgFlags::MSG_DONTWAIT);
             }
-            log::debug!(
-                "datagram service={} peer={addr} internal={} bytes_in={n} bytes_out={}",
-                self.services[service].name,
-                kind.name(),
-                reply.len()
-            );
+            crate::event!(log::Level::Debug, "datagram", service = self.services[service].name; "peer={addr} internal={} bytes_in={n} bytes_out={}", kind.name(), reply.len());
         }
         self.scratch = buf;
         if !drained {
@@ -745,12 +727,7 @@ impl Server {
             Err(e) => {
                 let rt = &mut self.services[service];
                 rt.counters.spawn_failures += 1;
-                log::warn!(
-                    "redirect_failed service={} peer={} target={target} error={e}",
-                    rt.name,
-                    PeerLabel(&peer),
-                    e = crate::logging::line::Quoted(&e)
-                );
+                crate::event!(log::Level::Warn, "redirect_failed", service = rt.name; "peer={} target={target} error={e}", PeerLabel(&peer), e = crate::logging::line::Quoted(&e));
                 return;
             }
         };

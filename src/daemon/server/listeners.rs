@@ -87,14 +87,10 @@ impl Server {
         if kind == SocketKind::Dgram {
             self.own_datagram.add(&addr);
         }
-        log::info!(
-            "listening service={} addr={addr} socket={}",
-            self.services[service].name,
-            match kind {
-                SocketKind::Stream => "stream",
-                SocketKind::Dgram => "dgram",
-            }
-        );
+        crate::event!(log::Level::Info, "listening", service = self.services[service].name; "addr={addr} socket={}", match kind {
+            SocketKind::Stream => "stream",
+            SocketKind::Dgram => "dgram",
+        });
         crate::daemon::slots::check(std::iter::once(bound.fd.as_raw_fd()));
         let source = self.sources.insert(Source::Listener(Listener {
             bound,
@@ -123,7 +119,9 @@ impl Server {
                     listener.state = ListenerState::Armed;
                 }
             }
-            Err(e) => log::error!("listen_error source={source} error={e}", e = Quoted(&e)),
+            Err(e) => {
+                crate::event!(log::Level::Error, "listen_error"; "source={source} error={e}", e = Quoted(&e))
+            }
         }
     }
 
@@ -177,12 +175,7 @@ impl Server {
         if !listener.exhaustion_logged {
             listener.exhaustion_logged = true;
             let name = &self.services[listener.service].name;
-            log::warn!(
-                "accept_paused service={name} listen={} error={error} pause={}ms",
-                listener.addr,
-                FD_EXHAUSTED_PAUSE.as_millis(),
-                error = Quoted(&error)
-            );
+            crate::event!(log::Level::Warn, "accept_paused", service = name; "listen={} error={error} pause={}ms", listener.addr, FD_EXHAUSTED_PAUSE.as_millis(), error = Quoted(&error));
         }
         self.pause_listener(source, FD_EXHAUSTED_PAUSE);
     }

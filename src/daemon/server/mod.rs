@@ -464,22 +464,14 @@ impl Server {
         let (mut started, mut failed) = (0, 0);
         for spec in &services {
             if spec.disabled {
-                log::info!(
-                    "disabled service={} file={}",
-                    spec.name,
-                    spec.file.display()
-                );
+                crate::event!(log::Level::Info, "disabled", service = spec.name; "file={}", spec.file.display());
                 continue;
             }
             match self.add_service(spec, now) {
                 Ok(_) => started += 1,
                 Err(message) => {
                     failed += 1;
-                    log::error!(
-                        "service_error service={} error={message}",
-                        spec.name,
-                        message = crate::logging::line::Quoted(&message)
-                    );
+                    crate::event!(log::Level::Error, "service_error", service = spec.name; "error={message}", message = crate::logging::line::Quoted(&message));
                     self.note_trouble(&spec.name, false, message);
                 }
             }
@@ -546,7 +538,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                log::error!("poll_error error={e}", e = crate::logging::line::Quoted(&e));
+                crate::event!(log::Level::Error, "poll_error"; "error={e}", e = crate::logging::line::Quoted(&e));
                 return crate::exit::Exit::Runtime;
             }
             // Reap first: an exit frees the instance a waiting client needs.
@@ -572,7 +564,7 @@ impl Server {
                 .as_ref()
                 .is_some_and(|_| self.children.is_empty())
             {
-                log::info!("stopped");
+                crate::event!(log::Level::Info, "stopped");
                 return crate::exit::Exit::Success;
             }
         }
@@ -621,10 +613,7 @@ impl Server {
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    log::error!(
-                        "signal_error error={e}",
-                        e = crate::logging::line::Quoted(&e)
-                    );
+                    crate::event!(log::Level::Error, "signal_error"; "error={e}", e = crate::logging::line::Quoted(&e));
                     reap = true;
                     break;
                 }
@@ -653,11 +642,7 @@ impl Server {
 
     fn log_status(&self) {
         for s in self.report().services {
-            log::info!(
-                "status service={} state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={} unread_datagrams={}{}",
-                s.name, s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts, s.unread_datagrams,
-                s.reason.as_deref().map(|r| format!(" reason={}", crate::logging::line::Quoted(r))).unwrap_or_default()
-            );
+            crate::event!(log::Level::Info, "status", service = s.name; "state={} children={} accepted={} refused_access={} refused_limits={} spawn_failures={} abnormal_exits={} timeouts={} unread_datagrams={}{}", s.state, s.children, s.accepted, s.refused_access, s.refused_limits, s.spawn_failures, s.abnormal_exits, s.timeouts, s.unread_datagrams, s.reason.as_deref().map(|r| format!(" reason={}", crate::logging::line::Quoted(r))).unwrap_or_default());
         }
     }
 

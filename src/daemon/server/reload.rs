@@ -29,30 +29,30 @@ impl Server {
             "RELOADING=1\nMONOTONIC_USEC={}",
             crate::daemon::notify::monotonic_usec()
         ));
-        log::info!("reload_start dir={}", self.config.dir.display());
+        crate::event!(log::Level::Info, "reload_start"; "dir={}", self.config.dir.display());
         let loaded = match self.config.load() {
             Ok(loaded) => loaded,
             Err(errors) => {
                 for error in &errors {
-                    log::error!("config_error {error}");
+                    crate::event!(log::Level::Error, "config_error"; "{error}");
                 }
-                log::error!("reload_rejected detail=\"the running configuration is kept\"");
+                crate::event!(log::Level::Error, "reload_rejected"; "detail=\"the running configuration is kept\"");
                 self.notify_ready();
                 return;
             }
         };
         for error in &loaded.errors {
-            log::error!("config_error {error}");
+            crate::event!(log::Level::Error, "config_error"; "{error}");
         }
         for warning in &loaded.warnings {
-            log::warn!("config_warning {warning}");
+            crate::event!(log::Level::Warn, "config_warning"; "{warning}");
         }
         // A directory or file that could not be read at all (EMFILE, EIO,
         // EACCES) says nothing about which services are wanted: taking the
         // rest as the whole configuration would retire the services it
         // hides. Keep everything as it runs; a later reload retries.
         if loaded.errors.iter().any(|e| e.unreadable) {
-            log::error!("reload_rejected detail=\"the configuration could not be read; the running configuration is kept\"");
+            crate::event!(log::Level::Error, "reload_rejected"; "detail=\"the configuration could not be read; the running configuration is kept\"");
             self.notify_ready();
             return;
         }
@@ -124,10 +124,7 @@ impl Server {
             reload_plan::plan(&running, &wanted)
         };
         for id in &plan.keep_as_is {
-            log::warn!(
-                "reload_kept service={} detail=\"its file has errors; the previous definition stays\"",
-                self.services[*id].name
-            );
+            crate::event!(log::Level::Warn, "reload_kept", service = self.services[*id].name; "detail=\"its file has errors; the previous definition stays\"");
         }
         for source in &plan.close {
             self.close_listener(*source);
@@ -170,17 +167,18 @@ impl Server {
         }
         let removed = plan.retire.len();
         for id in plan.retire {
-            log::info!("service_removed service={}", self.services[id].name);
+            crate::event!(
+                log::Level::Info,
+                "service_removed",
+                service = self.services[id].name
+            );
             for source in self.services[id].listeners.as_slice().to_vec() {
                 self.close_listener(source);
             }
             self.services[id].retired = true;
             self.drop_retired(id);
         }
-        log::info!(
-            "reload_done services={} added={added} updated={updated} removed={removed} failed={failed}",
-            self.services.iter().filter(|(_, s)| !s.retired).count()
-        );
+        crate::event!(log::Level::Info, "reload_done"; "services={} added={added} updated={updated} removed={removed} failed={failed}", self.services.iter().filter(|(_, s)| !s.retired).count());
     }
 
     /// Prepares a service's work and binds the addresses the plan gives it;
@@ -233,12 +231,9 @@ impl Server {
     /// A wanted service could not be updated or opened: a running one of
     /// its name stays on its previous definition.
     fn service_failed(&mut self, name: &str, message: String, running: bool) {
-        log::error!(
-            "service_error service={name} error={message}",
-            message = crate::logging::line::Quoted(&message)
-        );
+        crate::event!(log::Level::Error, "service_error", service = name; "error={message}", message = crate::logging::line::Quoted(&message));
         if running {
-            log::warn!("reload_kept service={name} detail=\"the previous definition stays\"");
+            crate::event!(log::Level::Warn, "reload_kept", service = name; "detail=\"the previous definition stays\"");
         }
         self.note_trouble(name, running, message);
     }

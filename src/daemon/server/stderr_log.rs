@@ -64,12 +64,7 @@ fn emit(pipe: &mut StderrPipe, line: &[u8]) {
     }
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\r', '\n']);
-    log::info!(
-        "stderr service={} pid={} line={:?}",
-        pipe.service,
-        pipe.pid,
-        text
-    );
+    crate::event!(log::Level::Info, "stderr", service = pipe.service; "pid={} line={:?}", pipe.pid, text);
 }
 
 impl Server {
@@ -83,10 +78,7 @@ impl Server {
             relay: Relay::new(),
         }));
         if let Err(e) = self.register(fd, source, Interest::READABLE) {
-            log::error!(
-                "stderr_error pid={pid} error={e}",
-                e = crate::logging::line::Quoted(&e)
-            );
+            crate::event!(log::Level::Error, "stderr_error"; "pid={pid} error={e}", e = crate::logging::line::Quoted(&e));
             self.sources.remove(source);
         }
     }
@@ -132,12 +124,7 @@ impl Server {
             emit(pipe, &rest);
         }
         if pipe.relay.dropped > 0 {
-            log::warn!(
-                "stderr_dropped service={} pid={} lines={}",
-                pipe.service,
-                pipe.pid,
-                pipe.relay.dropped
-            );
+            crate::event!(log::Level::Warn, "stderr_dropped", service = pipe.service; "pid={} lines={}", pipe.pid, pipe.relay.dropped);
         }
         let fd = pipe.fd.as_raw_fd();
         self.deregister(fd);

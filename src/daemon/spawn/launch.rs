@@ -226,10 +226,9 @@ impl Launches {
                     self.entries.push(entry);
                     return Some(self.entries.len() - 1);
                 }
-                Err(e) => log::debug!(
-                    "launch_entry_failed error={e}",
-                    e = crate::logging::line::Quoted(&e)
-                ),
+                Err(e) => {
+                    crate::event!(log::Level::Debug, "launch_entry_failed"; "error={e}", e = crate::logging::line::Quoted(&e))
+                }
             }
         }
         None
@@ -250,10 +249,7 @@ impl Launches {
                 true
             }
             Err(e) => {
-                log::debug!(
-                    "handoff_failed error={e}",
-                    e = crate::logging::line::Quoted(&e)
-                );
+                crate::event!(log::Level::Debug, "handoff_failed"; "error={e}", e = crate::logging::line::Quoted(&e));
                 false
             }
         }
