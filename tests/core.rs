@@ -31,6 +31,40 @@ fn stream_nowait_over_ipv4_and_ipv6() {
     spawnd.log.expect(&["exit service=echo", "status=0"]);
 }
 
+/// The harness holds the ports it hands out until spawnd binds them: a
+/// program binding without SO_REUSEADDR cannot take one meanwhile, and
+/// spawnd still binds it, on one address or on all.
+#[test]
+fn a_free_port_is_held_until_spawnd_binds_it() {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let port = free_port();
+    let intruder = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let address = SockaddrIn::new(127, 0, 0, 1, port);
+    assert_eq!(
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&intruder), &address),
+        Err(nix::errno::Errno::EADDRINUSE)
+    );
+    let config = Config::new();
+    let wildcard = free_port();
+    config.service(
+        "one",
+        &format!("listen: 127.0.0.1:{port}\nexec: [/bin/echo, one]\n"),
+    );
+    config.service(
+        "all",
+        &format!("listen: \"*:{wildcard}\"\nexec: [/bin/echo, all]\n"),
+    );
+    let _spawnd = Spawnd::start(&config);
+    assert_eq!(tcp_read(port), "one\n");
+    assert_eq!(tcp_read(wildcard), "all\n");
+}
+
 #[test]
 fn wildcard_listens_on_both_families() {
     let config = Config::new();

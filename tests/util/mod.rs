@@ -19,17 +19,24 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (TCP and UDP) and on ::1.
+/// A port free on 127.0.0.1 (TCP and UDP) and on ::1, and held for the
+/// rest of the test binary's life so that nothing takes it before spawnd
+/// binds it: a TCP socket is kept bound on each address, not listening,
+/// with SO_REUSEADDR. spawnd (which binds with SO_REUSEADDR too) can bind
+/// and listen there; a program binding without SO_REUSEADDR cannot, nor
+/// does the kernel choose a held port for an outgoing connection. UDP is
+/// only checked, not held: a socket bound there could receive datagrams
+/// meant for spawnd.
 ///
-/// Ports come from below the kernel's ephemeral range (32768 and up), so a
-/// client socket of a test running alongside cannot take one, and from a
-/// counter shared by the test binary's threads, so no two tests get the same
-/// port. Each test binary starts at its own offset.
+/// Ports come from below the kernel's ephemeral range (32768 and up) and
+/// from a counter shared by the test binary's threads, so no two tests get
+/// the same port. Each test binary starts at its own offset.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 20_000;
     const COUNT: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    static HELD: Mutex<Vec<std::os::fd::OwnedFd>> = Mutex::new(Vec::new());
     let _ = NEXT.compare_exchange(
         u32::MAX,
         std::process::id().wrapping_mul(7919) % COUNT,
@@ -38,14 +45,45 @@ pub fn free_port() -> u16 {
     );
     for _ in 0..COUNT {
         let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("::1", port)).is_ok()
+        let v4 = SocketAddr::from(([127, 0, 0, 1], port));
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        let (Some(hold_v4), Some(hold_v6)) = (hold(v4), hold(v6)) else {
+            continue;
+        };
+        // A listener elsewhere fails these binds even though the holders
+        // (not listening) did not.
+        if TcpListener::bind(v4).is_ok()
+            && TcpListener::bind(v6).is_ok()
+            && UdpSocket::bind(v4).is_ok()
         {
+            let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+            held.push(hold_v4);
+            held.push(hold_v6);
             return port;
         }
     }
     panic!("no free port in {FIRST}..{}", FIRST + COUNT);
+}
+
+/// A TCP socket bound to `addr` with SO_REUSEADDR and not listening.
+fn hold(addr: SocketAddr) -> Option<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).ok()?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).ok()?;
+    if addr.is_ipv6() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).ok()?;
+    }
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )
+    .ok()?;
+    Some(fd)
 }
 
 /// A configuration directory with `services.d/`.
