@@ -168,7 +168,13 @@ fn a_thousand_concurrent_echo_connections() {
         assert_eq!(got, expected.as_bytes());
     }
     drop(streams);
-    assert!(spawnd.log.wait_for_n(&["exit service=echo-stream"], 1000));
+    let all = spawnd.log.wait_for_n(&["exit service=echo-stream"], 1000);
+    assert!(
+        all,
+        "{} exit lines, {} log_dropped lines",
+        spawnd.log.count("exit service=echo-stream"),
+        spawnd.log.count("log_dropped")
+    );
 }
 
 /// Connections waiting on many listeners at the same moment: spawnd takes

@@ -264,6 +264,11 @@ impl Spawnd {
         let mut child = command.spawn().expect("start spawnd");
         let log = Log::default();
         let stderr = child.stderr.take().expect("stderr pipe");
+        // spawnd's logging never blocks: what a full pipe cannot take is
+        // dropped and counted (`log_dropped`). Tests count the lines of
+        // bursts (a thousand connections closing at once), so the pipe gets
+        // room for a burst while this thread catches up.
+        let _ = nix::fcntl::fcntl(&stderr, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
         let writer = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {

@@ -77,6 +77,14 @@ fn send_banner(fd: RawFd, data: &[u8]) {
     );
 }
 
+/// The listeners that gave a connection this turn (see `probe_listeners`),
+/// and the poll() array that asks them, both kept for their capacity.
+#[derive(Default)]
+pub(super) struct Probe {
+    listeners: Vec<SourceId>,
+    fds: Vec<libc::pollfd>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drained {
     Yes,
@@ -111,7 +119,7 @@ impl Server {
         let load = GlobalLoad {
             children: self.children.len(),
             max_children: self.global.max_children,
-            in_process: self.in_process,
+            in_process: self.in_proc.open,
             max_in_process: self.global.max_in_process,
         };
         load.full_for(matches!(self.services[service].work, Work::Exec(_)))
@@ -121,7 +129,7 @@ impl Server {
     /// the end of the turn, for every listener at once (`probe_listeners`).
     fn accept_first(&mut self, source: SourceId) {
         if self.accept_some(source, 1) == Drained::No {
-            self.probe.push(source);
+            self.probe.listeners.push(source);
         }
     }
 
@@ -132,9 +140,9 @@ impl Server {
     /// a spread load, one poll() asks them all, instead of one accept
     /// each that would mostly find nothing.
     pub(super) fn probe_listeners(&mut self) {
-        let mut probe = std::mem::take(&mut self.probe);
+        let mut probe = std::mem::take(&mut self.probe.listeners);
         if probe.len() > 1 {
-            let mut fds = std::mem::take(&mut self.probe_fds);
+            let mut fds = std::mem::take(&mut self.probe.fds);
             fds.clear();
             fds.extend(probe.iter().map(|source| libc::pollfd {
                 fd: match self.sources.get(*source) {
@@ -148,7 +156,7 @@ impl Server {
                 let mut ready = fds.iter().map(|fd| fd.revents != 0);
                 probe.retain(|_| ready.next().unwrap_or(true));
             }
-            self.probe_fds = fds;
+            self.probe.fds = fds;
         }
         for source in probe.drain(..) {
             if self.accept_some(source, ACCEPT_BATCH - 1) == Drained::No {
@@ -156,7 +164,7 @@ impl Server {
                 self.turns.again(source);
             }
         }
-        self.probe = probe;
+        self.probe.listeners = probe;
     }
 
     /// Accepts up to `limit` connections; `Drained::No` when each one
@@ -452,15 +460,7 @@ impl Server {
         handed_off: Option<SourceId>,
         counted: bool,
     ) {
-        let child = super::children::Child {
-            service,
-            peer: *peer,
-            started,
-            handed_off,
-            datagram: None,
-            counted,
-            signalled: 0,
-        };
+        let child = super::children::Child::new(service, *peer, started, handed_off, counted);
         self.children.record(pid, child);
     }
 
@@ -561,7 +561,7 @@ impl Server {
         if let Err(e) = crate::sys::set_nonblocking(fd, true) {
             crate::event!(log::Level::Error, "takeback_error"; "error={e}", e = Quoted(&e));
         }
-        if let Some(started_for) = child.datagram {
+        if let Some(started_for) = child.started_for() {
             let unread = crate::sys::peek_head(fd).is_ok_and(|head| head.identity == started_for);
             if unread && crate::sys::discard_datagram(fd).is_ok() {
                 self.datagram_unread(service_id, &child.peer, pid);

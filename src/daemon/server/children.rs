@@ -49,11 +49,36 @@ pub(super) struct Child {
     pub(super) handed_off: Option<SourceId>,
     /// A datagram service: the identity of the datagram the child was
     /// started for (`sys::HeadDatagram`).
-    pub(super) datagram: Option<(i64, i64, usize)>,
+    datagram: Option<(i64, i64, usize)>,
     /// The service's admission counts this child.
     pub(super) counted: bool,
     /// Timeout stage reached: 0 none, 1 SIGTERM sent, 2 SIGKILL sent.
-    pub(super) signalled: u8,
+    signalled: u8,
+}
+
+impl Child {
+    pub(super) fn new(
+        service: ServiceId,
+        peer: Peer,
+        started: Instant,
+        handed_off: Option<SourceId>,
+        counted: bool,
+    ) -> Child {
+        Child {
+            service,
+            peer,
+            started,
+            handed_off,
+            datagram: None,
+            counted,
+            signalled: 0,
+        }
+    }
+
+    /// The datagram a datagram service's child was started for.
+    pub(super) fn started_for(&self) -> Option<(i64, i64, usize)> {
+        self.datagram
+    }
 }
 
 /// What a timeout does to a child.

@@ -147,6 +147,19 @@ impl Clock {
     }
 }
 
+/// What the connections served inside spawnd share: the relays, how many
+/// such connections are open (`max_in_process`), the one buffer they read
+/// into, and the UDP internal services' reflection guards (where spawnd's
+/// own datagram sockets are, how many replies each source may still get).
+#[derive(Default)]
+pub(super) struct InProcess {
+    pub(super) relays: super::ids::Table<RelayId, Relay>,
+    pub(super) open: usize,
+    pub(super) scratch: Vec<u8>,
+    pub(super) own_datagram: crate::daemon::internal::OwnAddresses,
+    pub(super) reply_budget: crate::daemon::internal::ReplyBudget,
+}
+
 /// The scratch buffer's size: one read's worth, per direction.
 pub(super) const SCRATCH: usize = 64 * 1024;
 /// Work per wake-up before other sources get a turn.
@@ -473,7 +486,7 @@ impl Server {
     /// The loop's scratch buffer, taken out while a connection uses it
     /// (made on first use: a spawnd without in-process services has none).
     fn take_scratch(&mut self) -> Vec<u8> {
-        let scratch = std::mem::take(&mut self.scratch);
+        let scratch = std::mem::take(&mut self.in_proc.scratch);
         if scratch.is_empty() {
             vec![0; SCRATCH]
         } else {
@@ -483,7 +496,7 @@ impl Server {
 
     /// Counts a new in-process connection of `service` and logs it.
     fn in_process_started(&mut self, service: ServiceId, peer: &Peer, what: std::fmt::Arguments) {
-        self.in_process += 1;
+        self.in_proc.open += 1;
         let rt = &mut self.services[service];
         rt.counters.accepted += 1;
         rt.admission.started(peer_source(peer));
@@ -500,8 +513,8 @@ impl Server {
         how: &End,
         started: Instant,
     ) {
-        debug_assert!(self.in_process > 0);
-        self.in_process = self.in_process.saturating_sub(1);
+        debug_assert!(self.in_proc.open > 0);
+        self.in_proc.open = self.in_proc.open.saturating_sub(1);
         if let Some(rt) = self.services.get_mut(service) {
             rt.admission.finished(peer_source(peer));
             if matches!(how, End::TimedOut(_)) {
@@ -575,7 +588,7 @@ impl Server {
                 break;
             }
         }
-        self.scratch = scratch;
+        self.in_proc.scratch = scratch;
         if let Some(end) = ended {
             return self.finish_internal(source, end);
         }
@@ -655,9 +668,9 @@ impl Server {
             if kind != InternalKind::Discard {
                 let reason = if !internal::udp_reply_allowed(addr.port()) {
                     Some("source_port")
-                } else if self.own_datagram.contains(addr) {
+                } else if self.in_proc.own_datagram.contains(addr) {
                     Some("own_address")
-                } else if !self.reply_budget.allow(addr.ip(), Instant::now()) {
+                } else if !self.in_proc.reply_budget.allow(addr.ip(), Instant::now()) {
                     Some("reply_budget")
                 } else {
                     None
@@ -706,7 +719,7 @@ impl Server {
             }
             crate::event!(log::Level::Debug, "datagram", service = self.services[service].name; "peer={addr} internal={} bytes_in={n} bytes_out={}", kind.name(), reply.len());
         }
-        self.scratch = buf;
+        self.in_proc.scratch = buf;
         if !drained {
             self.turns.again(source);
         }
@@ -736,12 +749,12 @@ impl Server {
         self.in_process_started(service, &peer, format_args!("redirect={target}"));
         // Both sides' sources exist before the relay, so a relay always
         // knows its two tokens.
-        let relay_id = self.relays.vacant_key();
+        let relay_id = self.in_proc.relays.vacant_key();
         let tokens = [
             self.sources.insert(Source::Relay(relay_id)),
             self.sources.insert(Source::Relay(relay_id)),
         ];
-        self.relays.insert(Relay {
+        self.in_proc.relays.insert(Relay {
             client,
             upstream,
             connected: false,
@@ -767,8 +780,8 @@ impl Server {
             );
         }
         let fds = [
-            self.relays[relay_id].client.as_raw_fd(),
-            self.relays[relay_id].upstream.as_raw_fd(),
+            self.in_proc.relays[relay_id].client.as_raw_fd(),
+            self.in_proc.relays[relay_id].upstream.as_raw_fd(),
         ];
         for (token, fd) in tokens.into_iter().zip(fds) {
             if let Err(e) = self.register(fd, token, Interest::READABLE | Interest::WRITABLE) {
@@ -787,7 +800,7 @@ impl Server {
         let mut moved = false;
         let mut again = true;
         for _ in 0..ROUNDS {
-            let Some(relay) = self.relays.get_mut(relay_id) else {
+            let Some(relay) = self.in_proc.relays.get_mut(relay_id) else {
                 again = false;
                 break;
             };
@@ -798,7 +811,7 @@ impl Server {
                     break;
                 }
                 Step::Done => ended = Some(End::Done),
-                Step::Failed(e) if !relay_connected(&self.relays, relay_id) => {
+                Step::Failed(e) if !relay_connected(&self.in_proc.relays, relay_id) => {
                     ended = Some(End::Failed(e))
                 }
                 Step::Failed(e) => ended = Some(End::of(e)),
@@ -807,12 +820,12 @@ impl Server {
                 break;
             }
         }
-        self.scratch = scratch;
+        self.in_proc.scratch = scratch;
         if let Some(end) = ended {
             return self.finish_relay(relay_id, end);
         }
         if moved {
-            if let Some(relay) = self.relays.get_mut(relay_id) {
+            if let Some(relay) = self.in_proc.relays.get_mut(relay_id) {
                 relay.clock.last_active = Instant::now();
             }
         }
@@ -824,7 +837,7 @@ impl Server {
     /// A deadline timer of a relay fired.
     pub(super) fn relay_deadline(&mut self, relay_id: RelayId, started: Instant) {
         let now = Instant::now();
-        let Some(relay) = self.relays.get(relay_id) else {
+        let Some(relay) = self.in_proc.relays.get(relay_id) else {
             return;
         };
         if relay.clock.started != started {
@@ -847,7 +860,7 @@ impl Server {
     }
 
     fn finish_relay(&mut self, relay_id: RelayId, end: End) {
-        let Some(relay) = self.relays.try_remove(relay_id) else {
+        let Some(relay) = self.in_proc.relays.try_remove(relay_id) else {
             return;
         };
         for (token, fd) in relay
@@ -879,6 +892,7 @@ impl Server {
                 Some(Source::Internal(conn)) if conn.clock.started == started
             ),
             TimerKey::Relay { relay, started } => self
+                .in_proc
                 .relays
                 .get(relay)
                 .is_none_or(|r| r.clock.started != started),

@@ -2,7 +2,8 @@
 //! poller, resting, handed to a wait-mode child) is private to this file:
 //! every change of it is made here, as are the list of listeners held back
 //! by `on_limit: queue` and the pauses that end on a timer. The rest of the
-//! server asks (`state`, `is_armed`) and calls the transitions below.
+//! server asks (`is_armed`, `listener_states`) and calls the transitions
+//! below.
 //!
 //! Listeners live in the server's source slab, whose key is their poll
 //! token: a separate table would cost a second entry per listener (a
@@ -46,6 +47,14 @@ impl Listener {
     pub(super) fn fixed_local(&self) -> Option<SocketAddr> {
         fixed_local(&self.addr)
     }
+
+    pub(super) fn is_armed(&self) -> bool {
+        self.state == ListenerState::Armed
+    }
+
+    pub(super) fn fd(&self) -> RawFd {
+        self.bound.fd.as_raw_fd()
+    }
 }
 
 /// The local address of every connection, when the socket is bound to one
@@ -65,16 +74,6 @@ pub(super) struct Listeners {
     queued: Vec<SourceId>,
 }
 
-impl Listener {
-    pub(super) fn is_armed(&self) -> bool {
-        self.state == ListenerState::Armed
-    }
-
-    pub(super) fn fd(&self) -> RawFd {
-        self.bound.fd.as_raw_fd()
-    }
-}
-
 impl Server {
     /// Adds a bound socket to `service` and arms it.
     pub(super) fn attach_listener(
@@ -85,12 +84,13 @@ impl Server {
         bound: Bound,
     ) {
         if kind == SocketKind::Dgram {
-            self.own_datagram.add(&addr);
+            self.in_proc.own_datagram.add(&addr);
         }
-        crate::event!(log::Level::Info, "listening", service = self.services[service].name; "addr={addr} socket={}", match kind {
+        let socket = match kind {
             SocketKind::Stream => "stream",
             SocketKind::Dgram => "dgram",
-        });
+        };
+        crate::event!(log::Level::Info, "listening", service = self.services[service].name; "addr={addr} socket={socket}");
         crate::daemon::slots::check(std::iter::once(bound.fd.as_raw_fd()));
         let source = self.sources.insert(Source::Listener(Listener {
             bound,
@@ -150,7 +150,7 @@ impl Server {
             self.deregister(fd);
         }
         if listener.kind == SocketKind::Dgram {
-            self.own_datagram.remove(&listener.addr);
+            self.in_proc.own_datagram.remove(&listener.addr);
         }
         if let Some(rt) = self.services.get_mut(service) {
             rt.listeners.remove(source);

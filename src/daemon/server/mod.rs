@@ -246,22 +246,13 @@ pub struct Server {
     spawner: Spawner,
     services: Table<ServiceId, ServiceRt>,
     sources: Table<SourceId, Source>,
-    relays: Table<RelayId, inproc::Relay>,
-    /// In-process connections open now (internal services, relays).
-    in_process: usize,
-    /// The buffer in-process connections read into, shared (`inproc`).
-    scratch: Vec<u8>,
-    /// Where spawnd's own datagram sockets are, and how many replies each
-    /// source may still get: the UDP internal services' reflection guards.
-    own_datagram: crate::daemon::internal::OwnAddresses,
-    reply_budget: crate::daemon::internal::ReplyBudget,
+    /// What the connections served inside spawnd share (`inproc`).
+    in_proc: inproc::InProcess,
     children: children::Children,
     timers: Timers<TimerKey>,
     turns: Turns,
-    /// Listeners that gave a connection this turn (see `probe_listeners`),
-    /// and the poll() array that asks them, both kept for their capacity.
-    probe: Vec<SourceId>,
-    probe_fds: Vec<libc::pollfd>,
+    /// Listeners to ask for more connections at the end of the turn.
+    probe: accept::Probe,
     /// What the listeners share (the `on_limit: queue` list).
     listeners: listeners::Listeners,
     global: Global,
@@ -354,16 +345,11 @@ impl Server {
             spawner,
             services: Table::default(),
             sources: Table::counted(descriptors),
-            relays: Table::default(),
-            in_process: 0,
-            scratch: Vec::new(),
-            own_datagram: Default::default(),
-            reply_budget: Default::default(),
+            in_proc: Default::default(),
             children: children::Children::default(),
             timers: Timers::default(),
             turns: Turns::default(),
-            probe: Vec::new(),
-            probe_fds: Vec::new(),
+            probe: Default::default(),
             listeners: Default::default(),
             global,
             config,
@@ -674,7 +660,11 @@ impl Server {
     /// belongs to `service`.
     fn service_in_use(&self, service: ServiceId) -> bool {
         self.children.serve(service)
-            || self.relays.iter().any(|(_, r)| r.service_id() == service)
+            || self
+                .in_proc
+                .relays
+                .iter()
+                .any(|(_, r)| r.service_id() == service)
             || self
                 .sources
                 .iter()
