@@ -138,3 +138,24 @@ impl<K: Key, V> std::ops::IndexMut<K> for Table<K, V> {
         &mut self.slab[key.index()]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counted_table_keeps_its_gauge_at_its_length() {
+        let gauge = crate::daemon::slots::Gauge::default();
+        let mut table: Table<SourceId, &str> = Table::counted(gauge.clone());
+        let a = table.insert("a");
+        let b = table.insert("b");
+        assert_eq!((gauge.get(), table.len()), (2, 2));
+        assert_eq!(table.remove(a), "a");
+        assert_eq!(table.try_remove(a), None, "a second removal is not counted");
+        assert_eq!((gauge.get(), table.len()), (1, 1));
+        assert_eq!(table.vacant_key(), a, "the freed key is reused");
+        assert_eq!(table[b], "b");
+        assert_eq!(table.try_remove(b), Some("b"));
+        assert_eq!(gauge.get(), 0);
+    }
+}
