@@ -64,7 +64,7 @@ fn emit(pipe: &mut StderrPipe, line: &[u8]) {
     }
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\r', '\n']);
-    crate::event!(log::Level::Info, "stderr", service = pipe.service; "pid={} line={:?}", pipe.pid, text);
+    crate::event!(log::Level::Info, "stderr", service = pipe.service; "pid={} line={}", pipe.pid, crate::logging::line::Quoted(text));
 }
 
 impl Server {
