@@ -180,7 +180,7 @@ impl Server {
             let fd = listener.fd();
             let service_id = listener.service;
             let service = &self.services[service_id];
-            if holds_back(&service.admission, self.global_full(service_id)) {
+            if holds_back(&service.admission, || self.global_full(service_id)) {
                 // Leave clients in the kernel backlog until a child exits.
                 self.queue_listener(source);
                 return Drained::Yes;
@@ -614,8 +614,12 @@ impl GlobalLoad {
 /// Whether a listener leaves its clients in the kernel's backlog instead of
 /// accepting them: `on_limit: queue` with every instance, or spawnd-wide
 /// room, taken.
-fn holds_back(admission: &crate::daemon::limits::Admission, global: Option<Refusal>) -> bool {
-    admission.queues() && (admission.at_instance_limit() || global.is_some())
+/// `global` is asked only for a queueing service (the accept path).
+fn holds_back(
+    admission: &crate::daemon::limits::Admission,
+    global: impl FnOnce() -> Option<Refusal>,
+) -> bool {
+    admission.queues() && (admission.at_instance_limit() || global().is_some())
 }
 
 /// The decision on one client: access rules first (a client they refuse
@@ -784,12 +788,12 @@ mod tests {
             ..limits()
         };
         let mut admission = Admission::new(&queue, now);
-        assert!(!holds_back(&admission, None));
-        assert!(holds_back(&admission, Some(Refusal::MaxChildren)));
+        assert!(!holds_back(&admission, || None));
+        assert!(holds_back(&admission, || Some(Refusal::MaxChildren)));
         admission.started(None);
-        assert!(holds_back(&admission, None), "every instance taken");
+        assert!(holds_back(&admission, || None), "every instance taken");
         admission.finished(None);
-        assert!(!holds_back(&admission, None));
+        assert!(!holds_back(&admission, || None));
         let refuse = Limits {
             instances: Some(1),
             ..limits()
@@ -797,7 +801,7 @@ mod tests {
         let mut admission = Admission::new(&refuse, now);
         admission.started(None);
         assert!(
-            !holds_back(&admission, Some(Refusal::MaxChildren)),
+            !holds_back(&admission, || Some(Refusal::MaxChildren)),
             "on_limit: refuse accepts and refuses"
         );
     }
