@@ -394,3 +394,50 @@ fn redirect_to_ipv6_with_access_rules() {
     assert_eq!(read_from("127.0.0.2", port).unwrap(), "");
     assert_eq!(read_from("127.0.0.1", port).unwrap(), "from v6 backend\n");
 }
+
+/// `access.times` holds for datagrams answered inside spawnd as it does for
+/// connections (they used to be answered at any hour): outside the window a
+/// datagram is refused and counted, and gets no answer.
+#[test]
+fn udp_internal_services_keep_to_their_hours() {
+    let config = Config::new();
+    let port = free_port();
+    let output = std::process::Command::new("date")
+        .arg("+%H")
+        .output()
+        .unwrap();
+    let hour: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    // A one-minute window twelve hours from now is never open now.
+    let closed = (hour + 12) % 24;
+    config.service(
+        "timed",
+        &format!(
+            "socket: dgram\nlisten: 127.0.0.1:{port}\ninternal: echo\naccess: {{times: [\"{closed:02}:00-{closed:02}:01\"]}}\n"
+        ),
+    );
+    let spawnd = Spawnd::start(&config);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"at the wrong hour", v4(port)).unwrap();
+    // Ask for the counters until the datagram has been seen.
+    let mut asked = 0;
+    while spawnd.log.count("refused_access=1") == 0 {
+        assert!(asked < 200, "the datagram was never counted");
+        asked += 1;
+        spawnd.signal(nix::sys::signal::Signal::SIGUSR1);
+        assert!(spawnd.log.wait_for_n(&["status service=timed"], asked));
+    }
+    let log = spawnd.log.text();
+    let status = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("status service=timed"))
+        .unwrap();
+    assert!(status.contains("accepted=0"), "{status}");
+    // It was refused before any answer could be sent: none is waiting.
+    client.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(client.recv(&mut buf).is_err(), "an answer came");
+}

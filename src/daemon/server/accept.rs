@@ -244,17 +244,11 @@ impl Server {
         let now = Instant::now();
         let global_full = self.global_full(service_id);
         let service = &mut self.services[service_id];
-        let minute = if service.access.times.is_empty() {
-            None
-        } else {
-            Some(crate::sys::local_minute_of_day())
-        };
         let decision = decide(
             &service.access,
             &mut service.admission,
             peer,
             now,
-            minute,
             global_full,
             crate::sys::load_average,
         );
@@ -622,18 +616,20 @@ fn holds_back(
     admission.queues() && (admission.at_instance_limit() || global().is_some())
 }
 
-/// The decision on one client: access rules first (a client they refuse
-/// takes nothing from the limits: no rate token, no instance), then the
-/// service's limits and spawnd's.
-fn decide(
+/// The decision on one client, for every kind of service (accepted
+/// connections here, datagrams answered inside spawnd in `inproc`): access
+/// rules first (a client they refuse takes nothing from the limits: no rate
+/// token, no instance), then the service's limits and spawnd's. The local
+/// time is read only for a service with `access.times`.
+pub(super) fn decide(
     access: &crate::config::Access,
     admission: &mut crate::daemon::limits::Admission,
     peer: &Peer,
     now: Instant,
-    minute: Option<u16>,
     global: Option<Refusal>,
     load: impl FnOnce() -> Option<f64>,
 ) -> Decision {
+    let minute = (!access.times.is_empty()).then(crate::sys::local_minute_of_day);
     match check_access(access, peer_ip(peer), minute) {
         Err(refusal) => Decision::Refuse(refusal, None),
         Ok(()) => admission.decide(peer_source(peer), now, global, load),
@@ -692,7 +688,6 @@ mod tests {
                     &peer("192.0.2.9"),
                     now,
                     None,
-                    None,
                     no_load
                 ),
                 Decision::Refuse(Refusal::Denied, None)
@@ -705,7 +700,6 @@ mod tests {
                 &mut admission,
                 &peer("198.51.100.1"),
                 now,
-                None,
                 None,
                 no_load
             ),
@@ -727,7 +721,7 @@ mod tests {
             gid: Some(0),
         };
         assert_eq!(
-            decide(&access, &mut admission, &unix, now, None, None, || None),
+            decide(&access, &mut admission, &unix, now, None, || None),
             Decision::Admit
         );
         assert_eq!(
@@ -736,7 +730,6 @@ mod tests {
                 &mut admission,
                 &peer("192.0.2.1"),
                 now,
-                None,
                 None,
                 || None
             ),
@@ -771,7 +764,6 @@ mod tests {
                 &mut admission,
                 &peer("192.0.2.1"),
                 now,
-                None,
                 Some(Refusal::MaxChildren),
                 || None
             ),

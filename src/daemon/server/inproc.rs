@@ -35,7 +35,7 @@ use super::{Server, Source, TimerKey};
 use crate::config::{InternalKind, Limits};
 use crate::daemon::childenv::Peer;
 use crate::daemon::internal::{self, Chargen};
-use crate::daemon::limits::{check_access, Decision};
+use crate::daemon::limits::Decision;
 use crate::logging::line::PeerLabel;
 
 /// How a connection served in-process ended: `status=0`, `error="..."` or
@@ -691,19 +691,25 @@ impl Server {
                 remote: addr,
             };
             let rt = &mut self.services[service];
-            if check_access(&rt.access, Some(addr.ip()), None).is_err() {
-                rt.counters.refused_access += 1;
-                continue;
-            }
-            if rt.admission.decide(
-                peer_source(&peer),
+            // The same decision as for a connection; a datagram holds
+            // nothing afterwards, so no spawnd-wide limit applies.
+            match super::accept::decide(
+                &rt.access,
+                &mut rt.admission,
+                &peer,
                 Instant::now(),
                 None,
                 crate::sys::load_average,
-            ) != Decision::Admit
-            {
-                rt.counters.refused_limits += 1;
-                continue;
+            ) {
+                Decision::Admit => {}
+                Decision::Refuse(refusal, _) if refusal.is_access() => {
+                    rt.counters.refused_access += 1;
+                    continue;
+                }
+                Decision::Refuse(..) | Decision::Queue => {
+                    rt.counters.refused_limits += 1;
+                    continue;
+                }
             }
             rt.counters.accepted += 1;
             reply.clear();
