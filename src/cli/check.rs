@@ -10,14 +10,6 @@ use crate::cli::status::escape_line;
 use crate::cli::ConfigDir;
 use crate::config::{self, Service};
 
-/// The configuration `-c` names, for the code that loads it.
-pub fn location(dir: &ConfigDir) -> config::Location {
-    config::Location {
-        dir: dir.dir.clone(),
-        strict: !dir.insecure_config,
-    }
-}
-
 fn listen_label(service: &Service) -> String {
     service
         .listen
@@ -43,7 +35,7 @@ fn print_errors(errors: &[config::ConfigError]) {
 
 /// `spawnd check`; `quiet` (`-q`, for cron and CI) prints errors only.
 pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
-    let loaded = match location(dir).load() {
+    let loaded = match super::location(dir).load() {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);
@@ -81,7 +73,7 @@ pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
 }
 
 pub fn list(dir: &ConfigDir) -> ExitCode {
-    let loaded = match location(dir).load() {
+    let loaded = match super::location(dir).load() {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);

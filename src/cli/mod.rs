@@ -8,3 +8,11 @@ pub mod check;
 pub mod status;
 
 pub use args::*;
+
+/// The configuration `-c` names, for the code that loads it.
+pub fn location(dir: &ConfigDir) -> crate::config::Location {
+    crate::config::Location {
+        dir: dir.dir.clone(),
+        strict: !dir.insecure_config,
+    }
+}

@@ -38,7 +38,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
     let config_dir = absolute(&args.config.dir);
     let path = match &args.socket {
         Some(path) => path.clone(),
-        None => match crate::cli::check::location(&args.config).load_global() {
+        None => match super::location(&args.config).load_global() {
             Ok(global) => global
                 .control_socket
                 .unwrap_or_else(|| default_socket(&config_dir)),

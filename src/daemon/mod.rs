@@ -36,10 +36,8 @@ pub fn run(args: &RunArgs) -> ExitCode {
     // daemon's chdir("/"), and every service's file name (part of its
     // definition) must read the same at start and on reload, or the first
     // reload would take every service for a changed one.
-    let mut config_dir = crate::cli::check::location(&args.config);
-    if let Ok(absolute) = std::fs::canonicalize(&config_dir.dir) {
-        config_dir.dir = absolute;
-    }
+    let mut config_dir = crate::cli::location(&args.config);
+    config_dir.dir = crate::control::absolute(&config_dir.dir);
     let loaded = match config_dir.load() {
         Ok(loaded) => loaded,
         Err(errors) => {
