@@ -756,6 +756,9 @@ fn clients_of_many_services_at_once_each_reach_their_own() {
     for client in clients {
         client.join().unwrap();
     }
+    // A reply can reach the client before the harness has read spawnd's
+    // line for it: wait for the lines, then count them exactly.
+    assert!(spawnd.log.wait_for_n(&["accept service="], 320));
     assert_eq!(spawnd.log.count("accept service="), 320);
     assert!(spawnd.no_zombies());
 }
@@ -777,6 +780,9 @@ fn a_burst_beyond_the_launch_entries_is_served_in_full() {
     for client in clients {
         assert_eq!(client.join().unwrap(), "burst\n");
     }
+    // A reply can reach the client before the harness has read spawnd's
+    // line for it: wait for the lines, then count them exactly.
+    assert!(spawnd.log.wait_for_n(&["accept service=burst"], 96));
     assert_eq!(spawnd.log.count("accept service=burst"), 96);
     assert!(spawnd.no_zombies());
 }
