@@ -31,7 +31,11 @@ pub struct Service {
     /// Start the child in a session of its own even when spawnd has no
     /// controlling terminal (otherwise it gets a process group of its own).
     pub new_session: bool,
-    pub backlog: u32,
+    /// The listen backlog; `None`, the kernel's most (`net.core.somaxconn`,
+    /// 4096 on current kernels), as systemd does: a burst of connections
+    /// then waits in the queue instead of having its SYNs dropped (each
+    /// one a 1 s retransmit for its client).
+    pub backlog: Option<u32>,
     pub unix_socket: Rare<UnixSocketPerms>,
     pub nice: Option<i32>,
     pub umask: Option<u32>,
@@ -218,7 +222,6 @@ pub const DEFAULT_RATE_PAUSE: Duration = Duration::from_secs(10);
 pub const DEFAULT_PER_SOURCE_PAUSE: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-pub const DEFAULT_BACKLOG: u32 = 128;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_IN_PROCESS: u32 = 4096;
@@ -312,6 +315,9 @@ pub struct Global {
     pub max_children: Option<u32>,
     /// Most in-process connections (internal services, redirect) at once.
     pub max_in_process: u32,
+    /// Relayed and echoed bytes move by splice(2) where the sockets allow
+    /// (false: always copied through spawnd's memory).
+    pub splice: bool,
     pub shutdown_grace: Duration,
     pub control_socket: Option<PathBuf>,
     pub log_target: Option<LogTarget>,
@@ -323,6 +329,7 @@ impl Default for Global {
         Global {
             max_children: None,
             max_in_process: DEFAULT_MAX_IN_PROCESS,
+            splice: true,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             control_socket: None,
             log_target: None,

@@ -402,6 +402,7 @@ pub struct RawGlobal {
     pub defaults: Option<RawDefaults>,
     pub max_children: Option<OrUnlimited<u32>>,
     pub max_in_process: Option<u32>,
+    pub splice: Option<bool>,
     pub shutdown_grace: Option<Span>,
     pub control_socket: Option<String>,
     pub log: Option<RawLog>,

@@ -144,8 +144,8 @@ pub fn service(
         wait,
         &action,
     );
-    let backlog = raw.backlog.unwrap_or(DEFAULT_BACKLOG);
-    if !(1..=65_535).contains(&backlog) {
+    let backlog = raw.backlog;
+    if backlog.is_some_and(|backlog| !(1..=65_535).contains(&backlog)) {
         errors.push("backlog", "backlog must be 1 to 65535");
     }
     if let Some(nice) = raw.nice {
@@ -651,6 +651,7 @@ pub fn global(
     let global = Global {
         max_children,
         max_in_process: raw.max_in_process.unwrap_or(DEFAULT_MAX_IN_PROCESS),
+        splice: raw.splice.unwrap_or(true),
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |s| s.0),
         control_socket,
         log_target: raw.log.as_ref().and_then(|l| l.target),
@@ -767,7 +768,7 @@ mod tests {
                 argv: vec!["/bin/date".into(), "-u".into()]
             }
         );
-        assert_eq!(s.backlog, DEFAULT_BACKLOG);
+        assert_eq!(s.backlog, None);
     }
 
     #[test]

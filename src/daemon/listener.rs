@@ -66,9 +66,14 @@ fn new_socket(family: AddressFamily, kind: SocketKind) -> io::Result<OwnedFd> {
     crate::daemon::slots::above(fd)
 }
 
-fn listen(fd: &OwnedFd, kind: SocketKind, backlog: u32) -> io::Result<()> {
+/// `backlog` `None` asks for the kernel's most (it caps any larger value at
+/// `net.core.somaxconn`).
+fn listen(fd: &OwnedFd, kind: SocketKind, backlog: Option<u32>) -> io::Result<()> {
     if kind == SocketKind::Stream {
-        let backlog = socket::Backlog::new(backlog.min(i32::MAX as u32) as i32)?;
+        let backlog = match backlog {
+            Some(backlog) => socket::Backlog::new(backlog.min(i32::MAX as u32) as i32)?,
+            None => socket::Backlog::MAXALLOWABLE,
+        };
         socket::listen(fd, backlog)?;
     }
     Ok(())
@@ -104,7 +109,7 @@ pub fn default_unix_mode(path: &Path, kind: SocketKind, root: bool) -> Option<u3
 fn bind_unix(
     path: &Path,
     kind: SocketKind,
-    backlog: u32,
+    backlog: Option<u32>,
     perms: &UnixSocketPerms,
 ) -> io::Result<Bound> {
     let place = match fsafe::SocketPlace::open(path) {
@@ -152,7 +157,7 @@ fn make_socket_dir(path: &Path) -> io::Result<()> {
 pub fn bind(
     addr: &ListenAddr,
     kind: SocketKind,
-    backlog: u32,
+    backlog: Option<u32>,
     perms: &UnixSocketPerms,
 ) -> io::Result<Bound> {
     let fd = match addr {

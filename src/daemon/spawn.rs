@@ -1037,6 +1037,12 @@ impl Spawner {
         Ok(pid)
     }
 
+    /// Whether a child may be between its clone and its exec, holding
+    /// copies of spawnd's descriptors.
+    pub fn children_starting(&self) -> bool {
+        self.launches.starting()
+    }
+
     /// A child was reaped: how its launch failed, if it was one that did.
     pub fn reaped(&mut self, pid: i32) -> Option<LaunchFailure> {
         self.launches.reaped(pid)

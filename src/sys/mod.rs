@@ -142,9 +142,10 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
     }
 }
 
-/// Accepts one connection (blocking mode, close-on-exec) and returns it
-/// with the peer's address when it is an IP peer.
-pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+/// Accepts one connection (close-on-exec; non-blocking if asked, for a
+/// connection spawnd serves itself) and returns it with the peer's address
+/// when it is an IP peer.
+pub fn accept(listener: RawFd, nonblocking: bool) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage and len describe a writable buffer of the right size.
@@ -153,7 +154,11 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
             listener,
             storage.as_mut_ptr().cast(),
             &mut len,
-            libc::SOCK_CLOEXEC,
+            if nonblocking {
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
+            } else {
+                libc::SOCK_CLOEXEC
+            },
         )
     })?;
     // SAFETY: accept4 returned a new descriptor that nothing else owns; the

@@ -185,7 +185,8 @@ impl Server {
                 self.queue_listener(source);
                 return Drained::Yes;
             }
-            match crate::sys::accept(fd) {
+            let in_process = !matches!(service.work, Work::Exec(_));
+            match crate::sys::accept(fd, in_process) {
                 Ok((conn, remote)) => {
                     self.accepted_from(source);
                     self.serve_connection(source, service_id, conn, remote);
@@ -531,7 +532,7 @@ impl Server {
                 // it at once, forever.
                 if kind == SocketKind::Dgram {
                     let _ = crate::sys::discard_datagram(fd);
-                } else if let Ok((conn, _)) = crate::sys::accept(fd) {
+                } else if let Ok((conn, _)) = crate::sys::accept(fd, false) {
                     drop(conn);
                 }
                 // A failed exec re-arms when its child is reaped; a failed

@@ -175,7 +175,7 @@ impl Server {
         };
         let listener = bound.fd.as_raw_fd();
         for _ in 0..16 {
-            let conn = match crate::sys::accept(listener) {
+            let conn = match crate::sys::accept(listener, true) {
                 Ok((conn, _)) => conn,
                 Err(_) => return,
             };
@@ -184,9 +184,7 @@ impl Server {
                 .iter()
                 .filter(|(_, s)| matches!(s, Source::ControlConn(_)))
                 .count();
-            if clients >= MOST_CLIENTS
-                || crate::sys::set_nonblocking(conn.as_raw_fd(), true).is_err()
-            {
+            if clients >= MOST_CLIENTS {
                 continue;
             }
             let data = serde_json::to_vec(&self.report()).unwrap_or_default();

@@ -4,13 +4,15 @@
 //!
 //! Every such connection is bounded in memory and in time:
 //!
-//! - **Memory.** Bytes are read into one scratch buffer that the loop
-//!   shares between all connections, and written on at once; only what the
-//!   receiver would not take is kept, in a buffer of the connection's own
-//!   (at most one read's worth, since nothing more is read from that side
-//!   until it is written). An idle connection holds no buffer at all:
-//!   its state is a few hundred bytes. chargen writes from one shared,
-//!   static cycle of its lines, keeping only a position.
+//! - **Memory.** Bytes move through `flow`: spliced through a pipe from
+//!   the loop's pool while a direction moves bulk, otherwise read into one
+//!   scratch buffer the loop shares and written on at once. Only what the
+//!   receiver would not take is held, in the pipe or in a buffer of the
+//!   connection's own (at most one read's worth, since nothing more is
+//!   read from that side until it is written). An idle connection holds
+//!   neither: its state is a few hundred bytes. chargen writes from one
+//!   shared, static cycle of its lines, keeping only a position; discard
+//!   has TCP drop the bytes (`MSG_TRUNC`) without copying them.
 //! - **Time.** `limits.timeout` ends a connection that lasts too long,
 //!   `limits.idle_timeout` one that moved no byte for too long, and
 //!   `limits.connect_timeout` a redirect whose target does not answer.
@@ -27,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use mio::Interest;
 use nix::sys::socket::{self, MsgFlags, Shutdown, SockaddrStorage};
+
+use super::flow::{write_now, Ends, Flow, Movers, Outbox, Ready};
 
 use super::accept::peer_source;
 use super::children::exit_level;
@@ -148,119 +152,21 @@ impl Clock {
 }
 
 /// What the connections served inside spawnd share: the relays, how many
-/// such connections are open (`max_in_process`), the one buffer they read
-/// into, and the UDP internal services' reflection guards (where spawnd's
-/// own datagram sockets are, how many replies each source may still get).
+/// such connections are open (`max_in_process`), the means of moving bytes
+/// (pipe pool, scratch buffer), and the UDP internal services' reflection
+/// guards (where spawnd's own datagram sockets are, how many replies each
+/// source may still get).
 #[derive(Default)]
 pub(super) struct InProcess {
     pub(super) relays: super::ids::Table<RelayId, Relay>,
     pub(super) open: usize,
-    pub(super) scratch: Vec<u8>,
+    pub(super) movers: Movers,
     pub(super) own_datagram: crate::daemon::internal::OwnAddresses,
     pub(super) reply_budget: crate::daemon::internal::ReplyBudget,
 }
 
-/// The scratch buffer's size: one read's worth, per direction.
-pub(super) const SCRATCH: usize = 64 * 1024;
 /// Work per wake-up before other sources get a turn.
 const ROUNDS: usize = 32;
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-fn read_into(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match nix::unistd::read(fd, buffer) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            result => return result.map_err(io::Error::from),
-        }
-    }
-}
-
-fn write_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    socket::send(fd, data, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
-}
-
-/// Writes as much of `data` as `fd` takes now; how much that was.
-fn write_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < data.len() {
-        match write_some(fd, &data[written..]) {
-            Ok(n) => written += n,
-            Err(e) if would_block(&e) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
-}
-
-/// Bytes a receiver did not take yet, with what is already sent at the
-/// front. Empty, it holds no allocation.
-#[derive(Default)]
-struct Outbox {
-    data: Vec<u8>,
-    sent: usize,
-}
-
-impl Outbox {
-    fn pending(&self) -> usize {
-        self.data.len() - self.sent
-    }
-
-    /// Writes what it can; `Ok(true)` when something was written. Gives its
-    /// memory back once everything is written.
-    fn flush(&mut self, fd: RawFd) -> io::Result<bool> {
-        if self.pending() == 0 {
-            return Ok(false);
-        }
-        let written = write_now(fd, &self.data[self.sent..])?;
-        self.sent += written;
-        if self.pending() == 0 {
-            *self = Outbox::default();
-        }
-        Ok(written > 0)
-    }
-
-    /// Keeps `rest`, which the receiver did not take.
-    fn keep(&mut self, rest: &[u8]) {
-        self.data.extend_from_slice(rest);
-    }
-}
-
-/// Moves what `from` has to `to` through `scratch`: one read, written on
-/// at once, the rest kept in `out`. Nothing is read while `out` holds
-/// bytes, so a receiver that stops reading stops the sender's side.
-/// `Ok(true)` when something moved (or the end was seen).
-fn pump(
-    from: BorrowedFd<'_>,
-    to: RawFd,
-    out: &mut Outbox,
-    eof: &mut bool,
-    count: &mut u64,
-    scratch: &mut [u8],
-) -> io::Result<bool> {
-    let mut progress = out.flush(to)?;
-    if *eof || out.pending() > 0 {
-        return Ok(progress);
-    }
-    match read_into(from, scratch) {
-        Ok(0) => {
-            *eof = true;
-            progress = true;
-        }
-        Ok(n) => {
-            *count += n as u64;
-            progress = true;
-            let written = write_now(to, &scratch[..n])?;
-            out.keep(&scratch[written..n]);
-        }
-        Err(e) if would_block(&e) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(progress)
-}
 
 /// One TCP connection to an internal service.
 pub(super) struct InternalConn {
@@ -269,11 +175,14 @@ pub(super) struct InternalConn {
     service: ServiceId,
     peer: Peer,
     clock: Clock,
-    /// daytime's or time's answer, and what echo could not write yet.
+    ready: Ready,
+    /// echo: the client's bytes back to it.
+    echo: Flow,
+    /// daytime's or time's answer.
     out: Outbox,
-    read_closed: bool,
     /// Where chargen is in its cycle.
     chargen_at: usize,
+    /// discard and chargen: bytes read.
     bytes: u64,
 }
 
@@ -281,11 +190,11 @@ pub(super) struct InternalConn {
 pub(super) struct Relay {
     client: OwnedFd,
     upstream: OwnedFd,
+    /// [client, upstream].
+    ready: [Ready; 2],
     connected: bool,
-    to_upstream: Outbox,
-    to_client: Outbox,
-    client_eof: bool,
-    upstream_eof: bool,
+    /// [client to upstream, upstream to client].
+    flows: [Flow; 2],
     /// Write side shut down: [upstream, client].
     shut: [bool; 2],
     service: ServiceId,
@@ -293,7 +202,6 @@ pub(super) struct Relay {
     clock: Clock,
     target: SocketAddr,
     tokens: [SourceId; 2],
-    bytes: [u64; 2],
 }
 
 enum Step {
@@ -314,6 +222,36 @@ fn daytime_now() -> String {
     internal::daytime_text(year, month, day, weekday, h, m, s)
 }
 
+/// Reads and drops what a discard or chargen client sent; `Ok(true)` at its
+/// end. `MSG_TRUNC` makes TCP drop the bytes without copying them out.
+fn swallow(
+    fd: BorrowedFd<'_>,
+    ready: &mut Ready,
+    scratch: &mut [u8],
+    bytes: &mut u64,
+) -> io::Result<bool> {
+    let readable = &mut ready.readable;
+    while *readable {
+        match socket::recv(
+            fd.as_raw_fd(),
+            scratch,
+            MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                *bytes += n as u64;
+                // Short: the queue is empty (but for the end, if one
+                // was reported: read on for it).
+                *readable = n >= scratch.len() || ready.read_closed;
+            }
+            Err(nix::errno::Errno::EAGAIN) => *readable = false,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(false)
+}
+
 impl InternalConn {
     pub(super) fn service_id(&self) -> ServiceId {
         self.service
@@ -332,53 +270,73 @@ impl InternalConn {
             service,
             peer,
             clock,
+            // A new connection has room to write: the services that speak
+            // first do so at once.
+            ready: Ready {
+                writable: true,
+                ..Ready::default()
+            },
+            echo: Flow::default(),
             out,
-            read_closed: false,
             chargen_at: 0,
             bytes: 0,
         }
     }
 
-    fn step(&mut self, scratch: &mut [u8]) -> Step {
-        let fd = self.fd.as_raw_fd();
+    fn bytes_in(&self) -> u64 {
+        self.bytes + self.echo.bytes
+    }
+
+    fn step(&mut self, movers: &mut Movers) -> Step {
         let result = match self.kind {
-            InternalKind::Daytime | InternalKind::Time => match self.out.flush(fd) {
-                Ok(_) if self.out.pending() == 0 => return Step::Done,
-                other => other,
-            },
+            InternalKind::Daytime | InternalKind::Time => {
+                if !self.ready.writable {
+                    return Step::Idle;
+                }
+                match self.out.flush(self.fd.as_fd()) {
+                    Ok((_, true)) => return Step::Done,
+                    Ok((written, false)) => {
+                        self.ready.writable = false;
+                        Ok(written > 0)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             InternalKind::Echo => {
-                let moved = pump(
-                    self.fd.as_fd(),
-                    fd,
-                    &mut self.out,
-                    &mut self.read_closed,
-                    &mut self.bytes,
-                    scratch,
-                );
-                if self.read_closed && self.out.pending() == 0 {
+                let mut ends = Ends {
+                    from: self.fd.as_fd(),
+                    readable: &mut self.ready.readable,
+                    read_closed: self.ready.read_closed,
+                    to: self.fd.as_fd(),
+                    writable: &mut self.ready.writable,
+                };
+                let moved = self.echo.step(&mut ends, movers);
+                if self.echo.eof && self.echo.pending() == 0 {
                     return Step::Done;
                 }
                 moved
             }
             InternalKind::Discard | InternalKind::Chargen => {
-                let mut progress = false;
-                loop {
-                    match read_into(self.fd.as_fd(), scratch) {
-                        Ok(0) => return Step::Done,
-                        Ok(n) => {
-                            self.bytes += n as u64;
-                            progress = true;
-                        }
-                        Err(e) if would_block(&e) => break,
-                        Err(e) => return Step::Failed(e),
-                    }
+                let before = self.bytes;
+                match swallow(
+                    self.fd.as_fd(),
+                    &mut self.ready,
+                    movers.scratch(),
+                    &mut self.bytes,
+                ) {
+                    Ok(true) => return Step::Done,
+                    Ok(false) => {}
+                    Err(e) => return Step::Failed(e),
                 }
-                if self.kind == InternalKind::Chargen {
+                let mut progress = self.bytes != before;
+                if self.kind == InternalKind::Chargen && self.ready.writable {
                     let cycle = internal::chargen_cycle();
                     let period = internal::CHARGEN_PERIOD;
-                    match write_now(fd, &cycle[self.chargen_at..self.chargen_at + period]) {
+                    let line = &cycle[self.chargen_at..self.chargen_at + period];
+                    match write_now(self.fd.as_fd(), line) {
                         Ok(n) => {
                             progress |= n > 0;
+                            self.ready.writable = n == line.len();
                             self.chargen_at = (self.chargen_at + n) % period;
                         }
                         Err(e) => return Step::Failed(e),
@@ -400,53 +358,63 @@ impl Relay {
         self.service
     }
 
-    fn step(&mut self, scratch: &mut [u8]) -> Step {
+    fn bytes(&self) -> [u64; 2] {
+        [self.flows[0].bytes, self.flows[1].bytes]
+    }
+
+    fn step(&mut self, movers: &mut Movers) -> Step {
         if !self.connected {
-            match socket::getsockopt(&self.upstream, socket::sockopt::SocketError) {
-                Ok(0) => {}
-                Ok(errno) => return Step::Failed(io::Error::from_raw_os_error(errno)),
-                Err(e) => return Step::Failed(e.into()),
+            // The connect has finished once the socket is writable; an
+            // error or hang-up reported with it says how.
+            let upstream = &self.ready[1];
+            if upstream.trouble {
+                match socket::getsockopt(&self.upstream, socket::sockopt::SocketError) {
+                    Ok(0) => {}
+                    Ok(errno) => return Step::Failed(io::Error::from_raw_os_error(errno)),
+                    Err(e) => return Step::Failed(e.into()),
+                }
             }
-            if socket::getpeername::<SockaddrStorage>(self.upstream.as_raw_fd()).is_err() {
-                return Step::Idle; // still connecting
+            if !upstream.writable {
+                return Step::Idle;
             }
             self.connected = true;
             self.clock.connect = None;
         }
-        let (client, upstream) = (self.client.as_raw_fd(), self.upstream.as_raw_fd());
-        let up = pump(
-            self.client.as_fd(),
-            upstream,
-            &mut self.to_upstream,
-            &mut self.client_eof,
-            &mut self.bytes[0],
-            scratch,
+        let [client, upstream] = &mut self.ready;
+        let up = self.flows[0].step(
+            &mut Ends {
+                from: self.client.as_fd(),
+                readable: &mut client.readable,
+                read_closed: client.read_closed,
+                to: self.upstream.as_fd(),
+                writable: &mut upstream.writable,
+            },
+            movers,
         );
-        let down = pump(
-            self.upstream.as_fd(),
-            client,
-            &mut self.to_client,
-            &mut self.upstream_eof,
-            &mut self.bytes[1],
-            scratch,
+        let down = self.flows[1].step(
+            &mut Ends {
+                from: self.upstream.as_fd(),
+                readable: &mut upstream.readable,
+                read_closed: upstream.read_closed,
+                to: self.client.as_fd(),
+                writable: &mut client.writable,
+            },
+            movers,
         );
         let progress = match (up, down) {
             (Ok(a), Ok(b)) => a || b,
             (Err(e), _) | (_, Err(e)) => return Step::Failed(e),
         };
         // Half-close: pass an EOF on once everything before it is written.
-        if self.client_eof && self.to_upstream.pending() == 0 && !self.shut[0] {
-            self.shut[0] = true;
-            let _ = socket::shutdown(upstream, Shutdown::Write);
+        let fds = [self.upstream.as_raw_fd(), self.client.as_raw_fd()];
+        for (direction, fd) in fds.into_iter().enumerate() {
+            let flow = &self.flows[direction];
+            if flow.eof && flow.pending() == 0 && !self.shut[direction] {
+                self.shut[direction] = true;
+                let _ = socket::shutdown(fd, Shutdown::Write);
+            }
         }
-        if self.upstream_eof && self.to_client.pending() == 0 && !self.shut[1] {
-            self.shut[1] = true;
-            let _ = socket::shutdown(client, Shutdown::Write);
-        }
-        let finished = self.client_eof
-            && self.upstream_eof
-            && self.to_upstream.pending() == 0
-            && self.to_client.pending() == 0;
+        let finished = self.flows.iter().all(|f| f.eof && f.pending() == 0);
         if finished {
             Step::Done
         } else if progress {
@@ -483,17 +451,6 @@ fn connect_upstream(target: SocketAddr) -> io::Result<OwnedFd> {
 }
 
 impl Server {
-    /// The loop's scratch buffer, taken out while a connection uses it
-    /// (made on first use: a spawnd without in-process services has none).
-    fn take_scratch(&mut self) -> Vec<u8> {
-        let scratch = std::mem::take(&mut self.in_proc.scratch);
-        if scratch.is_empty() {
-            vec![0; SCRATCH]
-        } else {
-            scratch
-        }
-    }
-
     /// Counts a new in-process connection of `service` and logs it.
     fn in_process_started(&mut self, service: ServiceId, peer: &Peer, what: std::fmt::Arguments) {
         self.in_proc.open += 1;
@@ -527,7 +484,8 @@ impl Server {
         self.compact_timers();
     }
 
-    /// Serves an admitted TCP client of an internal service in-process.
+    /// Serves an admitted TCP client of an internal service in-process
+    /// (`conn` was accepted non-blocking).
     pub(super) fn start_internal(
         &mut self,
         service: ServiceId,
@@ -535,10 +493,6 @@ impl Server {
         conn: OwnedFd,
         peer: Peer,
     ) {
-        if let Err(e) = crate::sys::set_nonblocking(conn.as_raw_fd(), true) {
-            crate::event!(log::Level::Warn, "internal_error", service = self.services[service].name; "error={e}", e = crate::logging::line::Quoted(&e));
-            return;
-        }
         let fd = conn.as_raw_fd();
         let now = Instant::now();
         let clock = Clock::new(self.services[service].limits(), now, false);
@@ -566,7 +520,6 @@ impl Server {
     }
 
     pub(super) fn on_internal(&mut self, source: SourceId) {
-        let mut scratch = self.take_scratch();
         let mut ended = None;
         let mut moved = false;
         let mut again = true;
@@ -575,7 +528,7 @@ impl Server {
                 again = false;
                 break;
             };
-            match conn.step(&mut scratch) {
+            match conn.step(&mut self.in_proc.movers) {
                 Step::Continue => moved = true,
                 Step::Idle => {
                     again = false;
@@ -588,7 +541,6 @@ impl Server {
                 break;
             }
         }
-        self.in_proc.scratch = scratch;
         if let Some(end) = ended {
             return self.finish_internal(source, end);
         }
@@ -622,12 +574,38 @@ impl Server {
         }
     }
 
+    /// Before an in-process connection's socket is closed. Closing the
+    /// last reference to a socket takes it out of epoll by itself, which
+    /// saves a system call per socket; but a child between its clone and
+    /// its exec holds a copy of spawnd's descriptors, which keeps the
+    /// registration alive, and its events would then reach whatever source
+    /// gets the token next. So it is taken out first while one may.
+    fn unwatch_before_close(&self, fd: RawFd) {
+        if self.spawner.children_starting() {
+            self.deregister(fd);
+        }
+    }
+
+    /// Notes what epoll said about a socket of an in-process connection.
+    pub(super) fn note_ready(&mut self, source: SourceId, event: &mio::event::Event) {
+        match self.sources.get_mut(source) {
+            Some(Source::Internal(conn)) => conn.ready.note(event),
+            Some(Source::Relay(relay_id)) => {
+                if let Some(relay) = self.in_proc.relays.get_mut(*relay_id) {
+                    let side = usize::from(relay.tokens[1] == source);
+                    relay.ready[side].note(event);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn finish_internal(&mut self, source: SourceId, end: End) {
         let Some(Source::Internal(conn)) = self.sources.try_remove(source) else {
             return;
         };
-        self.deregister(conn.fd.as_raw_fd());
-        let what = format_args!("internal={} bytes_in={}", conn.kind.name(), conn.bytes);
+        self.unwatch_before_close(conn.fd.as_raw_fd());
+        let what = format_args!("internal={} bytes_in={}", conn.kind.name(), conn.bytes_in());
         self.in_process_ended(conn.service, &conn.peer, what, &end, conn.clock.started);
     }
 
@@ -641,7 +619,7 @@ impl Server {
         let super::Work::Internal(kind) = self.services[service].work else {
             return;
         };
-        let mut buf = self.take_scratch();
+        let mut buf = self.in_proc.movers.take_scratch();
         let mut reply = Vec::new();
         let mut drained = false;
         for _ in 0..64 {
@@ -725,13 +703,14 @@ impl Server {
             }
             crate::event!(log::Level::Debug, "datagram", service = self.services[service].name; "peer={addr} internal={} bytes_in={n} bytes_out={}", kind.name(), reply.len());
         }
-        self.in_proc.scratch = buf;
+        self.in_proc.movers.put_scratch(buf);
         if !drained {
             self.turns.again(source);
         }
     }
 
-    /// Relays an admitted client to the service's redirect target.
+    /// Relays an admitted client to the service's redirect target
+    /// (`client` was accepted non-blocking).
     pub(super) fn start_redirect(
         &mut self,
         service: ServiceId,
@@ -739,9 +718,7 @@ impl Server {
         client: OwnedFd,
         peer: Peer,
     ) {
-        let upstream = match crate::sys::set_nonblocking(client.as_raw_fd(), true)
-            .and_then(|_| connect_upstream(target))
-        {
+        let upstream = match connect_upstream(target) {
             Ok(fd) => fd,
             Err(e) => {
                 let rt = &mut self.services[service];
@@ -763,18 +740,15 @@ impl Server {
         self.in_proc.relays.insert(Relay {
             client,
             upstream,
+            ready: [Ready::default(); 2],
             connected: false,
-            to_upstream: Outbox::default(),
-            to_client: Outbox::default(),
-            client_eof: false,
-            upstream_eof: false,
+            flows: Default::default(),
             shut: [false; 2],
             service,
             peer,
             clock,
             target,
             tokens,
-            bytes: [0; 2],
         });
         if let Some(at) = clock.next() {
             self.timers.schedule(
@@ -801,7 +775,6 @@ impl Server {
             return;
         };
         let relay_id = *relay_id;
-        let mut scratch = self.take_scratch();
         let mut ended = None;
         let mut moved = false;
         let mut again = true;
@@ -810,7 +783,7 @@ impl Server {
                 again = false;
                 break;
             };
-            match relay.step(&mut scratch) {
+            match relay.step(&mut self.in_proc.movers) {
                 Step::Continue => moved = true,
                 Step::Idle => {
                     again = false;
@@ -826,7 +799,6 @@ impl Server {
                 break;
             }
         }
-        self.in_proc.scratch = scratch;
         if let Some(end) = ended {
             return self.finish_relay(relay_id, end);
         }
@@ -875,7 +847,7 @@ impl Server {
             .zip([relay.client.as_raw_fd(), relay.upstream.as_raw_fd()])
         {
             if self.sources.try_remove(*token).is_some() {
-                self.deregister(fd);
+                self.unwatch_before_close(fd);
             }
         }
         if end.abnormal() && !relay.connected {
@@ -883,9 +855,10 @@ impl Server {
                 rt.counters.spawn_failures += 1;
             }
         }
+        let [bytes_in, bytes_out] = relay.bytes();
         let what = format_args!(
-            "redirect={} bytes_in={} bytes_out={}",
-            relay.target, relay.bytes[0], relay.bytes[1]
+            "redirect={} bytes_in={bytes_in} bytes_out={bytes_out}",
+            relay.target
         );
         self.in_process_ended(relay.service, &relay.peer, what, &end, relay.clock.started);
     }

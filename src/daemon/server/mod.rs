@@ -6,6 +6,7 @@
 mod accept;
 mod children;
 mod control;
+mod flow;
 mod ids;
 mod inproc;
 mod listeners;
@@ -345,7 +346,10 @@ impl Server {
             spawner,
             services: Table::default(),
             sources: Table::counted(descriptors),
-            in_proc: Default::default(),
+            in_proc: inproc::InProcess {
+                movers: flow::Movers::new(global.splice),
+                ..Default::default()
+            },
             children: children::Children::default(),
             timers: Timers::default(),
             turns: Turns::default(),
@@ -530,6 +534,11 @@ impl Server {
             // Reap first: an exit frees the instance a waiting client needs.
             if events.iter().any(|event| event.token() == SIGNALS) {
                 self.on_signals();
+            }
+            for event in events.iter() {
+                if let Some(source) = event.token().0.checked_sub(FIRST_SOURCE) {
+                    self.note_ready(SourceId(source), event);
+                }
             }
             let turn = self.turns.take(
                 events

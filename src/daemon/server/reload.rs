@@ -71,6 +71,7 @@ impl Server {
         self.troubles.clear();
         self.note_config_errors(&loaded.errors);
         self.global = loaded.global;
+        self.in_proc.movers.splice = self.global.splice;
         crate::logging::apply_config(
             self.global.log_target,
             self.global.log_level,

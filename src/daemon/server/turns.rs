@@ -29,14 +29,19 @@ impl Turns {
         !self.again.is_empty()
     }
 
-    /// The sources of this turn, each once: those `reported` by epoll and
-    /// those that asked to go again. Hand the list back with `done`.
+    /// The sources of this turn, each once: those that asked to go again
+    /// (older work) first, then those `reported` by epoll, in the order
+    /// epoll found them ready (first ready, first served: sorting them would
+    /// make the same sources wait every turn, which shows as tail latency).
+    /// epoll reports a source at most once; only the few that asked to go
+    /// again can repeat. Hand the list back with `done`.
     pub fn take(&mut self, reported: impl Iterator<Item = SourceId>) -> Vec<SourceId> {
         let mut turn = std::mem::take(&mut self.scratch);
-        turn.append(&mut self.again);
-        turn.extend(reported);
-        turn.sort_unstable();
-        turn.dedup();
+        self.again.sort_unstable();
+        self.again.dedup();
+        turn.extend_from_slice(&self.again);
+        turn.extend(reported.filter(|source| self.again.binary_search(source).is_err()));
+        self.again.clear();
         turn
     }
 
@@ -79,5 +84,15 @@ mod tests {
         assert!(!turns.has_more());
         turns.done(turn);
         assert!(turns.take(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn reported_sources_keep_the_order_epoll_gave() {
+        let mut turns = Turns::default();
+        turns.again(SourceId(9));
+        turns.again(SourceId(9));
+        let turn = turns.take([SourceId(7), SourceId(9), SourceId(2)].into_iter());
+        assert_eq!(turn, [SourceId(9), SourceId(7), SourceId(2)]);
+        turns.done(turn);
     }
 }

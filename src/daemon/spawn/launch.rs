@@ -341,6 +341,11 @@ impl Launches {
         }
     }
 
+    /// Whether a launched child has not exec'd (or died) yet.
+    pub(super) fn starting(&self) -> bool {
+        self.busy > 0 && self.entries.iter().any(|e| e.busy && !e.child_done())
+    }
+
     /// A child was reaped: frees its entry, if it still had one, and says
     /// how its launch failed, if it did.
     pub(super) fn reaped(&mut self, pid: i32) -> Option<LaunchFailure> {
