@@ -17,9 +17,8 @@
 //!   be had (a full descriptor table). What the receiver did not take is
 //!   kept in a buffer of the flow's own, made then and freed once written.
 //!
-//! A flow starts copying; a copy read that brings at least half a chunk
-//! makes it splice, and a splice read that brings less than a sixteenth
-//! makes it copy again. Pooled pipes are asked to hold 256 KiB (the
+//! A flow starts copying; a read that brings at least 4 KiB makes the next
+//! one splice, a read that brings less makes it copy. Pooled pipes are asked to hold 256 KiB (the
 //! kernel's default is 64 KiB): four times fewer calls per byte, measured
 //! faster and cheaper than the kernel's default pipes
 //! (docs/benchmark/relay.md); where the kernel refuses (a user past its
@@ -29,7 +28,10 @@
 //! more is read until the receiver took it: a receiver that stops reading
 //! stops the sender (bounded memory, TCP back-pressure).
 //!
-//! **System calls.** Each side remembers what epoll last said
+//! **System calls.** A new socket is tried at once (`Ready::hopeful`): on
+//! loopback a client's first bytes, and a redirect's finished connect, are
+//! usually there before epoll could say so, and a wrong guess costs one
+//! EAGAIN. Then each side remembers what epoll last said
 //! (`readable`, `writable`) and what the last call found, so a flow calls
 //! the kernel only when it can move something: a short copy read means the
 //! socket is drained (a stream socket returns less than asked only when
@@ -48,10 +50,10 @@ use nix::sys::socket::{self, MsgFlags};
 
 /// One read's worth: what the scratch buffer and a pipe hold.
 pub(super) const CHUNK: usize = 64 * 1024;
-/// A copy read of at least this much is bulk: splice from then on.
-const BULK: usize = CHUNK / 2;
-/// A splice read of less than this is not: copy again.
-const TRICKLE: usize = CHUNK / 16;
+/// A read of at least this much is bulk: the next read splices; a read of
+/// less, the next one copies. Below it, the call a splice needs to learn
+/// the socket is drained costs more than copying the bytes twice.
+const BULK: usize = 4 * 1024;
 /// What a pooled pipe is asked to hold (the kernel's default is 64 KiB):
 /// a spliced flow moves this much per pair of calls.
 const PIPE_SIZE: usize = 256 * 1024;
@@ -72,6 +74,9 @@ pub(super) struct Ready {
     /// means the socket is drained, since the end that follows the bytes
     /// was reported with them and no new edge will come for it.
     pub(super) read_closed: bool,
+    /// epoll itself said writable (not a guess): for a connecting socket,
+    /// the connect has finished.
+    pub(super) reported_writable: bool,
 }
 
 impl Ready {
@@ -83,6 +88,25 @@ impl Ready {
         self.writable |= event.is_writable() || trouble;
         self.trouble |= trouble;
         self.read_closed |= event.is_read_closed() || trouble;
+        self.reported_writable |= event.is_writable();
+    }
+
+    /// A new socket, tried at once for both ways before epoll says
+    /// anything (on loopback a client's first bytes and a connect's end
+    /// are often there already; a guess that is wrong costs one EAGAIN).
+    pub(super) fn hopeful() -> Ready {
+        Ready {
+            readable: true,
+            ..Ready::can_write()
+        }
+    }
+
+    /// A new socket, tried at once for writing only.
+    pub(super) fn can_write() -> Ready {
+        Ready {
+            writable: true,
+            ..Ready::default()
+        }
     }
 }
 
@@ -268,6 +292,8 @@ pub(super) struct Flow {
     bulk: bool,
     /// Bytes read from the sender.
     pub(super) bytes: u64,
+    /// Bytes the receiver took.
+    pub(super) delivered: u64,
 }
 
 impl Flow {
@@ -312,6 +338,7 @@ impl Flow {
                 Err(e) => return Err(e.into()),
             };
             self.in_pipe -= written;
+            self.delivered += written as u64;
             if self.in_pipe == 0 {
                 if let Some(pipe) = self.pipe.take() {
                     movers.give_back(pipe);
@@ -322,6 +349,7 @@ impl Flow {
             return Ok(written > 0);
         }
         let (written, all) = self.outbox.flush(ends.to)?;
+        self.delivered += written as u64;
         if !all {
             *ends.writable = false;
         }
@@ -364,7 +392,7 @@ impl Flow {
                 self.bytes += n as u64;
                 self.in_pipe = n;
                 self.pipe = Some(pipe);
-                self.bulk = n >= TRICKLE;
+                self.bulk = n >= BULK;
                 Ok(true)
             }
             Err(Errno::EAGAIN) => {
@@ -409,6 +437,7 @@ impl Flow {
                 } else {
                     0
                 };
+                self.delivered += written as u64;
                 if written < n {
                     *ends.writable = false;
                     self.outbox.keep(&scratch[written..n]);

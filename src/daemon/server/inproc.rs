@@ -271,10 +271,11 @@ impl InternalConn {
             peer,
             clock,
             // A new connection has room to write: the services that speak
-            // first do so at once.
-            ready: Ready {
-                writable: true,
-                ..Ready::default()
+            // first do so at once; echo reads at once too.
+            ready: if kind == InternalKind::Echo {
+                Ready::hopeful()
+            } else {
+                Ready::can_write()
             },
             echo: Flow::default(),
             out,
@@ -362,10 +363,17 @@ impl Relay {
         [self.flows[0].bytes, self.flows[1].bytes]
     }
 
+    fn connect_done(&mut self) {
+        self.connected = true;
+        self.clock.connect = None;
+    }
+
     fn step(&mut self, movers: &mut Movers) -> Step {
         if !self.connected {
-            // The connect has finished once the socket is writable; an
-            // error or hang-up reported with it says how.
+            // The connect has finished once epoll says the socket is
+            // writable (an error or hang-up reported with it says how), or
+            // once the upstream took bytes: the client's first bytes are
+            // sent at once, which on loopback often finds the connect done.
             let upstream = &self.ready[1];
             if upstream.trouble {
                 match socket::getsockopt(&self.upstream, socket::sockopt::SocketError) {
@@ -374,11 +382,9 @@ impl Relay {
                     Err(e) => return Step::Failed(e.into()),
                 }
             }
-            if !upstream.writable {
-                return Step::Idle;
+            if upstream.reported_writable {
+                self.connect_done();
             }
-            self.connected = true;
-            self.clock.connect = None;
         }
         let [client, upstream] = &mut self.ready;
         let up = self.flows[0].step(
@@ -391,6 +397,18 @@ impl Relay {
             },
             movers,
         );
+        if !self.connected {
+            return match up {
+                Ok(_) if self.flows[0].delivered > 0 => {
+                    self.connect_done();
+                    Step::Continue
+                }
+                // Bytes read from the client wait for the connect.
+                Ok(true) => Step::Continue,
+                Ok(false) => Step::Idle,
+                Err(e) => Step::Failed(e),
+            };
+        }
         let down = self.flows[1].step(
             &mut Ends {
                 from: self.upstream.as_fd(),
@@ -740,7 +758,9 @@ impl Server {
         self.in_proc.relays.insert(Relay {
             client,
             upstream,
-            ready: [Ready::default(); 2],
+            // Tried at once: the client's first bytes, and a send to the
+            // upstream (to a socket still connecting it says EAGAIN).
+            ready: [Ready::hopeful(), Ready::can_write()],
             connected: false,
             flows: Default::default(),
             shut: [false; 2],
@@ -768,6 +788,7 @@ impl Server {
                 return self.finish_relay(relay_id, End::Failed(e));
             }
         }
+        self.on_relay(tokens[0]);
     }
 
     pub(super) fn on_relay(&mut self, source: SourceId) {
