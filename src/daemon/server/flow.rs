@@ -18,11 +18,11 @@
 //!   kept in a buffer of the flow's own, made then and freed once written.
 //!
 //! A flow starts copying; a read that brings at least 4 KiB makes the next
-//! one splice, a read that brings less makes it copy. Pooled pipes are asked to hold 256 KiB (the
-//! kernel's default is 64 KiB): four times fewer calls per byte, measured
-//! faster and cheaper than the kernel's default pipes
-//! (docs/benchmark/relay.md); where the kernel refuses (a user past its
-//! pipe budget), the default pipe serves.
+//! one splice, a read that brings less makes it copy. Pooled pipes are
+//! asked to hold 1 MiB (the kernel's default is 64 KiB): sixteen times
+//! fewer calls per byte, measured faster and cheaper than 64 KiB and
+//! 256 KiB pipes (docs/benchmark/relay.md); where the kernel refuses (a
+//! user past its pipe budget), the default pipe serves.
 //!
 //! Either way at most one read's worth is held per direction, and nothing
 //! more is read until the receiver took it: a receiver that stops reading
@@ -54,12 +54,17 @@ pub(super) const CHUNK: usize = 64 * 1024;
 /// less, the next one copies. Below it, the call a splice needs to learn
 /// the socket is drained costs more than copying the bytes twice.
 const BULK: usize = 4 * 1024;
-/// What a pooled pipe is asked to hold (the kernel's default is 64 KiB):
-/// a spliced flow moves this much per pair of calls.
-const PIPE_SIZE: usize = 256 * 1024;
+/// What a pooled pipe is asked to hold (the kernel's default is 64 KiB,
+/// its most for an unprivileged user 1 MiB, `fs.pipe-max-size`): a spliced
+/// flow moves up to this much per pair of calls. Measured against 256 KiB
+/// and 64 KiB in docs/benchmark/relay.md.
+const PIPE_SIZE: usize = 1024 * 1024;
 /// Idle pipes kept for the next busy flow; more are closed. Each costs two
-/// descriptors and a few hundred bytes of kernel memory, no data.
-const POOL_IDLE_MAX: usize = 64;
+/// descriptors and a little kernel memory, no data; but the kernel counts a
+/// pipe's size against its user's pipe budget (`fs.pipe-user-pages-soft`,
+/// 64 MiB, which root is not held to), so the pool keeps a quarter of it at
+/// most.
+const POOL_IDLE_MAX: usize = 16;
 
 /// What epoll said about one socket, and what the last call found. Both
 /// start false: registering a socket with epoll reports what it is ready
