@@ -198,9 +198,9 @@ listen source
                    f"127.0.0.1 {RELAY_SOURCE} 127.0.0.1 {SOURCE}\n")
     table = [
         Server("C relay (splice)", "bench/relay/crelay.c -m splice", [[crelay, "-m", "splice", *pairs]], idle_n=1000),
-        Server("C relay (splice, 256 KiB pipes)", "bench/relay/crelay.c -m splice -p 262144",
+        Server("C relay (splice 256 KiB)", "bench/relay/crelay.c -m splice -p 262144",
                [[crelay, "-m", "splice", "-p", "262144", *pairs]], idle_n=1000),
-        Server("C relay (splice, 1 MiB pipes)", "bench/relay/crelay.c -m splice -p 1048576, as spawnd's pipes",
+        Server("C relay (splice 1 MiB)", "bench/relay/crelay.c -m splice -p 1048576, as spawnd's pipes",
                [[crelay, "-m", "splice", "-p", "1048576", *pairs]], idle_n=1000),
         Server("C relay (read/write)", "bench/relay/crelay.c -m copy", [[crelay, "-m", "copy", *pairs]], idle_n=1000),
         Server("spawnd", "redirect, -q", [[tools["spawnd"], "run", "-c", "@WORK@/spawnd", "-q"]],
