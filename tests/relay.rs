@@ -373,3 +373,48 @@ fn bytes_and_the_end_wait_for_a_slow_connect() {
         assert!(spawnd.log.wait_for_n(&["exit service=relay"], round + 1));
     }
 }
+
+/// Relays that end while children are starting (a child between its clone
+/// and its exec holds copies of spawnd's descriptors, so closing a socket
+/// does not take it out of epoll then): relays and programs under load at
+/// once, every exchange answered in full.
+#[test]
+fn relays_and_programs_under_load_at_once() {
+    let config = Config::new();
+    let relay = relay_service(&config);
+    let program = free_port();
+    config.service(
+        "program",
+        &format!("listen: 127.0.0.1:{program}\nexec: [/bin/echo, spawned]\n"),
+    );
+    let spawnd = Spawnd::start(&config);
+    let data = payload(64 * 1024);
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                for round in 0..100 {
+                    if (worker + round) % 2 == 0 {
+                        let back = round_trip(TcpStream::connect(v4(relay)).unwrap(), &data);
+                        assert!(
+                            back == data,
+                            "relay: {} of {} bytes",
+                            back.len(),
+                            data.len()
+                        );
+                    } else {
+                        let reply = tcp_exchange(v4(program), b"").unwrap();
+                        assert_eq!(reply, b"spawned\n");
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert!(spawnd
+        .log
+        .wait_for_n(&["exit service=relay", "status=0"], 200));
+    assert_eq!(spawnd.log.count("error="), 0, "{}", spawnd.log.text());
+}
