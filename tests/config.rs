@@ -274,6 +274,16 @@ fn unreadable_directory_and_bad_global_file_are_fatal() {
         .contains("/nonexistent/spawnd: cannot read configuration directory"));
 
     let config = Config::new();
+    config.global("splice: maybe\n");
+    config.service("good", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
+    let (code, _, stderr) = check_errors(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("spawnd.yaml:1:9: splice: invalid type"),
+        "{stderr}"
+    );
+
+    let config = Config::new();
     config.global("max_children: lots\n");
     config.service("good", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
     let (code, _, stderr) = check_errors(&config);

@@ -22,7 +22,7 @@
 //! asked to hold 1 MiB (the kernel's default is 64 KiB): sixteen times
 //! fewer calls per byte, measured faster and cheaper than 64 KiB and
 //! 256 KiB pipes (docs/benchmark/relay.md); where the kernel refuses (a
-//! user past its pipe budget), the default pipe serves.
+//! user past its pipe budget), a smaller pipe serves.
 //!
 //! Either way at most one read's worth is held per direction, and nothing
 //! more is read until the receiver took it: a receiver that stops reading
@@ -66,9 +66,9 @@ const PIPE_SIZE: usize = 1024 * 1024;
 /// most.
 const POOL_IDLE_MAX: usize = 16;
 
-/// What epoll said about one socket, and what the last call found. Both
-/// start false: registering a socket with epoll reports what it is ready
-/// for at once.
+/// What epoll said about one socket, and what the last call found. A new
+/// socket starts with a guess (`hopeful`, `can_write`) or with nothing:
+/// registering a socket with epoll reports what it is ready for at once.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Ready {
     pub(super) readable: bool,
@@ -153,8 +153,9 @@ impl Movers {
         }
         let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
         let (read, write) = nix::unistd::pipe2(flags).ok()?;
-        // Past the per-user pipe budget the kernel refuses a larger pipe:
-        // the default one still works.
+        // Past the per-user pipe budget the kernel refuses a larger pipe
+        // (and past its soft limit makes new pipes smaller than the
+        // default): a smaller pipe still works, with more calls per byte.
         let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32));
         let read = crate::daemon::slots::above(read).ok()?;
         let write = crate::daemon::slots::above(write).ok()?;
@@ -224,22 +225,25 @@ impl Outbox {
     }
 }
 
-/// Writes as much of `data` as `to` takes now; how much that was.
+/// Writes as much of `data` as `to` takes now; how much that was. One
+/// call: a stream socket takes less than offered only when its send buffer
+/// is full, so another call would only say EAGAIN.
 pub(super) fn write_now(to: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < data.len() {
+    if data.is_empty() {
+        return Ok(0);
+    }
+    loop {
         match socket::send(
             to.as_raw_fd(),
-            &data[written..],
+            data,
             MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         ) {
-            Ok(n) => written += n,
-            Err(Errno::EAGAIN) => break,
+            Ok(n) => return Ok(n),
+            Err(Errno::EAGAIN) => return Ok(0),
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(written)
 }
 
 /// A read of a non-blocking socket; `Ok(None)` for "nothing now".
