@@ -28,6 +28,9 @@ pub struct ServiceReport {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `FILE:LINE` for a service of an included inetd.conf or xinetd file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub listen: Vec<String>,
     pub children: u32,
     pub accepted: u64,

@@ -19,6 +19,16 @@ fn listen_label(service: &Service) -> String {
         .join(",")
 }
 
+/// ` (from FILE:LINE)` for a service of an included inetd.conf or xinetd
+/// file.
+fn from_label(service: &Service) -> String {
+    if service.line.is_some() {
+        format!(" (from {})", escape_line(&service.source()))
+    } else {
+        String::new()
+    }
+}
+
 fn print_warnings(warnings: &[config::ConfigError]) {
     let mut err = std::io::stderr().lock();
     for warning in warnings {
@@ -47,25 +57,31 @@ pub fn check(dir: &ConfigDir, quiet: bool) -> ExitCode {
         let state = if service.disabled { "disabled" } else { "ok" };
         let _ = writeln!(
             out,
-            "{state} {}: {} {} {} {}",
+            "{state} {}: {} {} {} {}{}",
             service.name,
             service.socket_label(),
             listen_label(service),
             if service.wait { "wait" } else { "nowait" },
             escape_line(&service.program_label()),
+            from_label(service),
         );
     }
+    // An included entry that is not served is an error: the file says
+    // something spawnd does not do.
+    let refused: Vec<config::ConfigError> =
+        loaded.refused.iter().map(|r| r.error.clone()).collect();
     print_errors(&loaded.errors);
+    print_errors(&refused);
     if !quiet {
         print_warnings(&loaded.warnings);
         let _ = writeln!(
             out,
             "{} services, {} errors",
             loaded.services.len(),
-            loaded.errors.len()
+            loaded.errors.len() + refused.len()
         );
     }
-    if loaded.errors.is_empty() {
+    if loaded.errors.is_empty() && refused.is_empty() {
         Exit::Success.into()
     } else {
         Exit::Config.into()
@@ -80,7 +96,9 @@ pub fn list(dir: &ConfigDir) -> ExitCode {
             return Exit::Config.into();
         }
     };
-    let rows: Vec<[String; 5]> = loaded
+    // A FROM column only when some service comes from an included file.
+    let any_included = loaded.services.iter().any(|s| s.line.is_some());
+    let rows: Vec<Vec<String>> = loaded
         .services
         .iter()
         .map(|s| {
@@ -89,17 +107,31 @@ pub fn list(dir: &ConfigDir) -> ExitCode {
             } else {
                 s.name.clone()
             };
-            [
+            let mut row = vec![
                 name,
                 s.socket_label().to_string(),
                 listen_label(s),
                 if s.wait { "yes" } else { "no" }.to_string(),
                 escape_line(&s.program_label()),
-            ]
+            ];
+            if any_included {
+                let from = if s.line.is_some() {
+                    s.source()
+                } else {
+                    "services.d".to_string()
+                };
+                row.insert(4, escape_line(&from));
+            }
+            row
         })
         .collect();
-    let header = ["NAME", "SOCKET", "LISTEN", "WAIT", "PROGRAM"].map(String::from);
-    let mut widths = [0usize; 5];
+    let mut header: Vec<String> = ["NAME", "SOCKET", "LISTEN", "WAIT", "PROGRAM"]
+        .map(String::from)
+        .to_vec();
+    if any_included {
+        header.insert(4, "FROM".to_string());
+    }
+    let mut widths = vec![0usize; header.len()];
     for row in std::iter::once(&header).chain(&rows) {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -117,8 +149,11 @@ pub fn list(dir: &ConfigDir) -> ExitCode {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
+    let refused: Vec<config::ConfigError> =
+        loaded.refused.iter().map(|r| r.error.clone()).collect();
     print_errors(&loaded.errors);
-    if loaded.errors.is_empty() {
+    print_errors(&refused);
+    if loaded.errors.is_empty() && refused.is_empty() {
         Exit::Success.into()
     } else {
         Exit::Config.into()

@@ -105,12 +105,18 @@ pub fn run(args: &StatusArgs) -> ExitCode {
 
 /// The human-readable form.
 pub fn table(report: &Report) -> String {
-    let mut rows = vec![[
+    // A FROM column when some service comes from an included inetd.conf
+    // or xinetd file.
+    let any_included = report.services.iter().any(|s| s.source.is_some());
+    let mut header = vec![
         "SERVICE", "STATE", "CHILDREN", "ACCEPTED", "REFUSED", "FAILED", "ABNORMAL", "LISTEN",
-    ]
-    .map(String::from)];
+    ];
+    if any_included {
+        header.push("FROM");
+    }
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for s in &report.services {
-        rows.push([
+        let mut row = vec![
             s.name.clone(),
             s.state.clone(),
             s.children.to_string(),
@@ -119,9 +125,13 @@ pub fn table(report: &Report) -> String {
             s.spawn_failures.to_string(),
             s.abnormal_exits.to_string(),
             s.listen.join(","),
-        ]);
+        ];
+        if any_included {
+            row.push(escape_line(s.source.as_deref().unwrap_or("services.d")));
+        }
+        rows.push(row);
     }
-    let mut widths = [0usize; 8];
+    let mut widths = vec![0usize; rows[0].len()];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -134,8 +144,8 @@ pub fn table(report: &Report) -> String {
     for row in &rows {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}", w = *w))
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');

@@ -49,8 +49,12 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
-        if let Some((line, column)) = self.position {
-            write!(f, ":{line}:{column}")?;
+        match self.position {
+            // Column 0: a place known to the line only (a line of an
+            // included inetd.conf or xinetd file).
+            Some((line, 0)) => write!(f, ":{line}")?,
+            Some((line, column)) => write!(f, ":{line}:{column}")?,
+            None => {}
         }
         match &self.key {
             Some(key) => write!(f, ": {key}: {}", self.message),

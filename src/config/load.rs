@@ -24,6 +24,14 @@ pub struct Loaded {
     pub errors: Vec<ConfigError>,
     /// Settings that check but will not do what they seem to.
     pub warnings: Vec<ConfigError>,
+    /// Entries of included inetd.conf and xinetd files that are not served
+    /// (fail closed), each with the reason.
+    pub refused: Vec<super::include::Refused>,
+    /// Included files with errors: the services running from them stay as
+    /// they are.
+    pub broken: Vec<std::path::PathBuf>,
+    /// What to watch for changes to the included files.
+    pub watch: super::include::Watch,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -392,29 +400,73 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
             }
         }
     }
+    // The services of included inetd.conf and xinetd files come after
+    // those of services.d, which win a name clash.
+    let taken: std::collections::HashSet<String> =
+        services.iter().map(|s| s.name.clone()).collect();
+    let included = super::include::load(
+        global.include_inetd_conf.as_deref(),
+        global.include_xinetd.as_deref(),
+        &defaults,
+        &taken,
+        strict,
+    );
+    let first_included = services.len();
+    let mut refused = included.refused;
+    let mut warnings = included.warnings;
+    errors.extend(included.errors);
+    for (service, text) in included.services {
+        services.push(service);
+        texts.push(text);
+    }
+    let is_included = |index: usize| index >= first_included;
+    // An included service that fails a check is refused with the reason,
+    // placed at its entry (its YAML positions are not the file's).
+    let mut reject = |index: usize,
+                      service: &Service,
+                      mut problems: Vec<ConfigError>,
+                      errors: &mut Vec<ConfigError>| {
+        if is_included(index) {
+            refused.push(super::include::Refused {
+                name: service.name.clone(),
+                error: super::include::relocate(service, &problems),
+            });
+        } else {
+            errors.append(&mut problems);
+        }
+    };
     let mut rejected: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for (index, mut error) in validate::across(&services) {
         rejected.insert(index);
         if let Some(key) = &error.key {
             error.position = super::keys::KeyIndex::new(&texts[index]).locate(key);
         }
-        errors.push(error);
+        reject(index, &services[index], vec![error], &mut errors);
     }
     if options.resolve {
         for (index, service) in services.iter_mut().enumerate() {
             if rejected.contains(&index) {
                 continue;
             }
-            if let Err(mut problems) = resolve::resolve(service, &texts[index], strict) {
+            if let Err(problems) = resolve::resolve(service, &texts[index], strict) {
                 rejected.insert(index);
-                errors.append(&mut problems);
+                reject(index, service, problems, &mut errors);
             }
         }
     }
-    let mut warnings = Vec::new();
     for (index, service) in services.iter().enumerate() {
-        if !rejected.contains(&index) {
-            warnings.extend(validate::warnings(service, &texts[index]));
+        if rejected.contains(&index) {
+            continue;
+        }
+        let found = validate::warnings(service, &texts[index]);
+        if is_included(index) {
+            warnings.extend(
+                found
+                    .iter()
+                    .map(|w| super::include::relocate(service, std::slice::from_ref(w))),
+            );
+        } else {
+            warnings.extend(found);
         }
     }
     drop(texts);
@@ -429,6 +481,9 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
         services,
         errors,
         warnings,
+        refused,
+        broken: included.broken,
+        watch: included.watch,
     })
 }
 

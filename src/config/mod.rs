@@ -5,6 +5,7 @@
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod include;
 pub mod keys;
 pub mod load;
 pub mod model;

@@ -15,7 +15,10 @@ use super::units::{Cidr, ListenAddr, Rate};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: String,
+    /// Its file in `services.d/`, or the inetd.conf or xinetd file it is
+    /// served from (then `line` says where in it).
     pub file: PathBuf,
+    pub line: Option<SourceLine>,
     pub disabled: bool,
     pub socket: SocketKind,
     pub listen: Vec<ListenAddr>,
@@ -48,6 +51,29 @@ pub struct Service {
     pub access: Rare<Access>,
     /// Filled in by `resolve`; `None` runs the child as spawnd's own user.
     pub credentials: Option<Credentials>,
+}
+
+/// The line of an included inetd.conf or xinetd file a service is defined
+/// at. Not part of what the service is: an entry added above it moves it
+/// without changing it, so a reload must not see a new definition (the
+/// fingerprint is taken from `Debug`, which leaves the number out).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SourceLine(pub usize);
+
+impl std::fmt::Debug for SourceLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceLine")
+    }
+}
+
+impl Service {
+    /// Where it is defined: `FILE` or `FILE:LINE`.
+    pub fn source(&self) -> String {
+        match self.line {
+            Some(SourceLine(line)) => format!("{}:{line}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -322,6 +348,11 @@ pub struct Global {
     pub control_socket: Option<PathBuf>,
     pub log_target: Option<LogTarget>,
     pub log_level: Option<log::LevelFilter>,
+    /// An inetd.conf whose entries are served too (`config::include`).
+    pub include_inetd_conf: Option<PathBuf>,
+    /// An xinetd.conf whose services (and those of its includes) are
+    /// served too.
+    pub include_xinetd: Option<PathBuf>,
 }
 
 impl Default for Global {
@@ -334,6 +365,8 @@ impl Default for Global {
             control_socket: None,
             log_target: None,
             log_level: None,
+            include_inetd_conf: None,
+            include_xinetd: None,
         }
     }
 }

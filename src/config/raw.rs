@@ -406,6 +406,8 @@ pub struct RawGlobal {
     pub shutdown_grace: Option<Span>,
     pub control_socket: Option<String>,
     pub log: Option<RawLog>,
+    pub include_inetd_conf: Option<String>,
+    pub include_xinetd: Option<String>,
 }
 
 #[cfg(test)]

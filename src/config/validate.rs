@@ -225,6 +225,7 @@ pub fn service(
     Ok(Service {
         name,
         file: file.to_path_buf(),
+        line: None,
         disabled: raw.disabled.unwrap_or(false),
         socket,
         listen,
@@ -632,6 +633,9 @@ pub fn global(
         },
     };
     let control_socket = absolute_path(&mut errors, "control_socket", raw.control_socket);
+    let include_inetd_conf =
+        absolute_path(&mut errors, "include_inetd_conf", raw.include_inetd_conf);
+    let include_xinetd = absolute_path(&mut errors, "include_xinetd", raw.include_xinetd);
     let defaults = raw.defaults.unwrap_or_default();
     for (name, _) in defaults.env.iter().flatten() {
         check_env_name(&mut errors, "defaults.env", name);
@@ -656,6 +660,8 @@ pub fn global(
         control_socket,
         log_target: raw.log.as_ref().and_then(|l| l.target),
         log_level,
+        include_inetd_conf,
+        include_xinetd,
     };
     Ok((global, defaults))
 }

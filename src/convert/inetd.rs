@@ -341,10 +341,11 @@ impl Entry<'_> {
             };
             // A bare port number makes a poor file name: use the program's.
             let name = if service.parse::<u16>().is_ok() {
-                let program = if *program == "internal" {
-                    "port"
-                } else {
-                    basename(program)
+                let program = match (*program, args.first()) {
+                    ("internal", _) => "port",
+                    // tcpd runs the program its argv[0] names.
+                    (wrapper, Some(argv0)) if basename(wrapper) == "tcpd" => basename(argv0),
+                    _ => basename(program),
                 };
                 sanitize_name(&format!("{program}-{port}"))
             } else {
@@ -384,6 +385,11 @@ impl Entry<'_> {
 
         let mut out = Service::new(self.label(), self.origin(), socket, action);
         out.name = name;
+        // tcpd checks /etc/hosts.allow and hosts.deny under the name of the
+        // program it runs (argv[0]'s last component).
+        if basename(program) == "tcpd" {
+            out.tcp_wrappers = args.first().map(|argv0| basename(argv0).to_string());
+        }
         out.listen = listen;
         if self.line.off {
             out.disabled = Some(Noted::with(

@@ -17,9 +17,10 @@ mod diag;
 mod emit;
 #[cfg(test)]
 mod fuzz;
+pub mod hosts_access;
 mod inetd;
 mod model;
-mod services_db;
+pub mod services_db;
 mod xinetd;
 
 use std::collections::HashSet;
@@ -31,11 +32,16 @@ use std::process::ExitCode;
 use crate::exit::Exit;
 
 use crate::cli::ConvertCommand;
-use diag::Diags;
+pub use diag::{Diag, Diags, Severity};
 use model::Conversion;
 use services_db::ServicesDb;
 use xinetd::parse::Entry;
 use xinetd::ParsedFile;
+
+/// Whether xinetd's `includedir` reads a file of this name.
+pub fn includedir_reads(name: &str) -> bool {
+    xinetd::includedir_reads(name)
+}
 
 /// Input files larger than this are refused: no real configuration comes
 /// near it, and it keeps a wrong path (a disk image, a log) from being read.
@@ -44,10 +50,10 @@ const MAX_INPUT: u64 = 4 << 20;
 /// Runs a conversion; warnings go to stderr as `FILE:LINE: ...`.
 pub fn run(command: &ConvertCommand) -> ExitCode {
     let mut diags = Diags::default();
-    let db = services_db(&mut diags);
+    let db = services_db(&StdFiles, &mut diags);
     let (conversion, tool, output) = match command {
         ConvertCommand::Xinetd { paths, output } => {
-            let mut reader = XinetdReader::default();
+            let mut reader = XinetdReader::new(&StdFiles);
             for path in paths {
                 reader.read(path, &mut diags);
             }
@@ -60,7 +66,7 @@ pub fn run(command: &ConvertCommand) -> ExitCode {
         ConvertCommand::Inetd { file, output } => {
             let mut conversion = Conversion::default();
             let name = file.display().to_string();
-            if let Some(text) = read_text(file, &name, None, &mut diags) {
+            if let Some(text) = read_text(&StdFiles, file, &name, None, &mut diags) {
                 conversion.units = inetd::convert(&text, &name, &db, &mut diags);
             }
             (conversion, "spawnd convert inetd", output)
@@ -104,25 +110,236 @@ fn print_diags(diags: &Diags) {
     }
 }
 
-fn services_db(diags: &mut Diags) -> ServicesDb {
+/// The port table: /etc/services, or the file `SPAWND_SERVICES_FILE`
+/// names, or the built-in table when neither can be read.
+pub fn services_db(files: &dyn Files, diags: &mut Diags) -> ServicesDb {
     let path = std::env::var_os("SPAWND_SERVICES_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/services"));
-    match fs::read_to_string(&path) {
+    match files.read(&path) {
         Ok(text) => ServicesDb::parse(&text),
         Err(e) => {
             diags.warn(
                 &path.display().to_string(),
                 0,
-                format!("cannot read it ({e}); using spawnd's built-in table of well-known ports"),
+                format!(
+                    "cannot read it ({}); using spawnd's built-in table of well-known ports",
+                    e.message
+                        .strip_prefix("cannot read: ")
+                        .unwrap_or(&e.message)
+                ),
             );
             ServicesDb::builtin()
         }
     }
 }
 
+/// A service of an inetd.conf or xinetd configuration, mapped as `spawnd
+/// convert` maps it, for a daemon that serves those files as they are
+/// (`include_inetd_conf`, `include_xinetd`).
+#[derive(Debug)]
+pub struct Imported {
+    pub name: String,
+    /// Where it is defined.
+    pub file: String,
+    pub line: usize,
+    /// The service file `spawnd convert` would write, or why the entry
+    /// cannot be served at all (RPC, TCPMUX, a host name to listen on...).
+    pub yaml: Result<String, String>,
+    /// Restrictions the old super-server applied that spawnd cannot: the
+    /// service must not be served while there are any.
+    pub restrictions_lost: Vec<String>,
+    /// The name TCP Wrappers checked it under, if they did.
+    pub tcp_wrappers: Option<String>,
+}
+
+/// What reading one inetd.conf or xinetd.conf (with its includes) gave.
+#[derive(Debug, Default)]
+pub struct Import {
+    pub services: Vec<Imported>,
+    /// Warnings and errors, each at a file and line.
+    pub diags: Vec<Diag>,
+    /// Files with errors: none of their entries is in `services`.
+    pub broken: Vec<String>,
+    /// Every file read or named and every directory listed or named, for a
+    /// watcher (a file that does not exist yet is here too).
+    pub files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Maps the entries of the inetd.conf at `path`. A file that does not
+/// exist gives no service and no error.
+pub fn import_inetd(path: &Path, files: &dyn Files, db: &ServicesDb) -> Import {
+    let mut diags = Diags::default();
+    let name = path.display().to_string();
+    let mut import = Import {
+        files: vec![path.to_path_buf()],
+        ..Import::default()
+    };
+    let units = match files.read(path) {
+        Ok(text) => inetd::convert(&text, &name, db, &mut diags),
+        Err(e) if e.missing => Vec::new(),
+        Err(e) => {
+            diags.error(&name, 0, e.message);
+            Vec::new()
+        }
+    };
+    import.finish(units, diags);
+    import
+}
+
+/// Maps the services of the xinetd.conf at `path` and of the files it
+/// includes. A top file that does not exist gives no service and no error.
+pub fn import_xinetd(path: &Path, files: &dyn Files, db: &ServicesDb) -> Import {
+    let mut diags = Diags::default();
+    let mut reader = XinetdReader::new(files);
+    let missing = matches!(files.read(path), Err(ref e) if e.missing);
+    if !missing {
+        reader.read_file(path, None, &mut diags);
+    }
+    let conversion = xinetd::map::convert(&reader.files, db, &mut diags);
+    let mut import = Import {
+        files: std::mem::take(&mut reader.touched_files),
+        dirs: std::mem::take(&mut reader.touched_dirs),
+        ..Import::default()
+    };
+    if import.files.is_empty() {
+        import.files.push(path.to_path_buf());
+    }
+    import.finish(conversion.units, diags);
+    import
+}
+
+impl Import {
+    /// Names the units, leaves out those of broken files, and renders the
+    /// rest as `spawnd convert` would write them.
+    fn finish(&mut self, mut units: Vec<model::Unit>, mut diags: Diags) {
+        common::assign_names(&mut units, &mut diags);
+        let mut broken: Vec<String> = diags
+            .list
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.file.clone())
+            .collect();
+        broken.sort();
+        broken.dedup();
+        for unit in units {
+            let origin = unit.origin().clone();
+            let in_broken = |file: &str| broken.iter().any(|b| b == file);
+            let imported = match unit {
+                model::Unit::Service(service) => {
+                    if in_broken(&origin.file) || service.merged.iter().any(|m| in_broken(&m.file))
+                    {
+                        continue;
+                    }
+                    let mut lost = service.restrictions_lost.clone();
+                    // Host names spawnd cannot match: leaving them out of a
+                    // deny list lets their clients in.
+                    lost.extend(service.access.comments.iter().cloned());
+                    Imported {
+                        name: service.name.clone(),
+                        file: origin.file,
+                        line: origin.line,
+                        yaml: Ok(emit::service_yaml(&service, "spawnd (include)")),
+                        restrictions_lost: lost,
+                        tcp_wrappers: service.tcp_wrappers.clone(),
+                    }
+                }
+                model::Unit::NotConverted(entry) => {
+                    if in_broken(&origin.file) {
+                        continue;
+                    }
+                    Imported {
+                        name: entry.name,
+                        file: origin.file,
+                        line: origin.line,
+                        yaml: Err(entry.reason),
+                        restrictions_lost: Vec::new(),
+                        tcp_wrappers: None,
+                    }
+                }
+            };
+            self.services.push(imported);
+        }
+        self.broken = broken;
+        self.diags = diags.list;
+    }
+}
+
+/// How the importers reach files. `spawnd convert` reads with the rights
+/// of whoever runs it (`StdFiles`); the daemon reads the files it serves
+/// through `sys::fsafe`, under the configuration-file rules.
+pub trait Files {
+    /// A regular file's text (at most `MAX_INPUT` bytes).
+    fn read(&self, path: &Path) -> Result<String, ReadError>;
+    /// The names in a directory.
+    fn list(&self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ReadError>;
+    /// Whether `path` is a directory (a link to one counts).
+    fn is_dir(&self, path: &Path) -> bool;
+}
+
+/// Why a file could not be read.
+#[derive(Debug)]
+pub struct ReadError {
+    /// It does not exist (a missing top-level file is no error when served).
+    pub missing: bool,
+    pub message: String,
+}
+
+impl ReadError {
+    fn io(e: &io::Error) -> ReadError {
+        ReadError {
+            missing: e.kind() == io::ErrorKind::NotFound,
+            message: format!("cannot read: {e}"),
+        }
+    }
+}
+
+/// Plain reads, for `spawnd convert`.
+pub struct StdFiles;
+
+impl Files for StdFiles {
+    fn read(&self, path: &Path) -> Result<String, ReadError> {
+        // Checked before opening: a FIFO or device would block or never end.
+        let meta = fs::metadata(path).map_err(|e| ReadError::io(&e))?;
+        if !meta.is_file() {
+            return Err(ReadError {
+                missing: false,
+                message: "not a regular file".to_string(),
+            });
+        }
+        if meta.len() > MAX_INPUT {
+            return Err(ReadError {
+                missing: false,
+                message: format!(
+                    "larger than {} MiB; not a configuration file",
+                    MAX_INPUT >> 20
+                ),
+            });
+        }
+        let bytes = fs::read(path).map_err(|e| ReadError::io(&e))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ReadError> {
+        let entries = fs::read_dir(dir).map_err(|e| ReadError {
+            missing: e.kind() == io::ErrorKind::NotFound,
+            message: format!("cannot read directory: {e}"),
+        })?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name())
+            .collect())
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+}
+
 /// Reads a regular file as text. `from` is the include line that named it.
 fn read_text(
+    files: &dyn Files,
     path: &Path,
     name: &str,
     from: Option<(&str, usize)>,
@@ -134,46 +351,37 @@ fn read_text(
     } else {
         String::new()
     };
-    // Checked before opening: a FIFO or device would block or never end.
-    let meta = match fs::metadata(path) {
-        Ok(meta) => meta,
+    match files.read(path) {
+        Ok(text) => Some(text),
         Err(e) => {
-            diags.error(file, line, format!("{prefix}cannot read: {e}"));
-            return None;
-        }
-    };
-    if !meta.is_file() {
-        diags.error(file, line, format!("{prefix}not a regular file"));
-        return None;
-    }
-    if meta.len() > MAX_INPUT {
-        diags.error(
-            file,
-            line,
-            format!(
-                "{prefix}larger than {} MiB; not a configuration file",
-                MAX_INPUT >> 20
-            ),
-        );
-        return None;
-    }
-    match fs::read(path) {
-        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(e) => {
-            diags.error(file, line, format!("{prefix}cannot read: {e}"));
+            diags.error(file, line, format!("{prefix}{}", e.message));
             None
         }
     }
 }
 
 /// Reads xinetd files in xinetd's order, following includes once each.
-#[derive(Default)]
-struct XinetdReader {
+struct XinetdReader<'a> {
+    source: &'a dyn Files,
     files: Vec<ParsedFile>,
     seen: HashSet<PathBuf>,
+    /// Every file read or named, and every directory listed or named: what
+    /// a daemon serving them watches.
+    touched_files: Vec<PathBuf>,
+    touched_dirs: Vec<PathBuf>,
 }
 
-impl XinetdReader {
+impl<'a> XinetdReader<'a> {
+    fn new(source: &'a dyn Files) -> Self {
+        XinetdReader {
+            source,
+            files: Vec::new(),
+            seen: HashSet::new(),
+            touched_files: Vec::new(),
+            touched_dirs: Vec::new(),
+        }
+    }
+
     /// Whether `path` (file or directory) has not been read yet; include
     /// loops and a file named twice end here.
     fn first_time(&mut self, path: &Path) -> bool {
@@ -183,7 +391,7 @@ impl XinetdReader {
 
     /// A path from the command line: a file is read whatever its name.
     fn read(&mut self, path: &Path, diags: &mut Diags) {
-        if path.is_dir() {
+        if self.source.is_dir(path) {
             self.read_dir(path, None, diags);
         } else {
             self.read_file(path, None, diags);
@@ -193,6 +401,7 @@ impl XinetdReader {
     fn read_dir(&mut self, dir: &Path, from: Option<(&str, usize)>, diags: &mut Diags) {
         let shown = dir.display().to_string();
         let (file, line) = from.unwrap_or((&shown, 0));
+        self.touched_dirs.push(dir.to_path_buf());
         if !self.first_time(dir) {
             let what = if from.is_some() {
                 format!("{shown}: ")
@@ -202,18 +411,15 @@ impl XinetdReader {
             diags.warn(file, line, format!("{what}already read; not read again"));
             return;
         }
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
+        let names = match self.source.list(dir) {
+            Ok(names) => names,
             Err(e) => {
-                diags.error(file, line, format!("{shown}: cannot read directory: {e}"));
+                diags.error(file, line, format!("{shown}: {}", e.message));
                 return;
             }
         };
         // xinetd reads them in C-locale order: compare bytes.
-        let mut names: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.file_name())
-            .collect();
+        let mut names = names;
         names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
         for name in names {
             let path = dir.join(&name);
@@ -226,7 +432,7 @@ impl XinetdReader {
                 );
                 continue;
             }
-            if path.is_dir() {
+            if self.source.is_dir(&path) {
                 continue; // xinetd does not descend either
             }
             self.read_file(&path, None, diags);
@@ -235,6 +441,7 @@ impl XinetdReader {
 
     fn read_file(&mut self, path: &Path, from: Option<(&str, usize)>, diags: &mut Diags) {
         let name = path.display().to_string();
+        self.touched_files.push(path.to_path_buf());
         let key = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         if !self.seen.insert(key) {
             let (file, line) = from.unwrap_or((&name, 0));
@@ -245,7 +452,7 @@ impl XinetdReader {
             );
             return;
         }
-        let Some(text) = read_text(path, &name, from, diags) else {
+        let Some(text) = read_text(self.source, path, &name, from, diags) else {
             return;
         };
         let entries = xinetd::parse::parse(&text, &name, diags);

@@ -148,6 +148,15 @@ pub struct Service {
     pub kept: Vec<String>,
     /// Comment lines that were inside the input's block.
     pub inner_comments: Vec<String>,
+    /// What the old super-server enforced that spawnd cannot, and whose
+    /// loss would let in clients it refused (a flag that restricts). A
+    /// converted file keeps them as comments for the admin to settle; a
+    /// service served straight from the old files (`include_*`) does not
+    /// start while there are any.
+    pub restrictions_lost: Vec<String>,
+    /// The daemon name TCP Wrappers checked this service under (tcpd's
+    /// argv[0], xinetd's libwrap name), if it was checked.
+    pub tcp_wrappers: Option<String>,
 }
 
 impl Service {
@@ -178,6 +187,8 @@ impl Service {
             access: Access::default(),
             kept: Vec::new(),
             inner_comments: Vec::new(),
+            restrictions_lost: Vec::new(),
+            tcp_wrappers: None,
         }
     }
 }

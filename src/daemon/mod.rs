@@ -79,6 +79,8 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(server) => server,
         Err(server::StartError(message)) => return fail(&message),
     };
+    server.note_included(&loaded.services, &loaded.refused, &loaded.broken);
+    server.follow_includes(&loaded.watch);
     let (started, failed) = server.start(loaded.services, &loaded.errors);
     server.open_control();
     sys::release_free_memory();

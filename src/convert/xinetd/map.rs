@@ -964,6 +964,14 @@ impl ServiceMapper<'_> {
         service.access = access(self.table, Some(self.name), diags);
         service.disabled = self.disabled(&id, has_flag("DISABLE"), diags);
         self.keep_unsupported(&mut service, in_process, internal, diags);
+        // tcpd, run by xinetd, checks the rules itself, NOLIBWRAP or not.
+        let via_tcpd = matches!(&service.action, Action::Exec(_))
+            && self
+                .one("server")
+                .is_some_and(|s| s.rsplit('/').next() == Some("tcpd"));
+        if !has_flag("NOLIBWRAP") || via_tcpd {
+            service.tcp_wrappers = Some(self.libwrap_name(&id, internal, has_flag("NAMEINARGS")));
+        }
         Some(Unit::Service(Box::new(service)))
     }
 
@@ -1457,7 +1465,13 @@ impl ServiceMapper<'_> {
     ) {
         let file = self.file;
         for attr in &self.block.attrs {
+            // Every attribute kept as a comment is warned about: with the
+            // reason it is not supported where behaviour is lost, else
+            // (below) with the note written beside it.
+            let warned = std::cell::Cell::new(false);
+            let before = diags.list.len();
             let mut warn = |why: &str| {
+                warned.set(true);
                 diags.warn(
                     file,
                     attr.line,
@@ -1519,12 +1533,46 @@ impl ServiceMapper<'_> {
                 }
                 _ => continue,
             };
+            if !warned.get() && diags.list.len() == before {
+                diags.warn(
+                    file,
+                    attr.line,
+                    format!("{} kept as a comment: {why}", attr.name),
+                );
+            }
             service.kept.push(kept_text(attr, &why));
+        }
+    }
+
+    /// The name xinetd (built with libwrap, as Debian's and Red Hat's are)
+    /// checks /etc/hosts.allow and hosts.deny under: `libwrap`, else the
+    /// server's name (with NAMEINARGS, the first server_args word), the
+    /// id of an internal service, the name of a redirect (xinetd.conf(5)).
+    fn libwrap_name(&self, id: &str, internal: bool, name_in_args: bool) -> String {
+        let last = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+        if let Some(name) = self.one("libwrap") {
+            return name.to_string();
+        }
+        if internal {
+            return id.to_string();
+        }
+        if self.get("redirect").is_some() {
+            return self.name.to_string();
+        }
+        let first_arg = self
+            .get("server_args")
+            .and_then(|v| v.values.first())
+            .map(String::as_str);
+        match (name_in_args, first_arg, self.one("server")) {
+            (true, Some(argv0), _) => last(argv0),
+            (_, _, Some(server)) => last(server),
+            _ => self.name.to_string(),
         }
     }
 
     fn keep_flags(&self, attr: &Attr, service: &mut Service, diags: &mut Diags) {
         for flag in &attr.values {
+            let before = diags.list.len();
             let why = match flag.to_ascii_uppercase().as_str() {
                 "IPV4" | "IPV6" | "NAMEINARGS" | "DISABLE" | "SENSOR" => continue,
                 "REUSE" => "spawnd always sets SO_REUSEADDR",
@@ -1544,6 +1592,13 @@ impl ServiceMapper<'_> {
                         attr.line,
                         format!("flags {flag} is not supported; kept as a comment"),
                     );
+                    // Each of them refuses clients xinetd would otherwise
+                    // serve (no identd answer, another security label,
+                    // a source that fails the access check later).
+                    service.restrictions_lost.push(format!(
+                        "{}:{}: flags {flag} restricts who may connect, which spawnd cannot do",
+                        self.file, attr.line
+                    ));
                     "not supported"
                 }
                 _ if !FLAGS.contains(&flag.to_ascii_uppercase().as_str()) => {
@@ -1556,6 +1611,13 @@ impl ServiceMapper<'_> {
                 }
                 _ => "not supported",
             };
+            if diags.list.len() == before {
+                diags.warn(
+                    self.file,
+                    attr.line,
+                    format!("flags {flag} kept as a comment: {why}"),
+                );
+            }
             service.kept.push(format!("xinetd: flags {flag} ({why})"));
         }
     }
@@ -1595,7 +1657,12 @@ mod tests {
         let (s, diags) = only_service(
             "service rsync\n{\n disable = yes\n flags = IPv6\n socket_type = stream\n wait = no\n user = root\n server = /usr/bin/rsync\n server_args = --daemon\n log_on_failure += USERID\n}\n",
         );
-        assert!(diags.is_empty(), "{diags:?}");
+        // Every attribute kept as a comment is warned about, at its line.
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0].contains(":10: warning: log_on_failure kept as a comment"),
+            "{diags:?}"
+        );
         assert_eq!(s.name, "rsync");
         assert_eq!(s.disabled, Some(Noted::plain(true)));
         assert_eq!(s.listen[0].value, "*:873");
@@ -1644,7 +1711,13 @@ mod tests {
             "defaults\n{\n disabled = echo-dgram\n}\n\
              service echo\n{\n id = echo-dgram\n type = INTERNAL\n socket_type = dgram\n user = root\n wait = yes\n}\n",
         );
-        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0].contains(
+                "user kept as a comment: not needed: internal services run inside spawnd"
+            ),
+            "{diags:?}"
+        );
         let Unit::Service(s) = &conversion.units[0] else {
             panic!()
         };
@@ -1702,8 +1775,14 @@ mod tests {
             s.action,
             Action::Exec(vec!["/usr/bin/rsync".into(), "--daemon".into()])
         );
-        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags.len(), 2, "{diags:?}"); // tcpd removed, NOLIBWRAP kept
+        assert!(
+            diags[1].contains("flags NOLIBWRAP kept as a comment"),
+            "{diags:?}"
+        );
         assert!(s.kept.iter().any(|k| k.contains("NOLIBWRAP")));
+        // NOLIBWRAP turns off xinetd's own check, not tcpd's.
+        assert_eq!(s.tcp_wrappers.as_deref(), Some("rsync"));
     }
 
     #[test]

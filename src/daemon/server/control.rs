@@ -118,6 +118,7 @@ impl Server {
                 reason: trouble(&s.name)
                     .filter(|t| t.kept && !s.retired)
                     .map(|t| t.reason.clone()),
+                source: self.includes.source_of(&s.name),
                 listen: self.listen_labels(s),
                 children: s.admission.active(),
                 accepted: s.counters.accepted,
@@ -135,6 +136,7 @@ impl Server {
                     name: name.to_string(),
                     state: "failed".to_string(),
                     reason: Some(trouble.reason.clone()),
+                    source: None,
                     listen: Vec::new(),
                     children: 0,
                     accepted: 0,

@@ -8,6 +8,7 @@ mod children;
 mod control;
 mod flow;
 mod ids;
+mod includes;
 mod inproc;
 mod listeners;
 mod reload;
@@ -15,6 +16,7 @@ mod reload_plan;
 mod source_list;
 mod stderr_log;
 mod turns;
+mod watch;
 
 use std::io;
 use std::net::SocketAddr;
@@ -239,6 +241,8 @@ enum TimerKey {
         started: Instant,
     },
     ShutdownDeadline,
+    /// An included inetd.conf or xinetd file changed a moment ago.
+    IncludesChanged,
 }
 
 pub struct Server {
@@ -264,6 +268,8 @@ pub struct Server {
     /// Services that do not run as their files say, and why (`status`):
     /// not started at all (`kept: false`) or kept on a previous definition.
     troubles: std::collections::BTreeMap<Box<str>, Trouble>,
+    /// Services served from included inetd.conf and xinetd files.
+    includes: includes::Includes,
     /// Detached by `--daemon` (the default log target is then syslog).
     daemonized: bool,
     /// The control socket's directory, if spawnd made it: removed at exit
@@ -360,6 +366,7 @@ impl Server {
             inherited,
             stopping: None,
             troubles: Default::default(),
+            includes: Default::default(),
             daemonized: false,
             made_dir: None,
         })
@@ -535,6 +542,12 @@ impl Server {
             if events.iter().any(|event| event.token() == SIGNALS) {
                 self.on_signals();
             }
+            if events
+                .iter()
+                .any(|event| event.token() == includes::INCLUDES)
+            {
+                self.on_includes();
+            }
             for event in events.iter() {
                 if let Some(source) = event.token().0.checked_sub(FIRST_SOURCE) {
                     self.note_ready(SourceId(source), event);
@@ -631,6 +644,7 @@ impl Server {
                 TimerKey::Relay { relay, started } => self.relay_deadline(relay, started),
                 TimerKey::Control { source, started } => self.control_deadline(source, started),
                 TimerKey::ShutdownDeadline => self.shutdown_deadline(),
+                TimerKey::IncludesChanged => self.includes_settled(),
             }
         }
     }

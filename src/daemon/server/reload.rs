@@ -57,19 +57,38 @@ impl Server {
             return;
         }
         // Errors here are all in service files (a bad spawnd.yaml rejects
-        // the whole reload above).
-        let failed_names: HashSet<&str> = loaded
+        // the whole reload above), or in included files: the services
+        // running from those stay as they are.
+        let mut failed_names: HashSet<String> = loaded
             .errors
             .iter()
-            .map(|e| crate::config::load::service_name(&e.file))
+            .map(|e| crate::config::load::service_name(&e.file).to_string())
             .collect();
+        let kept_included: Vec<(String, String)> = self
+            .includes
+            .defined_in(&loaded.broken)
+            .map(|name| {
+                (
+                    name.to_string(),
+                    self.includes.source_of(name).unwrap_or_default(),
+                )
+            })
+            .collect();
+        failed_names.extend(kept_included.iter().map(|(name, _)| name.clone()));
+        let failed_names: HashSet<&str> = failed_names.iter().map(String::as_str).collect();
+        self.troubles.clear();
+        self.note_config_errors(&loaded.errors);
+        self.note_included(&loaded.services, &loaded.refused, &loaded.broken);
+        for (name, source) in &kept_included {
+            let reason = format!("{source}: its file has errors; the previous definition stays");
+            self.note_trouble(name, true, reason);
+        }
+        self.follow_includes(&loaded.watch);
         let wanted: Vec<Service> = loaded
             .services
             .into_iter()
             .filter(|s| !s.disabled)
             .collect();
-        self.troubles.clear();
-        self.note_config_errors(&loaded.errors);
         self.global = loaded.global;
         self.in_proc.movers.splice = self.global.splice;
         crate::logging::apply_config(
