@@ -82,6 +82,9 @@ notify)
     ;;
 esac
 echo "build-deb: systemd unit with Type=$unit_type" >&2
+# spawnd's own maintainer scripts; cargo-deb adds the systemd part at their
+# DEBHELPER token.
+cp packaging/debian/postinst "$staging/systemd/postinst"
 
 # 3. Package what was just built; cargo deb prints the .deb's path last
 # (under the target directory: target/debian/ unless CARGO_TARGET_DIR is set).

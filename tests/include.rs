@@ -444,3 +444,29 @@ fn a_packaged_xinetd_file_is_served_as_it_is() {
     let udp = String::from_utf8(udp.expect("daytime over udp")).expect("text");
     assert!(udp.chars().any(|c| c.is_ascii_digit()), "{udp:?}");
 }
+
+/// As root, an included file another user owns (and could rewrite) is not
+/// read: none of its entries is served, and the error says why.
+#[test]
+fn an_included_file_another_user_controls_is_not_read() {
+    require!(is_root(), "root (the ownership rules apply to root only)");
+    let setup = Setup::new(false);
+    let a = free_port();
+    setup.replace(
+        "inetd.conf",
+        &format!("127.0.0.1:{a} stream tcp nowait nobody /bin/echo echo planted\n"),
+    );
+    nix::unistd::chown(
+        &setup.etc("inetd.conf"),
+        Some(nix::unistd::Uid::from_raw(65534)),
+        None,
+    )
+    .expect("chown");
+    let spawnd = setup.start();
+    spawnd.log.expect(&[
+        "config_error",
+        &setup.etc("inetd.conf").display().to_string(),
+        "owned by uid 65534",
+    ]);
+    assert!(refused_at_once(a));
+}

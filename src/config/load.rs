@@ -574,6 +574,13 @@ mod tests {
         };
         assert_eq!(global, expected);
         assert!(defaults.limits.is_none() && defaults.user.is_none());
+        // As shipped, it serves /etc/inetd.conf (the inet-superserver slot).
+        let (shipped, _) = parse_global_text(Path::new("spawnd.yaml"), packaged).unwrap();
+        assert_eq!(
+            shipped.include_inetd_conf.as_deref(),
+            Some(Path::new("/etc/inetd.conf"))
+        );
+        assert_eq!(shipped.include_xinetd, None);
         // The examples part is a valid configuration too.
         let all: String = packaged
             .lines()
