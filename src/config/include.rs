@@ -42,6 +42,35 @@ fn hosts_access_dir() -> PathBuf {
 pub struct Watch {
     pub files: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>,
+    /// What `stamp` said just after the files were read: the watches are
+    /// set after reading, so a change in between shows as another stamp.
+    pub read_stamp: u64,
+}
+
+impl Watch {
+    /// A digest of what `stat` says of every file and directory watched
+    /// (inode, size, modification and change times; missing ones too).
+    pub fn stamp(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        use std::os::unix::fs::MetadataExt;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for path in self.files.iter().chain(&self.dirs) {
+            match std::fs::metadata(path) {
+                Ok(m) => (
+                    m.dev(),
+                    m.ino(),
+                    m.size(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                )
+                    .hash(&mut hasher),
+                Err(e) => e.raw_os_error().hash(&mut hasher),
+            }
+        }
+        hasher.finish()
+    }
 }
 
 /// An included entry that is not served, and why.
@@ -257,6 +286,7 @@ pub fn load(
     if hosts.is_some() {
         included.watch.files.extend(hosts_access_files());
     }
+    included.watch.read_stamp = included.watch.stamp();
     included
 }
 

@@ -516,3 +516,122 @@ fn write_dir(dir: &Path, docs: &[emit::Document]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Files in memory: the importers' reading is tested without a disk.
+    struct MemFiles(BTreeMap<PathBuf, String>);
+
+    impl MemFiles {
+        fn new(files: &[(&str, &str)]) -> MemFiles {
+            MemFiles(
+                files
+                    .iter()
+                    .map(|(path, text)| (PathBuf::from(path), text.to_string()))
+                    .collect(),
+            )
+        }
+    }
+
+    impl Files for MemFiles {
+        fn read(&self, path: &Path) -> Result<String, ReadError> {
+            self.0.get(path).cloned().ok_or(ReadError {
+                missing: true,
+                message: "cannot read: No such file or directory".to_string(),
+            })
+        }
+
+        fn list(&self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ReadError> {
+            Ok(self
+                .0
+                .keys()
+                .filter(|path| path.parent() == Some(dir))
+                .filter_map(|path| path.file_name().map(|n| n.to_os_string()))
+                .collect())
+        }
+
+        fn is_dir(&self, path: &Path) -> bool {
+            self.0.keys().any(|file| file.parent() == Some(path))
+        }
+    }
+
+    fn db() -> ServicesDb {
+        ServicesDb::parse("www 80/tcp\nrsync 873/tcp\n")
+    }
+
+    #[test]
+    fn an_inetd_conf_is_imported_with_places_and_wrappers() {
+        let files = MemFiles::new(&[(
+            "/etc/inetd.conf",
+            "#:STANDARD:\nwww\tstream\ttcp\tnowait nobody:www-data\t/usr/sbin/tcpd /usr/sbin/micro-httpd /var/www/html\n\
+             #<off># rsync stream tcp nowait root /usr/bin/rsync rsyncd --daemon\n\
+             sunrpc/1 stream rpc/tcp wait root /usr/sbin/x x\n",
+        )]);
+        let import = import_inetd(Path::new("/etc/inetd.conf"), &files, &db());
+        assert!(import.broken.is_empty(), "{:?}", import.diags);
+        let names: Vec<&str> = import.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["www", "rsync", "sunrpc"], "{:?}", import.services);
+        let www = &import.services[0];
+        assert_eq!((www.file.as_str(), www.line), ("/etc/inetd.conf", 2));
+        assert_eq!(www.tcp_wrappers.as_deref(), Some("micro-httpd"));
+        let yaml = www.yaml.as_ref().map_or("", String::as_str);
+        assert!(
+            yaml.contains("exec: [/usr/sbin/micro-httpd, /var/www/html]"),
+            "{yaml}"
+        );
+        assert!(import.services[1]
+            .yaml
+            .as_ref()
+            .is_ok_and(|y| y.contains("disabled: true")));
+        // RPC cannot be served at all: refused with its reason.
+        assert!(import.services[2]
+            .yaml
+            .as_ref()
+            .is_err_and(|why| why.contains("RPC")));
+        assert_eq!(import.files, [PathBuf::from("/etc/inetd.conf")]);
+    }
+
+    #[test]
+    fn a_missing_file_is_no_error_and_an_error_breaks_only_its_file() {
+        let files = MemFiles::new(&[]);
+        let import = import_inetd(Path::new("/etc/inetd.conf"), &files, &db());
+        assert!(import.diags.is_empty() && import.services.is_empty());
+        let import = import_xinetd(Path::new("/etc/xinetd.conf"), &files, &db());
+        assert!(import.diags.is_empty() && import.services.is_empty());
+        assert_eq!(import.files, [PathBuf::from("/etc/xinetd.conf")]);
+
+        let service = |name: &str| {
+            format!("service {name}\n{{\n socket_type = stream\n wait = no\n user = root\n server = /usr/bin/{name}\n}}\n")
+        };
+        let files = MemFiles::new(&[
+            (
+                "/etc/xinetd.conf",
+                "defaults\n{\n}\nincludedir /etc/xinetd.d\n",
+            ),
+            ("/etc/xinetd.d/rsync", &service("rsync")),
+            (
+                "/etc/xinetd.d/broken",
+                "service www\n{\n socket_type = stream\n",
+            ),
+            ("/etc/xinetd.d/rsync.rpmsave", &service("www")),
+        ]);
+        let import = import_xinetd(Path::new("/etc/xinetd.conf"), &files, &db());
+        assert_eq!(
+            import.broken,
+            ["/etc/xinetd.d/broken"],
+            "{:?}",
+            import.diags
+        );
+        let names: Vec<&str> = import.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["rsync"]);
+        // xinetd checks TCP Wrappers under the server's name.
+        assert_eq!(import.services[0].tcp_wrappers.as_deref(), Some("rsync"));
+        assert_eq!(import.dirs, [PathBuf::from("/etc/xinetd.d")]);
+        assert!(import
+            .files
+            .contains(&PathBuf::from("/etc/xinetd.d/broken")));
+    }
+}

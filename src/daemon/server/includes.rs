@@ -109,6 +109,20 @@ impl Server {
         for problem in watcher.set(watch) {
             crate::event!(log::Level::Warn, "include_watch_failed"; "error={} detail=\"changes there take effect on SIGHUP only\"", crate::logging::line::Quoted(&problem));
         }
+        // A change made after the files were read and before the watches
+        // were set would otherwise wait for the next one.
+        if watch.stamp() != watch.read_stamp {
+            self.includes_changed(PathBuf::from("(changed while being read)"));
+        }
+    }
+
+    fn includes_changed(&mut self, path: PathBuf) {
+        if self.includes.pending.is_none() {
+            crate::event!(log::Level::Debug, "include_changed"; "path={}", path.display());
+            self.includes.pending = Some(path);
+            self.timers
+                .schedule(Instant::now() + SETTLE, TimerKey::IncludesChanged);
+        }
     }
 
     /// The watcher reported: schedule one reload shortly.
@@ -116,14 +130,8 @@ impl Server {
         let Some(watcher) = self.includes.watcher.as_mut() else {
             return;
         };
-        let Some(path) = watcher.changed() else {
-            return;
-        };
-        if self.includes.pending.is_none() {
-            crate::event!(log::Level::Debug, "include_changed"; "path={}", path.display());
-            self.includes.pending = Some(path);
-            self.timers
-                .schedule(Instant::now() + SETTLE, TimerKey::IncludesChanged);
+        if let Some(path) = watcher.changed() {
+            self.includes_changed(path);
         }
     }
 

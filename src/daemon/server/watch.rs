@@ -223,6 +223,7 @@ mod tests {
         let watch = Watch {
             files: vec!["/etc/inetd.conf".into(), "/etc/hosts.deny".into()],
             dirs: vec![],
+            ..Watch::default()
         };
         let plan = plan(&watch, &|_| true);
         assert_eq!(
@@ -236,6 +237,7 @@ mod tests {
         let watch = Watch {
             files: vec!["/etc/xinetd.conf".into()],
             dirs: vec!["/etc/xinetd.d".into()],
+            ..Watch::default()
         };
         let plan = plan(&watch, &|_| true);
         assert_eq!(plan.get(Path::new("/etc/xinetd.d")), Some(&Names::Included));
@@ -253,6 +255,7 @@ mod tests {
         let watch = Watch {
             files: vec!["/srv/a/b/inetd.conf".into()],
             dirs: vec!["/srv/x.d".into()],
+            ..Watch::default()
         };
         let exists = |p: &Path| p == Path::new("/srv") || p == Path::new("/");
         let plan = plan(&watch, &exists);
