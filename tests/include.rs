@@ -251,7 +251,7 @@ fn a_services_d_file_wins_a_name_clash() {
 #[test]
 fn tcp_wrappers_rules_that_would_refuse_a_client_keep_the_entry_from_starting() {
     let setup = Setup::new(false);
-    let (wrapped, plain) = (free_port(), free_port());
+    let (wrapped, plain, off) = (free_port(), free_port(), free_port());
     let deny = setup.config.path().join("hosts/hosts.deny");
     std::fs::write(&deny, "# a comment\necho: 10.0.0.1\n").expect("hosts.deny");
     // Served through tcpd, as micro-httpd registers itself: tcpd checks
@@ -260,7 +260,8 @@ fn tcp_wrappers_rules_that_would_refuse_a_client_keep_the_entry_from_starting() 
         "inetd.conf",
         &format!(
             "127.0.0.1:{wrapped} stream tcp nowait nobody /usr/sbin/tcpd /bin/echo wrapped\n\
-             127.0.0.1:{plain} stream tcp nowait nobody /bin/true true\n"
+             127.0.0.1:{plain} stream tcp nowait nobody /bin/true true\n\
+             #<off># 127.0.0.1:{off} stream tcp nowait nobody /usr/sbin/tcpd /bin/echo off\n"
         ),
     );
     let check = std::process::Command::new(BIN)
@@ -288,6 +289,16 @@ fn tcp_wrappers_rules_that_would_refuse_a_client_keep_the_entry_from_starting() 
     spawnd.log.expect(&["include_refused", &reason]);
     assert!(refused_at_once(wrapped));
     assert_eq!(answer(plain), "");
+    // A disabled entry is not served anyway: it is not refused either.
+    spawnd
+        .log
+        .expect(&[&format!("disabled service=echo-{off}")]);
+    assert_eq!(
+        spawnd.log.count("include_refused"),
+        1,
+        "{}",
+        spawnd.log.text()
+    );
     let status = setup.status(&format!("echo-{wrapped}"));
     assert_eq!(status["state"], "failed");
     assert!(

@@ -246,7 +246,8 @@ pub fn load(
                     continue;
                 }
             };
-            if !entry.restrictions_lost.is_empty() {
+            // A disabled entry is not served anyway: nothing to refuse.
+            if !entry.restrictions_lost.is_empty() && !entry.disabled {
                 refuse(
                     &mut included,
                     format!(
@@ -257,7 +258,7 @@ pub fn load(
                 );
                 continue;
             }
-            if let Some(daemon) = &entry.tcp_wrappers {
+            if let Some(daemon) = entry.tcp_wrappers.as_ref().filter(|_| !entry.disabled) {
                 let rules = hosts.get_or_insert_with(|| HostsAccess::read(&files));
                 let why = match rules {
                     Ok(rules) => rules.refusal(daemon),

@@ -151,6 +151,8 @@ pub struct Imported {
     pub restrictions_lost: Vec<String>,
     /// The name TCP Wrappers checked it under, if they did.
     pub tcp_wrappers: Option<String>,
+    /// Turned off in the file (`disable = yes`, update-inetd's `#<off>#`).
+    pub disabled: bool,
 }
 
 /// What reading one inetd.conf or xinetd.conf (with its includes) gave.
@@ -243,6 +245,7 @@ impl Import {
                         yaml: Ok(emit::service_yaml(&service, "spawnd (include)")),
                         restrictions_lost: lost,
                         tcp_wrappers: service.tcp_wrappers.clone(),
+                        disabled: service.disabled.as_ref().is_some_and(|d| d.value),
                     }
                 }
                 model::Unit::NotConverted(entry) => {
@@ -256,6 +259,7 @@ impl Import {
                         yaml: Err(entry.reason),
                         restrictions_lost: Vec::new(),
                         tcp_wrappers: None,
+                        disabled: false,
                     }
                 }
             };
@@ -586,6 +590,7 @@ mod tests {
             .yaml
             .as_ref()
             .is_ok_and(|y| y.contains("disabled: true")));
+        assert!(import.services[1].disabled && !www.disabled);
         // RPC cannot be served at all: refused with its reason.
         assert!(import.services[2]
             .yaml
