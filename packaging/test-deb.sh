@@ -295,8 +295,12 @@ apt-get purge -y micro-httpd
 ! grep -qE '^[^#]*micro-httpd' /etc/inetd.conf || fail "the entry is still in /etc/inetd.conf"
 wait_log 'service_removed service=www' 2
 [ -z "$(http_get /)" ] || fail "still served after the purge"
-# Nobody signalled spawnd: it reloaded on its own each time.
+# Nobody signalled spawnd: it reloaded on its own each time (update-inetd
+# found no /run/inetd.pid naming an inetd; whatever /etc/init.d/*inetd it
+# asked invoke-rc.d to restart, policy-rc.d kept from running).
 grep -q 'include_reload path=/etc/inetd.conf' "$work/inetd.log" || fail "no reload from the watch"
+[ "$(grep -c 'include_reload' "$work/inetd.log")" = "$(grep -c 'reload_start' "$work/inetd.log")" ] ||
+    fail "a reload came from somewhere else than the watch"
 kill -0 "$inetd_pid" || fail "spawnd is gone"
 kill -TERM "$inetd_pid"
 wait "$inetd_pid" || true
