@@ -284,6 +284,18 @@ fn unreadable_directory_and_bad_global_file_are_fatal() {
     );
 
     let config = Config::new();
+    config.global("log: {level: info}\ninclude_inetd_conf: etc/inetd.conf\n");
+    config.service("good", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
+    let (code, _, stderr) = check_errors(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "spawnd.yaml:2:1: include_inetd_conf: \"etc/inetd.conf\" must be an absolute path"
+        ),
+        "{stderr}"
+    );
+
+    let config = Config::new();
     config.global("max_children: lots\n");
     config.service("good", "listen: 127.0.0.1:1\nexec: [/bin/true]\n");
     let (code, _, stderr) = check_errors(&config);
