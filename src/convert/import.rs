@@ -84,7 +84,33 @@ pub fn import_xinetd(path: &Path, files: &dyn Files, db: &ServicesDb) -> Import 
     if import.files.is_empty() {
         import.files.push(path.to_path_buf());
     }
+    // `defaults` apply to the services of every file: with an error in a
+    // file that has them, what the others get from them is not known
+    // (a `no_access` entry left out would let clients in), so nothing is
+    // taken from any file.
+    let with_defaults: Vec<&str> = reader
+        .files
+        .iter()
+        .filter(|parsed| {
+            parsed.entries.iter().any(|entry| {
+                matches!(entry, xinetd::parse::Entry::Block(b) if b.kind == xinetd::parse::BlockKind::Defaults)
+            })
+        })
+        .map(|parsed| parsed.file.as_str())
+        .collect();
+    let defaults_broken = diags
+        .list
+        .iter()
+        .any(|d| d.severity == Severity::Error && with_defaults.contains(&d.file.as_str()));
     import.finish(conversion.units, diags);
+    if defaults_broken {
+        import.services.clear();
+        import.broken = reader
+            .files
+            .iter()
+            .map(|parsed| parsed.file.clone())
+            .collect();
+    }
     import
 }
 
@@ -264,5 +290,23 @@ mod tests {
         assert!(import
             .files
             .contains(&PathBuf::from("/etc/xinetd.d/broken")));
+
+        // An error in a file with `defaults` breaks every file: what the
+        // others inherit is not known.
+        let files = MemFiles::new(&[
+            (
+                "/etc/xinetd.conf",
+                "defaults\n{\n no_access = 10.0.0.300\n}\nincludedir /etc/xinetd.d\n",
+            ),
+            ("/etc/xinetd.d/rsync", &service("rsync")),
+        ]);
+        let import = import_xinetd(Path::new("/etc/xinetd.conf"), &files, &db());
+        assert!(import.services.is_empty(), "{:?}", import.services);
+        assert_eq!(
+            import.broken,
+            ["/etc/xinetd.conf", "/etc/xinetd.d/rsync"],
+            "{:?}",
+            import.diags
+        );
     }
 }
