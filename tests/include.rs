@@ -246,6 +246,14 @@ fn a_services_d_file_wins_a_name_clash() {
     )]);
     assert_eq!(answer(a), "services.d\n");
     assert!(refused_at_once(b));
+
+    // Its file broken, the services.d service still wins: it is kept as it
+    // runs, and the included entry stays out.
+    setup.config.service("spawndtest", "listen: [\n");
+    spawnd.reload();
+    assert_eq!(answer(a), "services.d\n");
+    assert!(refused_at_once(b));
+    assert_eq!(setup.status("spawndtest")["state"], "kept");
 }
 
 #[test]

@@ -380,8 +380,12 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
     }
     let mut services = Vec::new();
     let mut texts = Vec::new();
+    // Every name services.d claims, its files that do not check included
+    // (their running services are kept, and keep their names).
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
     if let Some((listing, files)) = service_files(&services_dir, strict, &mut errors) {
         for name in files {
+            taken.insert(service_stem(&name).to_string());
             let path = services_dir.join(&name);
             let text = text_of(
                 &path,
@@ -402,8 +406,7 @@ pub fn load(dir: &Path, options: Options) -> Result<Loaded, Vec<ConfigError>> {
     }
     // The services of included inetd.conf and xinetd files come after
     // those of services.d, which win a name clash.
-    let taken: std::collections::HashSet<String> =
-        services.iter().map(|s| s.name.clone()).collect();
+    taken.extend(services.iter().map(|s| s.name.clone()));
     let included = super::include::load(
         global.include_inetd_conf.as_deref(),
         global.include_xinetd.as_deref(),
