@@ -169,7 +169,7 @@ impl HostsAccess {
 }
 
 /// The files TCP Wrappers read, for the watcher.
-pub fn hosts_access_files() -> [PathBuf; 2] {
+fn hosts_access_files() -> [PathBuf; 2] {
     let dir = hosts_access_dir();
     [dir.join("hosts.allow"), dir.join("hosts.deny")]
 }
@@ -309,7 +309,7 @@ fn service_of(
 
 /// Problems found in an included service's mapped YAML, told without the
 /// YAML's own positions (which are not the file's).
-pub fn describe(errors: &[ConfigError]) -> String {
+fn describe(errors: &[ConfigError]) -> String {
     errors
         .iter()
         .map(|e| match &e.key {

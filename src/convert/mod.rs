@@ -40,11 +40,7 @@ use model::Conversion;
 use read::{read_text, XinetdReader};
 pub use read::{Files, ReadError, StdFiles};
 use services_db::ServicesDb;
-
-/// Whether xinetd's `includedir` reads a file of this name.
-pub fn includedir_reads(name: &str) -> bool {
-    xinetd::includedir_reads(name)
-}
+pub use xinetd::includedir_reads;
 
 /// Input files larger than this are refused: no real configuration comes
 /// near it, and it keeps a wrong path (a disk image, a log) from being read.

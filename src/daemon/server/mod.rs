@@ -539,13 +539,18 @@ impl Server {
                 return crate::exit::Exit::Runtime;
             }
             // Reap first: an exit frees the instance a waiting client needs.
-            if events.iter().any(|event| event.token() == SIGNALS) {
+            let (mut signals, mut included_files) = (false, false);
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => signals = true,
+                    includes::INCLUDES => included_files = true,
+                    _ => {}
+                }
+            }
+            if signals {
                 self.on_signals();
             }
-            if events
-                .iter()
-                .any(|event| event.token() == includes::INCLUDES)
-            {
+            if included_files {
                 self.on_includes();
             }
             for event in events.iter() {
